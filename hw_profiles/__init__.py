@@ -1,0 +1,1 @@
+"""Hardware catalog (datasheet profiles) and measured profiles, as data files."""
