@@ -1,0 +1,210 @@
+"""`plan`: the command line, a thin layer over planner.api."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from planner.errors import PlanError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Hardware-aware LLM deployment planner and benchmark harness.\n\n"
+                       "Example: `plan recommend --model llama-70b --slo ttft=200ms`")
+# Tables stay readable when piped (rich would fall back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def _emit_json(doc: dict) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+@app.command(help="Rank deployments of a model that meet latency targets at the lowest cost.\n\n"
+                  "Examples:\n\n"
+                  "* `plan recommend --model llama-70b --slo ttft=200ms`\n\n"
+                  "* `plan recommend --model qwen3-32b --slo ttft=500ms --slo tpot=30ms --gpus h100,h200 --rate 20`\n\n"
+                  "* `plan recommend --model llama-8b --objective throughput --json --out plan.yaml`")
+def recommend(
+    model: str = typer.Option(..., "--model", "-m", help="Catalog name or alias (`plan models`), or a local "
+                              "config.json / model folder. e.g. `llama-70b`"),
+    slo: List[str] = typer.Option([], "--slo", help="Latency target, repeatable: ttft=200ms, tpot=30ms, e2e=5s; "
+                                  "percentiles like ttft_p99=500ms."),
+    input_tokens: float = typer.Option(1024, "--input", help="Prompt length in tokens (mean). e.g. 2048"),
+    output_tokens: float = typer.Option(256, "--output", help="Generated tokens per request (mean). e.g. 512"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU types to consider "
+                                       "(default: the whole catalog, `plan gpus`). e.g. h100,h200"),
+    max_gpus: int = typer.Option(64, "--max-gpus", help="Most GPUs a plan may use in total. e.g. 8"),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Requests/s the deployment must sustain; "
+                                         "adds replicas. e.g. 20"),
+    objective: str = typer.Option("cost", "--objective", help="cost ($ per million output tokens), "
+                                  "throughput (tokens/s per GPU) or latency (E2E)."),
+    top: int = typer.Option(5, "--top", help="How many plans to list. e.g. 10"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of tables."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the best plan as YAML (feeds `plan serve`, "
+                                       "`plan bench`). e.g. plan.yaml"),
+    seed: int = typer.Option(0, "--seed", help="Search seed (same seed, same answer)."),
+    trials: int = typer.Option(300, "--trials", help="Optuna trials. e.g. 1000 for a wider search"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL to share one study "
+                                          "between workers. e.g. sqlite:///study.db"),
+    profile: str = typer.Option("auto", "--profile", help="auto (measured profile when one exists), datasheet, "
+                                "or a profile YAML path."),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML/JSON {gpu: $ per GPU-hour} overriding "
+                                          "catalog prices."),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="Score every point instead of searching "
+                                    "(slow on the whole catalog)."),
+):
+    from planner import api, render
+    from planner.parse import parse_list
+
+    for name, v in (("--top", top), ("--trials", trials)):
+        if v <= 0:
+            raise UsageError(f"{name} must be a positive integer, got {v}")
+    progress = None
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import Progress
+        bar = Progress(transient=True, console=err)
+        task = bar.add_task("searching", total=trials)
+        bar.start()
+        progress = lambda i, n: bar.update(task, completed=i)  # noqa: E731
+    try:
+        r = api.recommend(model, slo, parse_list(gpus) or None, input_tokens, output_tokens, rate, max_gpus,
+                          objective, top, trials, seed, storage, profile, str(prices) if prices else None,
+                          exhaustive, progress)
+    finally:
+        if progress:
+            bar.stop()
+    if out and r.best:
+        r.best.plan.dump(out)
+    if as_json:
+        _emit_json(render.recommendation_json(r))
+    else:
+        render.print_recommendation(r, console)
+        if out and r.best:
+            console.print(f"Plan written to {out}")
+    if not r.ranked:
+        raise typer.Exit(3)
+
+
+@app.command(help="Where the time and memory of one configuration go, operator by operator.\n\n"
+                  "Examples:\n\n"
+                  "* `plan explain --model llama-70b --gpu h200 --tp 4`\n\n"
+                  "* `plan explain --model llama-8b --gpu h100 --batch 64 --input 2048 --output 128 --json`")
+def explain(
+    model: str = typer.Option(..., "--model", "-m", help="Catalog name, alias or config.json path. e.g. llama-8b"),
+    gpu: str = typer.Option(..., "--gpu", help="GPU type (`plan gpus`). e.g. h100"),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel GPUs. e.g. 4"),
+    pp: int = typer.Option(1, "--pp", help="Pipeline stages. e.g. 2"),
+    weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="bf16, fp8, int8 or int4."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="bf16, fp8 or int8."),
+    batch: int = typer.Option(1, "--batch", help="Concurrent sequences. e.g. 32"),
+    input_tokens: float = typer.Option(1024, "--input", help="Prompt tokens. e.g. 4096"),
+    output_tokens: float = typer.Option(256, "--output", help="Output tokens. e.g. 128"),
+    max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", help="Token budget per step."),
+    gpu_memory_utilization: float = typer.Option(0.90, "--gpu-memory-utilization", help="Fraction of GPU "
+                                                 "memory the engine may use. e.g. 0.92"),
+    profile: str = typer.Option("auto", "--profile", help="auto, datasheet, or a profile YAML path."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of tables."),
+):
+    from planner import api, render
+
+    for name, v in (("--tp", tp), ("--pp", pp), ("--batch", batch), ("--max-num-batched-tokens",
+                                                                      max_num_batched_tokens)):
+        if v <= 0:
+            raise UsageError(f"{name} must be a positive integer, got {v}")
+    if weight_dtype not in ("bf16", "fp16", "fp8", "int8", "int4"):
+        raise UsageError(f"unknown --weight-dtype {weight_dtype!r}: use bf16, fp8, int8 or int4")
+    if kv_dtype not in ("bf16", "fp16", "fp8", "int8"):
+        raise UsageError(f"unknown --kv-dtype {kv_dtype!r}: use bf16, fp8 or int8")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise UsageError("--gpu-memory-utilization must be in (0, 1], e.g. 0.9")
+    x = api.explain(model, gpu, tp, pp, weight_dtype, kv_dtype, batch, input_tokens, output_tokens,
+                    max_num_batched_tokens, None, gpu_memory_utilization, profile)
+    if as_json:
+        _emit_json(render.explanation_json(x))
+    else:
+        render.print_explanation(x, console)
+
+
+@app.command(help="List the model catalog (names, aliases, parameters). e.g. `plan models --json`")
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    from planner import catalog
+    from planner.params import param_counts
+
+    specs = catalog.list_models()
+    if as_json:
+        _emit_json({"models": [s.model_dump(mode="json", exclude_none=True) for s in specs]})
+        return
+    from rich.table import Table
+    t = Table(title="Model catalog")
+    for col in ("name", "aliases", "params (B)", "active (B)", "layers", "heads/kv", "hf id"):
+        t.add_column(col)
+    for s in specs:
+        pc = param_counts(s)
+        t.add_row(s.name, ", ".join(s.aliases), f"{pc.total / 1e9:.1f}", f"{pc.active / 1e9:.1f}",
+                  str(s.num_layers), f"{s.num_attention_heads}/{s.num_kv_heads}", s.hf_id or "")
+    console.print(t)
+
+
+@app.command(help="List the GPU catalog with memory, bandwidth, peaks, price and profile kind. "
+                  "e.g. `plan gpus --json`")
+def gpus(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+         profile: str = typer.Option("auto", "--profile", help="auto or datasheet.")):
+    from planner import catalog
+
+    hws = catalog.list_hardware(profile)
+    if as_json:
+        _emit_json({"gpus": [h.model_dump(mode="json", exclude_none=True) for h in hws]})
+        return
+    from rich.table import Table
+    t = Table(title="GPU catalog")
+    for col in ("name", "aliases", "memory GB", "TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s", "$/h",
+                "profile"):
+        t.add_column(col)
+    for h in hws:
+        fp8 = h.peak_flops.get("fp8")
+        t.add_row(h.name, ", ".join(h.aliases), f"{h.memory_bytes / 1e9:.0f}",
+                  f"{h.memory_bandwidth_bytes_per_s / 1e12:.2f}", f"{h.peak_flops['bf16'] / 1e12:.0f}",
+                  f"{fp8 / 1e12:.0f}" if fp8 else "-", f"{h.interconnect.bandwidth_bytes_per_s / 1e9:.0f}",
+                  f"{h.price_per_gpu_hour:.2f}", h.provenance.kind)
+    console.print(t)
+
+
+def main() -> None:
+    """Entry point: turn every known failure into one line and an exit code."""
+    from pydantic import ValidationError
+
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int):                  # click returns typer.Exit's code when not standalone
+            sys.exit(rc)
+    except PlanError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        err.print(f"error: invalid input{' at ' + loc if loc else ''}: {first.get('msg')}", markup=False,
+                  highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except __import__("click").ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except OSError as e:
+        err.print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}", markup=False, highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Roofline cost model of one engine step, calibratable by measured efficiency curves.
+
+Pure functions: inputs in, numbers out, no I/O. Every operator of a transformer layer gets FLOPs and
+bytes moved per GPU, and
+
+    time = max(FLOPs / (peak x compute efficiency), bytes / (bandwidth x memory efficiency)) + launch overhead
+
+Efficiencies come from the hardware profile: datasheet-era defaults, or curves a profiler measured
+(GEMM efficiency by token dimension M and dtype, bandwidth efficiency by bytes moved, all-reduce time
+by message size), interpolated linearly in log-x.
+
+A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+from planner.schemas import CurvePoint, HardwareProfile, ModelSpec
+
+ACT_BYTES = 2                       # activations are bf16
+FP32_BYTES = 4
+# Bytes per parameter of a linear layer's weight, scales included:
+# fp8/int8 per output channel (2-byte scale per row, negligible), int4 with a 2-byte scale per group of 128.
+WEIGHT_BYTES_PER_PARAM = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5 + 2 / 128}
+KV_BYTES_PER_ELEMENT = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
+# Weight-only int8/int4 dequantize into bf16 GEMMs; fp8 weights use fp8 tensor cores where the chip has them.
+COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "bf16", "int4": "bf16"}
+KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
+
+
+# --------------------------------------------------------------------------- interpolation of curves
+def _curve(points: list[CurvePoint]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    pts = sorted((math.log(max(p.x, 1e-12)), p.y) for p in points)
+    return tuple(p[0] for p in pts), tuple(p[1] for p in pts)
+
+
+def interp_log(curve: tuple[tuple[float, ...], tuple[float, ...]], x: float) -> float:
+    """Linear interpolation in log(x), clamped at the ends."""
+    xs, ys = curve
+    lx = math.log(max(x, 1e-12))
+    if lx <= xs[0]:
+        return ys[0]
+    if lx >= xs[-1]:
+        return ys[-1]
+    i = bisect_left(xs, lx)
+    t = (lx - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return ys[i - 1] + t * (ys[i] - ys[i - 1])
+
+
+class Hardware:
+    """A hardware profile with its curves prepared for fast lookup (built once per profile)."""
+
+    def __init__(self, hw: HardwareProfile):
+        self.profile = hw
+        e = hw.efficiency
+        self.name = hw.name
+        self.bandwidth = hw.memory_bandwidth_bytes_per_s
+        self.gemm_eff = dict(e.gemm)
+        self.gemm_curves = {k: _curve(v) for k, v in e.gemm_by_m.items() if v}
+        self.mem_eff = e.memory
+        self.mem_curve = _curve(e.memory_by_bytes) if e.memory_by_bytes else None
+        self.ar_curves = {int(k): _curve(v) for k, v in e.allreduce_by_bytes.items() if v}
+        self.link_bw = hw.interconnect.bandwidth_bytes_per_s
+        self.e = e
+        self.kind = hw.provenance.kind
+
+    def peak(self, dtype: str) -> float:
+        return self.profile.peak(dtype)
+
+    def gemm_efficiency(self, dtype: str, m: float) -> float:
+        curve = self.gemm_curves.get(dtype)
+        if curve is not None:
+            return interp_log(curve, m)
+        return self.gemm_eff.get(dtype, self.gemm_eff.get("bf16", 0.8))
+
+    def memory_efficiency(self, nbytes: float) -> float:
+        return interp_log(self.mem_curve, nbytes) if self.mem_curve else self.mem_eff
+
+
+_PREPARED: dict[int, Hardware] = {}
+
+
+def prepare(hw: HardwareProfile | Hardware) -> Hardware:
+    """The lookup-ready form of a profile, built once per profile object."""
+    if isinstance(hw, Hardware):
+        return hw
+    h = _PREPARED.get(id(hw))
+    if h is None or h.profile is not hw:          # ids are reused after garbage collection
+        h = _PREPARED[id(hw)] = Hardware(hw)
+    return h
+
+
+# --------------------------------------------------------------------------- primitive costs
+@dataclass(frozen=True)
+class OpCost:
+    name: str
+    flops: float
+    bytes: float
+    time_s: float
+    bound: str                      # "compute" | "memory" | "communication" | "overhead"
+    count: int = 1                  # how many times per step (layers)
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+    @property
+    def total_s(self) -> float:
+        return self.time_s * self.count
+
+
+def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, compute_eff: float,
+               mem_eff: float | None = None) -> tuple[float, str]:
+    """max(compute time, memory time) and which one binds."""
+    t_c = flops / (hw.peak(compute_dtype) * compute_eff) if flops else 0.0
+    t_m = nbytes / (hw.bandwidth * (mem_eff if mem_eff is not None else hw.memory_efficiency(nbytes)))
+    return (t_c, "compute") if t_c >= t_m else (t_m, "memory")
+
+
+def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
+              count: int = 1) -> OpCost:
+    """Y[m,n] = X[m,k] @ W[k,n] with W stored in `weight_dtype`."""
+    cdt = COMPUTE_DTYPE[weight_dtype]
+    flops = 2.0 * m * n * k
+    act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
+    nbytes = n * k * WEIGHT_BYTES_PER_PARAM[weight_dtype] + m * k * act_in + m * n * ACT_BYTES
+    t, bound = roofline_s(hw, flops, nbytes, cdt, hw.gemm_efficiency(cdt, m))
+    return OpCost(name, flops, nbytes, t + hw.e.kernel_overhead_s, bound, count)
+
+
+def gemm_time_s(hw: HardwareProfile | Hardware, m: float, n: float, k: float, dtype: str = "bf16") -> float:
+    """Time of one GEMM (public helper; the profilers validate it against held-out measurements)."""
+    return gemm_cost(prepare(hw), "gemm", m, n, k, dtype).time_s
+
+
+def copy_time_s(hw: HardwareProfile | Hardware, nbytes: float) -> float:
+    """Time of a device-to-device copy moving `nbytes` (read + write counted)."""
+    h = prepare(hw)
+    return nbytes / (h.bandwidth * h.memory_efficiency(nbytes)) + h.e.kernel_overhead_s
+
+
+def allreduce_time_s(hw: HardwareProfile | Hardware, nbytes: float, n_gpus: int) -> float:
+    """Ring all-reduce: alpha + bytes * 2(n-1)/n / bus bandwidth, or the measured curve for n GPUs."""
+    if n_gpus <= 1:
+        return 0.0
+    h = prepare(hw)
+    curve = h.ar_curves.get(n_gpus)
+    if curve is not None:
+        return interp_log(curve, nbytes)
+    busbw = h.link_bw * h.e.allreduce_busbw_fraction
+    return h.e.allreduce_alpha_s + nbytes * 2 * (n_gpus - 1) / n_gpus / busbw
+
+
+# --------------------------------------------------------------------------- batch composition
+@dataclass(frozen=True)
+class Batch:
+    """What one engine step processes. Build with `Batch.of` or directly from sums (fast path)."""
+
+    prefill_tokens: int = 0         # new prompt tokens in this step (sum of chunk lengths)
+    prefill_seqs: int = 0
+    prefill_pairs: float = 0.0      # causal query-key pairs: sum of chunk * (context_before + (chunk + 1) / 2)
+    prefill_kv_tokens: int = 0      # keys read by prefill chunks: sum of (context_before + chunk)
+    decode_seqs: int = 0
+    decode_ctx_tokens: int = 0      # sum of context lengths of the decoding sequences
+
+    @staticmethod
+    def of(prefills: list[tuple[int, int]] = (), decode_contexts: list[int] = ()) -> "Batch":
+        """prefills: (chunk_tokens, context_before) pairs; decode_contexts: context length per sequence."""
+        pt = sum(c for c, _ in prefills)
+        pairs = sum(c * (b + (c + 1) / 2) for c, b in prefills)
+        kv = sum(c + b for c, b in prefills)
+        return Batch(pt, len(prefills), pairs, kv, len(decode_contexts), sum(decode_contexts))
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.decode_seqs
+
+    @property
+    def seqs(self) -> int:
+        return self.prefill_seqs + self.decode_seqs
+
+
+# --------------------------------------------------------------------------- the model on a deployment
+@dataclass(frozen=True)
+class Deployment:
+    """One replica: the model sharded over tp x pp GPUs, its weights and KV cache in given dtypes."""
+
+    model: ModelSpec
+    tp: int = 1
+    pp: int = 1
+    weight_dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    cuda_graphs: bool = True        # decode-only steps replay CUDA graphs (vLLM and the built-in engine do)
+
+    @property
+    def kv_heads_per_gpu(self) -> int:
+        # KV heads are replicated when TP exceeds their number.
+        return max(1, math.ceil(self.model.num_kv_heads / self.tp))
+
+    @property
+    def layers_per_stage(self) -> int:
+        return math.ceil(self.model.num_layers / self.pp)
+
+    def kv_bytes_per_token_layer(self) -> float:
+        """KV-cache bytes one token occupies in one layer on one GPU."""
+        m, b = self.model, KV_BYTES_PER_ELEMENT[self.kv_dtype]
+        if m.is_mla:                                # compressed latent + rope key, not sharded by TP
+            return (m.kv_lora_rank + m.qk_rope_head_dim) * b
+        return 2 * self.kv_heads_per_gpu * m.head_dim * b
+
+    def kv_bytes_per_token(self) -> float:
+        """Per GPU, over the layers of the largest pipeline stage."""
+        return self.kv_bytes_per_token_layer() * self.layers_per_stage
+
+
+def _layer_groups(m: ModelSpec) -> list[tuple[int, bool, bool]]:
+    """(layer count, is_moe, sliding_window) groups with identical cost."""
+    groups = []
+    dense = m.first_k_dense_layers if m.is_moe else m.num_layers
+    moe = m.num_layers - dense
+    for n, is_moe in ((dense, False), (moe, True)):
+        if n <= 0:
+            continue
+        if m.sliding_window:                        # Gemma-2 alternates local and global attention
+            groups += [(n - n // 2, is_moe, False), (n // 2, is_moe, True)]
+        else:
+            groups.append((n, is_moe, False))
+    return groups
+
+
+def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, count: int) -> list[OpCost]:
+    m = d.model
+    heads = m.num_attention_heads / d.tp
+    kv_tok = d.kv_bytes_per_token_layer()
+    if m.is_mla:
+        # Prefill: un-absorbed heads (qk = nope+rope, v); decode: absorbed into the latent (qk = lora+rope, v = lora).
+        qk_p, v_p = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+        qk_d, v_d = m.kv_lora_rank + m.qk_rope_head_dim, m.kv_lora_rank
+    else:
+        qk_p = v_p = qk_d = v_d = m.head_dim
+    ops = []
+    if b.prefill_tokens:
+        pairs, kv_read = b.prefill_pairs, b.prefill_kv_tokens
+        if window:
+            pairs = min(pairs, b.prefill_tokens * window)
+            kv_read = min(kv_read, b.prefill_seqs * window + b.prefill_tokens)
+        flops = 2 * heads * (qk_p + v_p) * pairs
+        nbytes = b.prefill_tokens * heads * (qk_p + v_p) * ACT_BYTES + kv_read * kv_tok
+        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
+        ops.append(OpCost("attention_prefill", flops, nbytes, t + hw.e.kernel_overhead_s, bound, count))
+    if b.decode_seqs:
+        ctx = b.decode_ctx_tokens
+        if window:
+            ctx = min(ctx, b.decode_seqs * window)
+        flops = 2 * heads * (qk_d + v_d) * ctx
+        nbytes = ctx * kv_tok + b.decode_seqs * heads * (qk_d + v_d) * ACT_BYTES
+        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
+        ops.append(OpCost("attention_decode", flops, nbytes, t + hw.e.kernel_overhead_s, bound, count))
+    return ops
+
+
+def _projection_ops(hw: Hardware, d: Deployment, tokens: int, count: int) -> list[OpCost]:
+    m, tp, wd = d.model, d.tp, d.weight_dtype
+    h = m.hidden_size
+    if m.is_mla:
+        heads = m.num_attention_heads / tp
+        ops = []
+        if m.q_lora_rank:
+            ops.append(gemm_cost(hw, "q_a_proj", tokens, m.q_lora_rank, h, wd, count))
+            ops.append(gemm_cost(hw, "q_b_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim),
+                                 m.q_lora_rank, wd, count))
+        else:
+            ops.append(gemm_cost(hw, "q_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), h,
+                                 wd, count))
+        ops.append(gemm_cost(hw, "kv_a_proj", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, wd, count))
+        ops.append(gemm_cost(hw, "kv_b_proj", tokens, heads * (m.qk_nope_head_dim + m.v_head_dim),
+                             m.kv_lora_rank, wd, count))
+        ops.append(gemm_cost(hw, "o_proj", tokens, h, heads * m.v_head_dim, wd, count))
+        return ops
+    q = m.num_attention_heads * m.head_dim / tp
+    kv = d.kv_heads_per_gpu * m.head_dim
+    return [gemm_cost(hw, "qkv_proj", tokens, q + 2 * kv, h, wd, count),
+            gemm_cost(hw, "o_proj", tokens, h, q, wd, count)]
+
+
+def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> float:
+    """Experts hit by at least one of `tokens` tokens under uniform routing."""
+    return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
+
+
+def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int) -> list[OpCost]:
+    m, tp, wd = d.model, d.tp, d.weight_dtype
+    h = m.hidden_size
+    if not is_moe:
+        inter = m.intermediate_size / tp
+        return [gemm_cost(hw, "mlp_gate_up", tokens, 2 * inter, h, wd, count),
+                gemm_cost(hw, "mlp_down", tokens, h, inter, wd, count)]
+    e, k = m.num_experts, m.num_experts_per_tok
+    inter = (m.moe_intermediate_size or m.intermediate_size) / tp
+    active = expected_active_experts(e, k, tokens)
+    tokens_per_expert = tokens * k / active
+    ops = [gemm_cost(hw, "moe_router", tokens, e, h, "bf16", count)]
+    # Grouped GEMM: FLOPs of the routed tokens, weight bytes of the experts actually hit.
+    for name, n_out, k_in in (("moe_gate_up", 2 * inter, h), ("moe_down", h, inter)):
+        one = gemm_cost(hw, name, tokens_per_expert, n_out, k_in, wd)
+        ops.append(OpCost(name, one.flops * active, one.bytes * active,
+                          (one.time_s - hw.e.kernel_overhead_s) * active + hw.e.kernel_overhead_s,
+                          one.bound, count))
+    if m.num_shared_experts:
+        s_inter = (m.shared_expert_intermediate_size or inter * tp * m.num_shared_experts) / tp
+        ops += [gemm_cost(hw, "shared_gate_up", tokens, 2 * s_inter, h, wd, count),
+                gemm_cost(hw, "shared_down", tokens, h, s_inter, wd, count)]
+    return ops
+
+
+def _elementwise(hw: Hardware, name: str, nbytes: float, count: int) -> OpCost:
+    t = nbytes / (hw.bandwidth * hw.memory_efficiency(nbytes)) + hw.e.kernel_overhead_s
+    return OpCost(name, 0.0, nbytes, t, "memory", count)
+
+
+def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[OpCost]:
+    """Per-operator costs of one step on one GPU of the slowest pipeline stage (p2p excluded)."""
+    hw = prepare(hw)
+    m = d.model
+    tokens = b.tokens
+    if tokens <= 0:
+        return []
+    h = m.hidden_size
+    layer_frac = d.layers_per_stage / m.num_layers
+    ops: list[OpCost] = []
+    for n, is_moe, window in _layer_groups(m):
+        count = max(1, round(n * layer_frac))
+        norms = 4 if m.post_norms else 2
+        ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count))
+        ops += _projection_ops(hw, d, tokens, count)
+        ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
+        ops += _mlp_ops(hw, d, tokens, is_moe, count)
+        if d.tp > 1:
+            t = allreduce_time_s(hw, tokens * h * ACT_BYTES, d.tp)
+            ops.append(OpCost("allreduce", 0.0, tokens * h * ACT_BYTES, t, "communication", 2 * count))
+    ops.append(_elementwise(hw, "embedding", tokens * h * ACT_BYTES * 2, 1))
+    # Logits only for sequences that sample this step (decodes and prefills that end their prompt).
+    ops.append(gemm_cost(hw, "lm_head", max(1, b.seqs), m.vocab_size / d.tp, h, "bf16", 1))
+    return ops
+
+
+def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch) -> float:
+    """Kernel launches not counted per operator, plus the engine's per-step host work."""
+    graphs = d.cuda_graphs and b.prefill_tokens == 0
+    per_kernel = hw.e.graph_kernel_overhead_s if graphs else 0.0
+    n_kernels = KERNELS_PER_LAYER * d.layers_per_stage
+    return n_kernels * per_kernel + hw.e.step_overhead_s
+
+
+def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
+    """Activations sent between pipeline stages."""
+    if d.pp <= 1:
+        return 0.0
+    nbytes = b.tokens * d.model.hidden_size * ACT_BYTES
+    return (d.pp - 1) * (hw.e.allreduce_alpha_s + nbytes / hw.link_bw)
+
+
+def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> float:
+    """Wall time of one engine step: every pipeline stage in turn, plus launches and host work."""
+    hw = prepare(hw)
+    if b.tokens <= 0:
+        return 0.0
+    ops = step_ops(hw, d, b)
+    per_stage = sum(o.time_s * o.count for o in ops)
+    if graphs_hide_launches(d, b):
+        per_stage -= hw.e.kernel_overhead_s * sum(o.count for o in ops if o.bound != "communication")
+    return d.pp * per_stage + p2p_time_s(hw, d, b) + launch_overhead_s(hw, d, b)
+
+
+def graphs_hide_launches(d: Deployment, b: Batch) -> bool:
+    """Decode-only steps replay a CUDA graph: eager launch latency disappears."""
+    return d.cuda_graphs and b.prefill_tokens == 0
+
+
+@dataclass
+class StepBreakdown:
+    ops: list[OpCost]
+    total_s: float
+    bound_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bottleneck(self) -> str:
+        return max(self.bound_s, key=self.bound_s.get) if self.bound_s else "overhead"
+
+
+def step_breakdown(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> StepBreakdown:
+    """Operators with their shares and the bound that dominates the step (for `plan explain`)."""
+    hw = prepare(hw)
+    ops = step_ops(hw, d, b)
+    total = step_time_s(hw, d, b)
+    by_bound: dict[str, float] = {}
+    for o in ops:
+        by_bound[o.bound] = by_bound.get(o.bound, 0.0) + o.total_s * d.pp
+    other = total - sum(by_bound.values())
+    if other > 0:
+        by_bound["overhead"] = by_bound.get("overhead", 0.0) + other
+    return StepBreakdown(ops, total, by_bound)

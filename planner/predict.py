@@ -1,0 +1,129 @@
+"""Analytic serving prediction for one plan: TTFT, TPOT, throughput, cost (means, steady state).
+
+A replica runs B sequences at once. Every step each running sequence emits one token, and prompts are
+prefilled in chunks that share the step's token budget with the decodes (chunked prefill). So the
+steady-state step has B decodes plus, amortised, B x input/output prompt tokens, and
+
+    TPOT = that step's time,   throughput = B / TPOT,   TTFT = the prompt's chunks, each sharing a step.
+
+B is the workload's concurrency, or the concurrency a target rate implies (Little's law: B = rate x E2E,
+solved by fixed-point iteration), or the most the KV cache and max_num_seqs allow.
+The simulator (planner.simulator) adds queueing and percentiles on top of the same step times.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.costmodel import Batch, Deployment, Hardware, prepare, step_breakdown, step_time_s
+from planner.memory import memory_breakdown
+from planner.schemas import HardwareProfile, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
+
+FIXED_POINT_ITERATIONS = 30
+
+
+def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
+    return Deployment(model, plan.tp, plan.pp, plan.weight_dtype, plan.kv_dtype)
+
+
+@dataclass(frozen=True)
+class Operating:
+    """The steady state of one replica at concurrency `batch`."""
+    batch: float
+    step_s: float              # mixed step time = TPOT
+    prefill_tokens_per_step: float
+    output_tok_s: float        # per replica
+    ttft_s: float
+
+
+def prefill_time_s(hw: Hardware, d: Deployment, plan: Plan, input_tokens: int, decode_seqs: int = 0,
+                   decode_ctx_tokens: int = 0) -> float:
+    """Time to prefill one prompt in chunks, each chunk sharing its step with `decode_seqs` decodes."""
+    budget = plan.max_num_batched_tokens - decode_seqs if plan.chunked_prefill else input_tokens
+    chunk = max(1, min(input_tokens, budget))
+    total, done = 0.0, 0
+    while done < input_tokens:
+        c = min(chunk, input_tokens - done)
+        b = Batch(c, 1, c * (done + (c + 1) / 2), done + c, decode_seqs, decode_ctx_tokens)
+        total += step_time_s(hw, d, b)
+        done += c
+    return total
+
+
+def steady_state(hw: Hardware, d: Deployment, plan: Plan, batch: float, input_tokens: float,
+                 output_tokens: float) -> Operating:
+    """Mixed steps of `batch` running sequences (decodes + amortised prefill chunks)."""
+    b = max(1.0, batch)
+    n = math.ceil(b)
+    budget = plan.max_num_batched_tokens
+    want = b * input_tokens / max(output_tokens, 1.0)     # prompt tokens per step to keep B sequences fed
+    prefill = min(want, max(0.0, budget - n)) if plan.chunked_prefill else want
+    pf_tok = int(round(prefill))
+    # A chunk of the mean prompt length, attending to half the prompt before it on average.
+    pairs = pf_tok * (input_tokens / 2 + (min(pf_tok, input_tokens) + 1) / 2) if pf_tok else 0.0
+    pf_seqs = math.ceil(pf_tok / input_tokens) if pf_tok else 0
+    ctx = int(n * (input_tokens + output_tokens / 2))
+    step = step_time_s(hw, d, Batch(pf_tok, pf_seqs, pairs, pf_tok + pf_seqs * int(input_tokens / 2), n, ctx))
+    # When prefill cannot keep up within the budget, sequences wait for their prompts: fewer tokens out.
+    fed = min(1.0, prefill / want) if want else 1.0
+    out_tok_s = b * fed / step
+    ttft = prefill_time_s(hw, d, plan, int(input_tokens), n, ctx)
+    return Operating(b, step, prefill, out_tok_s, ttft)
+
+
+def max_batch(mem: MemoryBreakdown, plan: Plan) -> int:
+    return max(1, min(plan.max_num_seqs, mem.max_concurrent_seqs))
+
+
+def solve_rate(hw: Hardware, d: Deployment, plan: Plan, rate_per_replica: float, inp: float, out: float,
+               full: Operating) -> Operating | None:
+    """Concurrency that a request rate implies (Little's law), or None when the replica can't keep up.
+    `full` is the steady state at the largest batch the replica holds."""
+    b_max = full.batch
+    if full.output_tok_s <= rate_per_replica * out:
+        return None                                      # utilisation >= 1: the queue grows without bound
+    b = 1.0
+    for _ in range(FIXED_POINT_ITERATIONS):
+        op = steady_state(hw, d, plan, b, inp, out)
+        e2e = op.ttft_s + (out - 1) * op.step_s
+        nb = min(float(b_max), max(1.0, rate_per_replica * e2e))
+        if abs(nb - b) < 0.01 * b:
+            b = nb
+            break
+        b = 0.5 * (b + nb)                               # damped: E2E grows with B
+    return steady_state(hw, d, plan, b, inp, out)
+
+
+def predict(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, workload: Workload) -> Prediction:
+    """Mean-value prediction for a plan under a workload. Raises nothing for plans that do not fit:
+    the memory breakdown says so (fits=False) and the latencies are infinite."""
+    h = prepare(hw)
+    d = deployment_of(model, plan)
+    inp, out = workload.input_tokens.mean, workload.output_tokens.mean
+    mem = memory_breakdown(h.profile, d, plan.max_num_batched_tokens, plan.max_num_seqs,
+                           plan.gpu_memory_utilization, inp + out, plan.block_size)
+    cost_h = plan.num_gpus * h.profile.price_per_gpu_hour
+    if not mem.fits:
+        inf = float("inf")
+        return Prediction(ttft_s=inf, tpot_s=inf, e2e_s=inf, throughput_tok_s=0.0, tokens_per_s_per_gpu=0.0,
+                          requests_per_s=0.0, cost_per_million_tokens=inf, cost_per_hour=cost_h,
+                          batch_size=0, bottleneck="memory-capacity", memory=mem, profile_kind=h.kind)
+    b_max = max_batch(mem, plan)
+    full = steady_state(h, d, plan, b_max, inp, out)
+    if workload.rate_rps:
+        # An unsustainable rate reports the saturated state; requests_per_s below says it falls short.
+        op = solve_rate(h, d, plan, workload.rate_rps / plan.replicas, inp, out, full) or full
+    elif workload.concurrency:
+        op = steady_state(h, d, plan, min(b_max, workload.concurrency / plan.replicas), inp, out)
+    else:
+        op = full
+    thr = op.output_tok_s * plan.replicas
+    served = min(thr, workload.rate_rps * out) if workload.rate_rps else thr
+    ctx = int(op.batch * (inp + out / 2))
+    decode = Batch(0, 0, 0.0, 0, math.ceil(op.batch), ctx)
+    bottleneck = step_breakdown(h, d, decode).bottleneck
+    return Prediction(
+        ttft_s=op.ttft_s, tpot_s=op.step_s, e2e_s=op.ttft_s + (out - 1) * op.step_s,
+        throughput_tok_s=served, tokens_per_s_per_gpu=served / plan.num_gpus,
+        requests_per_s=full.output_tok_s * plan.replicas / out, cost_per_million_tokens=cost_h / (served * 3600) * 1e6 if served else math.inf,
+        cost_per_hour=cost_h, batch_size=op.batch, bottleneck=bottleneck, memory=mem, profile_kind=h.kind)

@@ -1,0 +1,257 @@
+"""Deployment search: Optuna over GPU type, parallelism, quantization and scheduler settings.
+
+Each trial builds a plan, rejects it cheaply when it cannot run (heads not divisible by TP, weights and
+one sequence's KV not fitting, more GPUs than allowed), and otherwise scores it with the analytic cost
+model. Plans that meet every SLO rank by the objective; when none does, the closest ones are reported
+with the constraint that binds.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal
+
+from planner.costmodel import Hardware, prepare
+from planner.predict import predict
+from planner.schemas import SLO, HardwareProfile, ModelSpec, Plan, Prediction, Workload
+
+Objective = Literal["cost", "throughput", "latency"]
+
+TP_CHOICES = (1, 2, 4, 8)
+PP_CHOICES = (1, 2, 4)
+WEIGHT_DTYPES = ("bf16", "fp8", "int8", "int4")
+KV_DTYPES = ("bf16", "fp8")
+MAX_NUM_SEQS = (16, 32, 64, 128, 256, 512, 1024)
+MAX_BATCHED_TOKENS = (2048, 4096, 8192, 16384)
+DEFAULT_TRIALS = 300
+INFEASIBLE_SCORE = 1e6
+SLO_WEIGHT = 20.0                  # how hard the search pushes towards meeting SLOs (log-space penalty)
+
+
+@dataclass(frozen=True)
+class Space:
+    hardware: tuple[HardwareProfile, ...]
+    tp: tuple[int, ...] = TP_CHOICES
+    pp: tuple[int, ...] = PP_CHOICES
+    weight_dtypes: tuple[str, ...] = WEIGHT_DTYPES
+    kv_dtypes: tuple[str, ...] = KV_DTYPES
+    max_num_seqs: tuple[int, ...] = MAX_NUM_SEQS
+    max_num_batched_tokens: tuple[int, ...] = MAX_BATCHED_TOKENS
+    chunked_prefill: tuple[bool, ...] = (True, False)
+    max_gpus: int = 64
+    gpu_memory_utilization: float = 0.90
+
+    def size(self) -> int:
+        return (len(self.hardware) * len(self.tp) * len(self.pp) * len(self.weight_dtypes) * len(self.kv_dtypes)
+                * len(self.max_num_seqs) * len(self.max_num_batched_tokens) * len(self.chunked_prefill))
+
+
+@dataclass
+class Candidate:
+    plan: Plan
+    prediction: Prediction
+    violations: dict[str, float]             # SLO label -> predicted / limit (> 1 when missed)
+    objective_value: float
+    score: float
+
+    @property
+    def meets_slo(self) -> bool:
+        return not self.violations
+
+    @property
+    def binding(self) -> str | None:
+        return max(self.violations, key=self.violations.get) if self.violations else None
+
+
+@dataclass
+class SearchResult:
+    ranked: list[Candidate]                  # meeting every SLO, best first
+    closest: list[Candidate]                 # best-scored among the rest, when nothing meets the SLOs
+    trials: int
+    evaluated: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    fastest: dict[str, Candidate] = field(default_factory=dict)   # metric -> the candidate that minimised it
+
+
+def structural_reason(model: ModelSpec, hw: HardwareProfile, tp: int, pp: int, weight_dtype: str) -> str | None:
+    """Why a (GPU, TP, PP, dtype) can never run, or None. Cheap: no cost model involved."""
+    if model.num_attention_heads % tp:
+        return f"TP {tp} does not divide {model.num_attention_heads} attention heads"
+    if tp > model.num_kv_heads and tp % model.num_kv_heads:
+        return f"TP {tp} is not a multiple of {model.num_kv_heads} KV heads"
+    if tp > hw.interconnect.gpus_per_node:
+        return f"TP {tp} exceeds the {hw.interconnect.gpus_per_node} GPUs of one {hw.name} node"
+    if pp > model.num_layers:
+        return f"PP {pp} exceeds {model.num_layers} layers"
+    if weight_dtype == "fp8" and "fp8" not in hw.peak_flops and hw.vendor != "nvidia":
+        return f"{hw.name} has no fp8 support"
+    return None
+
+
+def metric_value(pred: Prediction, slo: SLO) -> float:
+    """The predicted value an SLO is checked against: simulated percentile when present, else the mean."""
+    if slo.percentile and pred.percentiles:
+        key = f"{slo.metric}_p{slo.percentile:g}_s"
+        if key in pred.percentiles:
+            return pred.percentiles[key]
+    return {"ttft": pred.ttft_s, "tpot": pred.tpot_s, "itl": pred.tpot_s, "e2e": pred.e2e_s}[slo.metric]
+
+
+def violations(pred: Prediction, slos: Iterable[SLO]) -> dict[str, float]:
+    out = {}
+    for s in slos:
+        ratio = metric_value(pred, s) / s.limit_s
+        if ratio > 1.0:
+            out[s.label] = ratio
+    return out
+
+
+def objective_value(pred: Prediction, objective: Objective) -> float:
+    """Lower is better."""
+    if objective == "cost":
+        return pred.cost_per_million_tokens
+    if objective == "throughput":
+        return 1.0 / max(pred.tokens_per_s_per_gpu, 1e-9)
+    return pred.e2e_s
+
+
+class Evaluator:
+    """Plans -> candidates, with a cache: trials often revisit a configuration."""
+
+    def __init__(self, model: ModelSpec, workload: Workload, slos: list[SLO], objective: Objective,
+                 space: Space):
+        self.model, self.workload, self.slos, self.objective, self.space = model, workload, slos, objective, space
+        self.hw: dict[str, Hardware] = {h.name: prepare(h) for h in space.hardware}
+        self.cache: dict[tuple, Candidate | str] = {}
+        self.rejected: dict[str, int] = {}
+
+    def _reject(self, key: tuple, reason: str) -> str:
+        self.cache[key] = reason
+        kind = reason.split(" ")[0] if not reason.startswith("needs") else "memory"
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        return reason
+
+    def evaluate(self, gpu: str, tp: int, pp: int, weight_dtype: str, kv_dtype: str, max_num_seqs: int,
+                 max_num_batched_tokens: int, chunked_prefill: bool) -> Candidate | str:
+        key = (gpu, tp, pp, weight_dtype, kv_dtype, max_num_seqs, max_num_batched_tokens, chunked_prefill)
+        if key in self.cache:
+            return self.cache[key]
+        hw = self.hw[gpu]
+        reason = structural_reason(self.model, hw.profile, tp, pp, weight_dtype)
+        if reason:
+            return self._reject(key, reason)
+        if tp * pp > self.space.max_gpus:
+            return self._reject(key, f"GPUs {tp * pp} exceed --max-gpus {self.space.max_gpus}")
+        if not chunked_prefill and max_num_batched_tokens < self.workload.input_tokens.mean:
+            return self._reject(key, "budget below the prompt length without chunked prefill")
+        base = dict(model=self.model.name, hardware=gpu, tp=tp, pp=pp, weight_dtype=weight_dtype,
+                    kv_dtype=kv_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                    chunked_prefill=chunked_prefill, gpu_memory_utilization=self.space.gpu_memory_utilization)
+        one = Plan(num_gpus=tp * pp, **base)
+        no_rate = self.workload.model_copy(update={"rate_rps": None})
+        pred = predict(self.model, hw, one, no_rate)
+        if not pred.memory.fits:
+            return self._reject(key, f"needs {pred.memory.shortfall_bytes / 1e9:.1f} GB more per GPU")
+        replicas = 1
+        if self.workload.rate_rps:
+            # Replicas to carry the rate, keeping each below 90% of its capacity so queues stay short.
+            replicas = max(1, math.ceil(self.workload.rate_rps / (0.9 * pred.requests_per_s)))
+            if replicas * tp * pp > self.space.max_gpus:
+                return self._reject(key, f"GPUs {replicas * tp * pp} exceed --max-gpus {self.space.max_gpus}")
+        plan = Plan(num_gpus=replicas * tp * pp, replicas=replicas, **base)
+        if replicas > 1 or self.workload.rate_rps:
+            pred = predict(self.model, hw, plan, self.workload)
+        viol = violations(pred, self.slos)
+        obj = objective_value(pred, self.objective)
+        score = math.log(max(obj, 1e-12)) + SLO_WEIGHT * sum(math.log(r) for r in viol.values())
+        cand = Candidate(plan, pred, viol, obj, score)
+        self.cache[key] = cand
+        return cand
+
+
+def _suggest(trial, ev: Evaluator) -> Candidate | str:
+    s = ev.space
+    gpu = trial.suggest_categorical("gpu", [h.name for h in s.hardware])
+    return ev.evaluate(
+        gpu,
+        trial.suggest_categorical("tp", list(s.tp)),
+        trial.suggest_categorical("pp", list(s.pp)),
+        trial.suggest_categorical("weight_dtype", list(s.weight_dtypes)),
+        trial.suggest_categorical("kv_dtype", list(s.kv_dtypes)),
+        trial.suggest_categorical("max_num_seqs", list(s.max_num_seqs)),
+        trial.suggest_categorical("max_num_batched_tokens", list(s.max_num_batched_tokens)),
+        trial.suggest_categorical("chunked_prefill", list(s.chunked_prefill)),
+    )
+
+
+def study_name(model: ModelSpec, workload: Workload, slos: list[SLO], objective: str, space: Space) -> str:
+    """Workers sharing a storage share a study only when they search the same question."""
+    key = repr((model.name, workload.model_dump(), [s.label for s in slos], objective,
+                [h.name for h in space.hardware], space.max_gpus))
+    return f"plan-{model.name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def search(model: ModelSpec, workload: Workload, slos: list[SLO], space: Space, objective: Objective = "cost",
+           trials: int = DEFAULT_TRIALS, seed: int = 0, storage: str | None = None, top: int = 5,
+           progress: Callable[[int, int], None] | None = None) -> SearchResult:
+    import optuna  # imported here: ~0.3 s, only the search needs it
+
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ev = Evaluator(model, workload, slos, objective, space)
+    with warnings.catch_warnings():               # multivariate/group are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(60, trials // 4),
+                                             multivariate=True, group=True)
+    study = optuna.create_study(direction="minimize", sampler=sampler, storage=storage,
+                                study_name=study_name(model, workload, slos, objective, space) if storage else None,
+                                load_if_exists=bool(storage))
+    for i in range(trials):
+        trial = study.ask()
+        cand = _suggest(trial, ev)
+        study.tell(trial, INFEASIBLE_SCORE if isinstance(cand, str) else cand.score)
+        if progress:
+            progress(i + 1, trials)
+    return summarize(ev, trials, top)
+
+
+def summarize(ev: Evaluator, trials: int, top: int) -> SearchResult:
+    cands = [c for c in ev.cache.values() if isinstance(c, Candidate)]
+    ok = sorted((c for c in cands if c.meets_slo), key=lambda c: (c.objective_value, c.plan.num_gpus))
+    rest = sorted((c for c in cands if not c.meets_slo), key=lambda c: c.score)
+    fastest = {}
+    for metric in ("ttft_s", "tpot_s"):
+        if cands:
+            fastest[metric] = min(cands, key=lambda c: getattr(c.prediction, metric))
+    return SearchResult(_dedupe(ok)[:top], [] if ok else _dedupe(rest)[:top], trials, len(cands),
+                        dict(ev.rejected), fastest)
+
+
+def _dedupe(cands: list[Candidate]) -> list[Candidate]:
+    """Keep one plan per (GPU, TP, PP, dtypes): scheduler variants of the same deployment crowd the table."""
+    seen, out = set(), []
+    for c in cands:
+        p = c.plan
+        k = (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype)
+        if k not in seen:
+            seen.add(k)
+            out.append(c)
+    return out
+
+
+def exhaustive(model: ModelSpec, workload: Workload, slos: list[SLO], space: Space,
+               objective: Objective = "cost") -> SearchResult:
+    """Every point of the space (for small spaces and for checking the search)."""
+    import itertools
+
+    ev = Evaluator(model, workload, slos, objective, space)
+    grid = itertools.product([h.name for h in space.hardware], space.tp, space.pp, space.weight_dtypes,
+                             space.kv_dtypes, space.max_num_seqs, space.max_num_batched_tokens,
+                             space.chunked_prefill)
+    n = 0
+    for args in grid:
+        ev.evaluate(*args)
+        n += 1
+    return summarize(ev, n, 5)
