@@ -1,0 +1,214 @@
+"""Attention over the paged KV cache.
+
+Cache layout (per layer): k_cache, v_cache = [num_blocks, block_size, num_kv_heads, head_dim]; a token's
+K/V live at flat slot `block_table[pos // block_size] * block_size + pos % block_size`.
+
+Public kernels (the profiler team times these directly):
+  prefill_attention(q [Lq,H,D], k [Lk,KVH,D], v, scale) -> [Lq,H,D]
+      causal, queries are the last Lq of the Lk positions (bottom-right aligned). torch SDPA: the flash
+      backend on CUDA, math on CPU.
+  decode_attention(q [B,H,D], k_cache, v_cache, block_tables [B,W] int32, context_lens [B] int32, scale,
+                   num_splits) -> [B,H,D]
+      one query per sequence over its first context_lens[b] cached tokens. On CUDA a Triton split-K
+      ("flash-decoding") kernel: one program per (sequence, kv head, split) reads each K/V tile once for
+      all the query heads of its group, so it is bound by KV bandwidth; partial results are merged by a
+      second small kernel. Pure torch elsewhere. CUDA-graph safe (no host sync, shapes fixed by B and W).
+  paged_attention(q, k, v, k_cache, v_cache, meta, scale): one engine step's mix of prefill chunks and
+      decodes (tokens of prefill sequences first, then one token per decoding sequence).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+from .kernels import triton, use_triton
+
+if triton is not None:
+    import triton.language as tl
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor                      # [T] int64: cache slot each new token's K/V goes to
+    num_prefill_tokens: int = 0
+    # host ints per prefill sequence: (first row in the batch, query length, context length incl. the query)
+    prefill_seqs: list[tuple[int, int, int]] = field(default_factory=list)
+    # device int32 block table per prefill sequence with a cached prefix (None where the prefix is empty)
+    prefill_block_tables: list[Optional[torch.Tensor]] = field(default_factory=list)
+    decode_block_tables: Optional[torch.Tensor] = None   # [B, W] int32
+    decode_context_lens: Optional[torch.Tensor] = None   # [B] int32, including the new token
+    decode_num_splits: int = 1
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    Lq, H, _ = q.shape
+    Lk, KVH, _ = k.shape
+    if KVH != H:  # GQA: SDPA's flash path wants equal head counts; the copy is small next to the matmuls
+        k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
+    q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
+    if Lq == Lk:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(Lq, Lk), scale=scale)
+    return out.squeeze(0).transpose(0, 1)
+
+
+def gather_kv(k_cache, v_cache, block_table: torch.Tensor, context_len: int):
+    """Contiguous [context_len, KVH, D] copies of one sequence's cached K and V."""
+    k = k_cache[block_table].flatten(0, 1)[:context_len]
+    v = v_cache[block_table].flatten(0, 1)[:context_len]
+    return k, v
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
+    """Splits of each context so small batches still give every SM a few programs (static per batch size)."""
+    if device.type != "cuda":
+        return 1
+    sms = _num_sms(device)
+    n = max(1, min(16, (4 * sms) // (batch_size * num_kv_heads)))
+    return 1 << (n.bit_length() - 1)  # a power of two: the merge kernel spans the splits with tl.arange
+
+
+def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale):
+    B, H, D = q.shape
+    KVH = k_cache.shape[2]
+    k = k_cache[block_tables.long()].flatten(1, 2)            # [B, L, KVH, D]
+    v = v_cache[block_tables.long()].flatten(1, 2)
+    L = k.shape[1]
+    qg = q.view(B, KVH, H // KVH, D).float()
+    scores = torch.einsum("bhgd,blhd->bhgl", qg, k.float()) * scale
+    valid = torch.arange(L, device=q.device)[None, :] < context_lens[:, None]
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    out = torch.einsum("bhgl,blhd->bhgd", scores.softmax(-1), v.float())
+    return out.reshape(B, H, D).to(q.dtype)
+
+
+if triton is not None:
+    @triton.jit
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2,
+                       stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
+                       num_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
+                       BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
+                       NUM_SPLITS: tl.constexpr):
+        b = tl.program_id(0)
+        kvh = tl.program_id(1)
+        split = tl.program_id(2)
+        ctx = tl.load(ctx_ptr + b)
+        # Each split takes a whole number of tiles of this sequence's own context.
+        tiles_per_split = tl.cdiv(tl.cdiv(ctx, TILE), NUM_SPLITS)
+        start = split * tiles_per_split * TILE
+        end = tl.minimum(start + tiles_per_split * TILE, ctx)
+
+        g = tl.arange(0, BLOCK_G)
+        d = tl.arange(0, BLOCK_D)
+        heads = kvh * GROUP + g
+        gmask = g < GROUP
+        dmask = d < HEAD_DIM
+        q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                    mask=gmask[:, None] & dmask[None, :], other=0.0)
+        m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        l = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        for t0 in range(start, end, TILE):
+            toks = t0 + tl.arange(0, TILE)
+            tmask = toks < end
+            blk = tl.load(bt_ptr + b * stride_bt + toks // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
+            row = blk * stride_kb + (toks % BLOCK_SIZE) * stride_kt + kvh * stride_kh
+            kvmask = tmask[:, None] & dmask[None, :]
+            k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
+            s = tl.where(tmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m - m_new)
+            l = l * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        omask = gmask[:, None] & dmask[None, :]
+        if NUM_SPLITS == 1:
+            out = acc / l[:, None]
+            tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                     out.to(out_ptr.dtype.element_ty), mask=omask)
+        else:
+            # Empty splits (short contexts) leave m = -inf, l = 0: the merge gives them weight 0.
+            out = acc / tl.maximum(l, 1e-30)[:, None]
+            base = (b * num_heads + heads) * NUM_SPLITS + split
+            tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=omask)
+            tl.store(part_ml_ptr + base * 2, m, mask=gmask)
+            tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask)
+
+    @triton.jit
+    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, stride_ob, stride_oh, num_heads,
+                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        s = tl.arange(0, NUM_SPLITS)
+        d = tl.arange(0, BLOCK_D)
+        base = (b * num_heads + h) * NUM_SPLITS + s
+        m = tl.load(part_ml_ptr + base * 2)
+        l = tl.load(part_ml_ptr + base * 2 + 1)
+        w = tl.where(l > 0, tl.exp2(m - tl.max(m, axis=0)) * l, 0.0)
+        o = tl.load(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], mask=d[None, :] < HEAD_DIM, other=0.0)
+        out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+        tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
+
+
+def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None):
+    B, H, D = q.shape
+    _, block_size, KVH, _ = k_cache.shape
+    assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
+    assert num_splits & (num_splits - 1) == 0, "num_splits must be a power of two"
+    group = H // KVH
+    out = torch.empty(B, H, D, dtype=q.dtype, device=q.device) if out is None else out
+    if num_splits > 1:
+        part_o = torch.empty(B, H, num_splits, D, dtype=torch.float32, device=q.device)
+        part_ml = torch.empty(B, H, num_splits, 2, dtype=torch.float32, device=q.device)
+    else:
+        part_o = part_ml = out
+    block_d = triton.next_power_of_2(D)
+    _decode_kernel[(B, KVH, num_splits)](
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=64 if block_d <= 128 else 32, NUM_SPLITS=num_splits,
+        num_warps=4)
+    if num_splits > 1:
+        _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,
+                                     BLOCK_D=block_d, NUM_SPLITS=num_splits)
+    return out
+
+
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1):
+    if use_triton(q):
+        return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits)
+    return decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache."""
+    n_pre = meta.num_prefill_tokens
+    if n_pre == 0:
+        return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                                scale, meta.decode_num_splits)
+    out = torch.empty_like(q)
+    for (start, q_len, ctx_len), table in zip(meta.prefill_seqs, meta.prefill_block_tables):
+        if table is None:  # no cached prefix: this chunk's own K/V are all there is
+            ks, vs = k[start:start + q_len], v[start:start + q_len]
+        else:
+            ks, vs = gather_kv(k_cache, v_cache, table, ctx_len)
+        out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
+    if q.shape[0] > n_pre:
+        out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
+                                       meta.decode_context_lens, scale, meta.decode_num_splits)
+    return out

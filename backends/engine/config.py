@@ -1,0 +1,147 @@
+"""What the engine is asked to run: the model (a planner ModelSpec), the engine limits and sampling.
+
+No torch here, so the CLI can parse and reject a plan before paying for the torch import.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from planner.schemas import ModelSpec
+
+# The architectures this engine's one decoder implements (they differ only in bias, q/k norm and RoPE).
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_ROPE_TYPES = ("default", "llama3")
+DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+               "half": "float16", "fp32": "float32", "float32": "float32"}
+
+# ~1M-parameter Llama for CPU tests and for the benchmark's smoke run.
+TINY = ModelSpec(name="tiny", architecture="llama", hidden_size=64, num_layers=2, num_attention_heads=4,
+                 num_kv_heads=2, intermediate_size=128, vocab_size=512, max_position_embeddings=2048,
+                 rope_theta=10000.0, source="built-in test model")
+
+
+class EngineError(ValueError):
+    """A configuration the engine cannot run; the message says why in one line."""
+
+
+def spec_from_hf_config(cfg: dict, name: str = "local") -> ModelSpec:
+    """A ModelSpec from a Hugging Face config.json dict (old rope_theta/rope_scaling or new rope_parameters)."""
+    model_type = cfg.get("model_type", "llama")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise EngineError(f"model_type {model_type!r} is not supported by the built-in engine "
+                          f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    rope_theta = float(rope.pop("rope_theta", cfg.get("rope_theta", 10000.0)))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    return ModelSpec(
+        name=name, architecture=model_type, hidden_size=cfg["hidden_size"],
+        num_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        num_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"], head_dim=cfg.get("head_dim"),
+        intermediate_size=cfg["intermediate_size"], vocab_size=cfg["vocab_size"],
+        tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+        max_position_embeddings=cfg.get("max_position_embeddings", 4096), rope_theta=rope_theta,
+        rope_scaling=None if rope_type == "default" else rope, rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+        # Qwen2 always has q/k/v bias, though its config.json does not say so.
+        attention_bias=cfg.get("attention_bias", model_type == "qwen2"), qk_norm=model_type == "qwen3",
+        sliding_window=cfg.get("sliding_window") if cfg.get("use_sliding_window") else None, source="config.json")
+
+
+def _eos_ids(folder: Path) -> list[int]:
+    ids: list[int] = []
+    for fname in ("generation_config.json", "config.json"):
+        path = folder / fname
+        if path.exists():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            for i in eos if isinstance(eos, list) else [eos]:
+                if isinstance(i, int) and i not in ids:
+                    ids.append(i)
+    return ids
+
+
+def resolve_model(name_or_path: str) -> tuple[ModelSpec, Optional[Path], list[int]]:
+    """(spec, folder holding weights/tokenizer or None, eos token ids) for a catalog name, alias or local path."""
+    path = Path(name_or_path)
+    if path.exists():
+        folder = path if path.is_dir() else path.parent
+        config_file = path / "config.json" if path.is_dir() else path
+        spec = spec_from_hf_config(json.loads(config_file.read_text()), name=folder.name)
+        return spec, folder, _eos_ids(folder)
+    if name_or_path == "tiny":
+        return TINY, None, []
+    try:
+        from planner.catalog import load_model  # another module of this project; may not exist yet
+    except ImportError as e:
+        raise EngineError(f"unknown model {name_or_path!r}: not a local path and the catalog is unavailable ({e})")
+    spec = load_model(name_or_path)
+    return spec, None, []
+
+
+def check_spec(spec: ModelSpec) -> None:
+    if spec.architecture not in SUPPORTED_ARCHITECTURES or spec.is_moe or spec.is_mla or spec.post_norms:
+        raise EngineError(f"{spec.name}: architecture {spec.architecture!r} is not supported by the built-in "
+                          f"engine (dense {', '.join(SUPPORTED_ARCHITECTURES)} only)")
+    if spec.sliding_window:
+        raise EngineError(f"{spec.name}: sliding-window attention is not supported by the built-in engine")
+    rope_type = (spec.rope_scaling or {}).get("rope_type", (spec.rope_scaling or {}).get("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise EngineError(f"{spec.name}: rope scaling {rope_type!r} is not supported (only llama3)")
+
+
+@dataclass
+class EngineConfig:
+    model: ModelSpec
+    model_path: Optional[Path] = None          # folder with config.json, safetensors, tokenizer.json
+    eos_token_ids: list[int] = field(default_factory=list)
+    dtype: str = "auto"                        # bf16 on CUDA, fp32 on CPU
+    kv_dtype: str = "auto"                     # same as dtype
+    device: str = "cuda"
+    load_format: str = "dummy"                 # dummy | safetensors
+    seed: int = 0
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_model_len: Optional[int] = None        # default: the model's, capped by the KV cache
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.90
+    num_kv_blocks: Optional[int] = None        # overrides the memory-based size; CPU default below
+    cuda_graphs: bool = True
+    trace_path: Optional[str] = None
+
+    CPU_DEFAULT_KV_BLOCKS = 512
+
+    def __post_init__(self):
+        check_spec(self.model)
+        if self.load_format not in ("dummy", "safetensors"):
+            raise EngineError(f"load format {self.load_format!r}: use dummy or safetensors")
+        if self.load_format == "safetensors" and self.model_path is None:
+            raise EngineError("--load-format safetensors needs a local model folder")
+        for name in ("dtype", "kv_dtype"):
+            value = getattr(self, name)
+            if value != "auto" and value not in DTYPE_NAMES:
+                raise EngineError(f"{name} {value!r} is not supported (bf16, fp16 or fp32; fp8/int8 come later)")
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
+            raise EngineError("max_num_seqs, max_num_batched_tokens and block_size must be positive")
+
+    def torch_dtype_name(self, which: str = "dtype") -> str:
+        value = getattr(self, which)
+        if value == "auto" and which == "kv_dtype":
+            value = self.dtype
+        if value == "auto":
+            return "bfloat16" if self.device.startswith("cuda") else "float32"
+        return DTYPE_NAMES[value]
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 0.0                  # 0 = greedy
+    seed: Optional[int] = None                # per-request generator: same output whatever the batch
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if self.max_tokens < 1:
+            raise EngineError("max_tokens must be >= 1")
+        if self.temperature < 0:
+            raise EngineError("temperature must be >= 0")

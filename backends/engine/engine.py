@@ -1,0 +1,174 @@
+"""LLMEngine: the offline API (add_request / step / generate) over scheduler + model runner.
+
+add_request and abort_request may be called from any thread: they only queue a command, which the thread
+calling step() applies at the start of its next step, so the scheduler is only ever touched by one thread.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional, Sequence as Seq, Union
+
+from .block_manager import BlockManager
+from .config import EngineConfig, EngineError, SamplingParams
+from .model_runner import ModelRunner, log_json
+from .scheduler import Scheduler
+from .sequence import Sequence
+
+STEP_TIME_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: Optional[str]
+    num_prompt_tokens: int
+    num_output_tokens: int
+
+
+@dataclass
+class EngineStats:
+    num_steps: int = 0
+    prompt_tokens_total: int = 0          # prompt tokens fed (a preempted prompt counts again)
+    generation_tokens_total: int = 0
+    requests_finished_total: int = 0
+    step_time_sum_s: float = 0.0
+    step_time_bucket_counts: list[int] = field(default_factory=lambda: [0] * len(STEP_TIME_BUCKETS_S))
+
+    def observe_step(self, seconds: float) -> None:
+        self.num_steps += 1
+        self.step_time_sum_s += seconds
+        for i, bound in enumerate(STEP_TIME_BUCKETS_S):
+            if seconds <= bound:
+                self.step_time_bucket_counts[i] += 1
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.runner = ModelRunner(config)
+        self.max_model_len = self.runner.max_model_len
+        self.block_manager = BlockManager(self.runner.num_kv_blocks, config.block_size)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.eos_token_ids = set(config.eos_token_ids)
+        self.seqs: dict[str, Sequence] = {}
+        self._inbox: deque = deque()       # ("add", Sequence) | ("abort", request_id); deque ops are atomic
+        self._ids = itertools.count()
+        self.stats = EngineStats()
+        self._trace = open(config.trace_path, "a") if config.trace_path else None
+        log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3)})
+
+    # ----------------------------------------------------------------------- requests
+    def add_request(self, prompt_token_ids: Seq[int], params: Optional[SamplingParams] = None,
+                    request_id: Optional[str] = None) -> str:
+        """Validates and queues a request (raises EngineError with the reason); returns its id."""
+        params = params or SamplingParams()
+        ids = list(prompt_token_ids)
+        vocab = self.config.model.vocab_size
+        if not ids:
+            raise EngineError("the prompt is empty")
+        if not all(isinstance(t, int) and 0 <= t < vocab for t in ids):
+            raise EngineError(f"prompt token ids must be integers in [0, {vocab})")
+        if len(ids) + params.max_tokens > self.max_model_len:
+            raise EngineError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                              f"maximum model length {self.max_model_len}")
+        request_id = request_id or f"req-{next(self._ids)}"
+        self._inbox.append(("add", Sequence(request_id, ids, params)))
+        return request_id
+
+    def abort_request(self, request_id: str) -> None:
+        self._inbox.append(("abort", request_id))
+
+    def has_unfinished(self) -> bool:
+        return bool(self._inbox) or self.scheduler.has_work()
+
+    def _drain_inbox(self) -> list[RequestOutput]:
+        outputs = []
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add":
+                if item.request_id in self.seqs:
+                    raise EngineError(f"duplicate request id {item.request_id}")
+                self.seqs[item.request_id] = item
+                self.scheduler.add(item)
+            elif item in self.seqs:
+                seq = self.seqs.pop(item)
+                self.scheduler.finish(seq, "abort")
+                outputs.append(self._output(seq, []))
+        return outputs
+
+    def _output(self, seq: Sequence, new_tokens: list[int]) -> RequestOutput:
+        return RequestOutput(seq.request_id, new_tokens, seq.finish_reason is not None, seq.finish_reason,
+                             seq.num_prompt_tokens, seq.num_output_tokens)
+
+    # ----------------------------------------------------------------------- step
+    def step(self) -> list[RequestOutput]:
+        t0 = time.perf_counter()
+        outputs = self._drain_inbox()
+        if not self.scheduler.has_work():
+            return outputs
+        batch = self.scheduler.schedule()
+        if not batch.items:
+            return outputs
+        t1 = time.perf_counter()
+        tokens = iter(self.runner.run(batch))
+        t2 = time.perf_counter()
+        for seq, n in batch.items:
+            fed_to_end = seq.num_computed_tokens + n == seq.num_tokens
+            seq.num_computed_tokens += n
+            if seq.num_computed_tokens <= seq.num_prompt_tokens:
+                self.stats.prompt_tokens_total += n
+            if not fed_to_end:
+                continue
+            token = next(tokens)
+            seq.token_ids.append(token)
+            self.stats.generation_tokens_total += 1
+            if seq.num_output_tokens >= seq.params.max_tokens:
+                self.scheduler.finish(seq, "length")
+            elif token in self.eos_token_ids and not seq.params.ignore_eos:
+                self.scheduler.finish(seq, "stop")
+            if seq.finish_reason:
+                del self.seqs[seq.request_id]
+                self.stats.requests_finished_total += 1
+            outputs.append(self._output(seq, [token]))
+        step_s = time.perf_counter() - t0
+        self.stats.observe_step(step_s)
+        if self._trace:
+            self._write_trace(batch, step_s, t2 - t1)
+        return outputs
+
+    def _write_trace(self, batch, step_s: float, model_s: float) -> None:
+        pre = [(seq, n) for seq, n in batch.items if n > 1]
+        dec_ctx = [seq.num_computed_tokens for seq, n in batch.items if n == 1]   # after this step's token
+        record = {"step": self.stats.num_steps, "time_s": round(step_s, 6), "model_time_s": round(model_s, 6),
+                  "num_prefill_tokens": sum(n for _, n in pre), "num_prefill_seqs": len(pre),
+                  "prefill_query_lens": [n for _, n in pre],
+                  "prefill_context_lens": [seq.num_computed_tokens for seq, _ in pre],
+                  "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
+                  "decode_context_len_max": max(dec_ctx, default=0),
+                  "cuda_graph_batch_size": self.runner.last_graph_bs, "num_preempted": batch.num_preempted}
+        self._trace.write(json.dumps(record) + "\n")
+        self._trace.flush()
+
+    # ----------------------------------------------------------------------- offline
+    def generate(self, prompts: list[list[int]],
+                 params: Union[SamplingParams, list[SamplingParams], None] = None) -> list[list[int]]:
+        """Generated token ids per prompt, in order."""
+        params_list = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params_list)]
+        results: dict[str, list[int]] = {i: [] for i in ids}
+        while self.has_unfinished():
+            for out in self.step():
+                if out.request_id in results:
+                    results[out.request_id] += out.new_token_ids
+        return [results[i] for i in ids]
+
+    def close(self) -> None:
+        if self._trace:
+            self._trace.close()
+            self._trace = None

@@ -1,0 +1,244 @@
+"""Runs one scheduled batch on the device: inputs, forward (CUDA graph for pure decode), sampling.
+
+Host work builds small int tensors from Python lists and copies them from pinned memory without blocking;
+the only device->host synchronisation of a step is reading the sampled tokens.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional
+
+import torch
+
+from .attention import AttentionMetadata, decode_num_splits
+from .block_manager import cdiv
+from .config import EngineConfig, EngineError
+from .model import build_model
+from .scheduler import ScheduledBatch
+from .sequence import Sequence
+
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        spec = config.model
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda":
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.set_device(self.device)
+        self.dtype = getattr(torch, config.torch_dtype_name("dtype"))
+        self.kv_dtype = getattr(torch, config.torch_dtype_name("kv_dtype"))
+        self.block_size = config.block_size
+        self.max_model_len = config.max_model_len or spec.max_position_embeddings
+        t0 = time.perf_counter()
+        self.model = build_model(spec, self.max_model_len, self.dtype, self.device)
+        if config.load_format == "safetensors":
+            self.model.load_safetensors(str(config.model_path))
+        else:
+            self.model.init_dummy(config.seed)
+        self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.load_time_s = time.perf_counter() - t0
+        self.pinned = self.device.type == "cuda"
+        self.num_kv_blocks = self._allocate_kv_cache()
+        # A sequence never outgrows the cache (it could not be scheduled alone).
+        self.max_model_len = min(self.max_model_len, self.num_kv_blocks * self.block_size)
+        self.max_blocks_per_seq = cdiv(self.max_model_len, self.block_size)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.last_graph_bs: Optional[int] = None      # for the step trace
+        if config.cuda_graphs and self.device.type == "cuda":
+            self._capture_graphs()
+
+    # ----------------------------------------------------------------------- KV cache
+    def kv_bytes_per_token(self) -> int:
+        s = self.config.model
+        return 2 * s.num_layers * s.num_kv_heads * s.head_dim * self.kv_dtype.itemsize
+
+    def _allocate_kv_cache(self) -> int:
+        s = self.config.model
+        block_bytes = self.kv_bytes_per_token() * self.block_size
+        num_blocks = self.config.num_kv_blocks
+        if num_blocks is None and self.device.type != "cuda":
+            num_blocks = EngineConfig.CPU_DEFAULT_KV_BLOCKS
+        if num_blocks is None:
+            num_blocks = self._blocks_from_memory(block_bytes)
+        if num_blocks < 1:
+            raise EngineError(f"no memory left for the KV cache ({self.weights_bytes / 1e9:.1f} GB of weights); "
+                              "raise --gpu-memory-utilization or use a smaller model")
+        # One extra block at the end takes the writes of padded rows in CUDA-graph batches.
+        self.trash_slot = num_blocks * self.block_size
+        shape = (s.num_layers, num_blocks + 1, self.block_size, s.num_kv_heads, s.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
+        for i, layer in enumerate(self.model.model.layers):
+            layer.self_attn.k_cache, layer.self_attn.v_cache = self.k_cache[i], self.v_cache[i]
+        return num_blocks
+
+    def _blocks_from_memory(self, block_bytes: int) -> int:
+        """vLLM's rule: total x utilization - (weights + peak activations of a max-size step + non-torch)."""
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        s = self.config.model
+        # A one-block scratch cache takes the profiling step's K/V writes.
+        scratch = torch.zeros(2, 2, self.block_size, s.num_kv_heads, s.head_dim, dtype=self.kv_dtype,
+                              device=self.device)
+        for layer in self.model.model.layers:
+            layer.self_attn.k_cache, layer.self_attn.v_cache = scratch[0], scratch[1]
+        num_tokens = self.config.max_num_batched_tokens
+        seq_len = min(num_tokens, self.max_model_len)
+        starts = list(range(0, num_tokens, seq_len))
+        meta = AttentionMetadata(
+            slot_mapping=torch.zeros(num_tokens, dtype=torch.long, device=self.device),
+            num_prefill_tokens=num_tokens,
+            prefill_seqs=[(a, min(seq_len, num_tokens - a), min(seq_len, num_tokens - a)) for a in starts],
+            prefill_block_tables=[None] * len(starts))
+        with torch.inference_mode():
+            ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
+            pos = torch.cat([torch.arange(n, device=self.device) for _, n, _ in meta.prefill_seqs])
+            hidden = self.model(ids, pos, meta)
+            rows = min(self.config.max_num_seqs, num_tokens)
+            self._sample(self.model.compute_logits(hidden[:rows]), [0.0] * rows, [None] * rows)
+        torch.cuda.synchronize()
+        del scratch, hidden
+        free_bytes, total_bytes = torch.cuda.mem_get_info()
+        peak_bytes = torch.cuda.max_memory_allocated()
+        non_torch_bytes = (total_bytes - free_bytes) - torch.cuda.memory_reserved()
+        kv_bytes = total_bytes * self.config.gpu_memory_utilization - peak_bytes - non_torch_bytes
+        return int(kv_bytes // (2 * block_bytes)) if kv_bytes > 0 else 0
+
+    def kv_info(self) -> dict:
+        return {"event": "kv_cache", "num_kv_blocks": self.num_kv_blocks, "block_size": self.block_size,
+                "kv_capacity_tokens": self.num_kv_blocks * self.block_size,
+                "kv_bytes_per_token": self.kv_bytes_per_token(),
+                "kv_cache_bytes": self.num_kv_blocks * self.block_size * self.kv_bytes_per_token(),
+                "weights_bytes": self.weights_bytes, "max_model_len": self.max_model_len,
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "cuda_graph_batch_sizes": sorted(self.graphs)}
+
+    # ----------------------------------------------------------------------- inputs
+    def _tensor(self, data, dtype) -> torch.Tensor:
+        t = torch.tensor(data, dtype=dtype, pin_memory=self.pinned)
+        return t.to(self.device, non_blocking=True)
+
+    def _prepare(self, batch: ScheduledBatch, pad_to: int = 0):
+        """Flat token inputs: prefill chunks first, then decodes; decodes padded to `pad_to` rows for graphs."""
+        bm_size = self.block_size
+        ids, pos, slots = [], [], []
+        prefill_seqs, prefill_tables = [], []
+        decode_tables, decode_ctx = [], []
+        sample_rows = []
+        for seq, n in batch.items:
+            start = seq.num_computed_tokens
+            row = len(ids)
+            ids += seq.token_ids[start:start + n]
+            pos += range(start, start + n)
+            table = seq.block_table
+            slots += [table[p // bm_size] * bm_size + p % bm_size for p in range(start, start + n)]
+            if n > 1:
+                prefill_seqs.append((row, n, start + n))
+                prefill_tables.append(table[:cdiv(start + n, bm_size)] if start else None)
+            else:
+                decode_tables.append(table)
+                decode_ctx.append(start + 1)
+            if start + n == seq.num_tokens:   # the whole sequence is fed: sample its next token
+                sample_rows.append(len(ids) - 1)
+        num_prefill = len(ids) - len(decode_ctx)
+        pad = max(0, pad_to - len(decode_ctx))
+        ids += [0] * pad
+        pos += [0] * pad
+        slots += [self.trash_slot] * pad
+        decode_ctx += [1] * pad
+        width = max((len(t) for t in decode_tables), default=1)
+        decode_tables = [t + [0] * (width - len(t)) for t in decode_tables] + [[0] * width] * pad
+        meta = AttentionMetadata(
+            slot_mapping=self._tensor(slots, torch.long), num_prefill_tokens=num_prefill, prefill_seqs=prefill_seqs,
+            prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in prefill_tables])
+        if decode_ctx:
+            meta.decode_block_tables = self._tensor(decode_tables, torch.int32)
+            meta.decode_context_lens = self._tensor(decode_ctx, torch.int32)
+            meta.decode_num_splits = decode_num_splits(len(decode_ctx), self.config.model.num_kv_heads, self.device)
+        return self._tensor(ids, torch.long), self._tensor(pos, torch.long), meta, sample_rows
+
+    # ----------------------------------------------------------------------- forward
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> list[int]:
+        """Feeds the batch; returns the sampled token of each sequence fed to its end, in batch order."""
+        num_decode = sum(1 for _, n in batch.items if n == 1)
+        graph_bs = next((b for b in sorted(self.graphs) if b >= num_decode), None)
+        self.last_graph_bs = graph_bs if num_decode == len(batch.items) else None
+        if self.last_graph_bs is not None:
+            ids, pos, meta, rows = self._prepare(batch, pad_to=graph_bs)
+            logits = self._replay(graph_bs, ids, pos, meta)
+            logits = logits[self._tensor(rows, torch.long)] if len(rows) < graph_bs else logits
+        else:
+            ids, pos, meta, rows = self._prepare(batch)
+            hidden = self.model(ids, pos, meta)
+            logits = self.model.compute_logits(hidden[self._tensor(rows, torch.long)])
+        seqs = [seq for seq, n in batch.items if seq.num_computed_tokens + n == seq.num_tokens]
+        if not seqs:
+            return []
+        return self._sample(logits, [s.params.temperature for s in seqs], seqs).tolist()
+
+    def _sample(self, logits: torch.Tensor, temperatures: list[float], seqs: list[Optional[Sequence]]):
+        greedy = logits.argmax(dim=-1)
+        if not any(t > 0 for t in temperatures):
+            return greedy
+        temps = self._tensor(temperatures, torch.float32)
+        probs = torch.softmax(logits.float() / temps.clamp(min=1e-5)[:, None], dim=-1)
+        # Gumbel-max via exponential noise; a seeded request draws its noise from its own generator, so its
+        # output does not depend on what else is in the batch.
+        noise = torch.empty_like(probs).exponential_(1.0)
+        for i, seq in enumerate(seqs):
+            if seq is not None and seq.params.temperature > 0 and seq.params.seed is not None:
+                if seq.generator is None:
+                    seq.generator = torch.Generator(device=self.device).manual_seed(seq.params.seed)
+                noise[i].exponential_(1.0, generator=seq.generator)
+        sampled = (probs / noise).argmax(dim=-1)
+        return torch.where(temps > 0, sampled, greedy)
+
+    # ----------------------------------------------------------------------- CUDA graphs
+    def _capture_graphs(self) -> None:
+        max_bs = min(self.config.max_num_seqs, GRAPH_BATCH_SIZES[-1])
+        sizes = [b for b in GRAPH_BATCH_SIZES if b < max_bs] + [next(b for b in GRAPH_BATCH_SIZES if b >= max_bs)]
+        n = sizes[-1]
+        dev = self.device
+        self.graph_ids = torch.zeros(n, dtype=torch.long, device=dev)
+        self.graph_pos = torch.zeros(n, dtype=torch.long, device=dev)
+        self.graph_slots = torch.full((n,), self.trash_slot, dtype=torch.long, device=dev)
+        self.graph_ctx = torch.ones(n, dtype=torch.int32, device=dev)
+        self.graph_tables = torch.zeros(n, self.max_blocks_per_seq, dtype=torch.int32, device=dev)
+        self.graph_logits: dict[int, torch.Tensor] = {}
+        pool = None
+        with torch.inference_mode():
+            for bs in reversed(sizes):   # largest first, so the smaller graphs reuse its memory pool
+                meta = AttentionMetadata(slot_mapping=self.graph_slots[:bs], decode_block_tables=self.graph_tables[:bs],
+                                         decode_context_lens=self.graph_ctx[:bs],
+                                         decode_num_splits=decode_num_splits(bs, self.config.model.num_kv_heads, dev))
+                args = (self.graph_ids[:bs], self.graph_pos[:bs], meta)
+                self.model.compute_logits(self.model(*args))        # warm-up: Triton JIT, cuBLAS handles
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool):
+                    self.graph_logits[bs] = self.model.compute_logits(self.model(*args))
+                pool = graph.pool()
+                self.graphs[bs] = graph
+        torch.cuda.synchronize()
+
+    def _replay(self, bs: int, ids, pos, meta: AttentionMetadata) -> torch.Tensor:
+        self.graph_ids[:bs].copy_(ids)
+        self.graph_pos[:bs].copy_(pos)
+        self.graph_slots[:bs].copy_(meta.slot_mapping)
+        self.graph_ctx[:bs].copy_(meta.decode_context_lens)
+        tables = meta.decode_block_tables
+        # Only the columns in use: the kernel never reads past a sequence's context.
+        self.graph_tables[:bs, :tables.shape[1]].copy_(tables)
+        self.graphs[bs].replay()
+        return self.graph_logits[bs]
+
+
+def log_json(record: dict) -> None:
+    print(json.dumps(record), file=sys.stderr, flush=True)
