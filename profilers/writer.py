@@ -1,0 +1,163 @@
+"""Build the measured HardwareProfile: the catalog's datasheet entry (or a synthetic one for the CPU
+and for GPUs the catalog lacks) with its Efficiency fields replaced by what was measured, the raw
+tables under `measured`, and provenance. Also merges collective curves into an existing profile."""
+from __future__ import annotations
+
+import datetime
+import os
+import statistics
+from pathlib import Path
+from typing import Optional
+
+from planner.schemas import Efficiency, HardwareProfile, Interconnect, Provenance
+from profilers import fit
+from profilers.device import DeviceInfo
+
+
+def default_output_path(name: str) -> Path:
+    return Path("hw_profiles") / "measured" / f"{name}.yaml"
+
+
+def catalog_datasheet(name: str) -> Optional[HardwareProfile]:
+    """The catalog's datasheet profile for `name`, or None when the catalog or the entry is missing."""
+    try:
+        from planner.catalog import load_hardware
+    except ImportError:
+        return None
+    try:
+        return load_hardware(name, profile="datasheet")
+    except Exception:                       # unknown GPU: a PlanError/KeyError, whatever the catalog raises
+        return None
+
+
+def synthetic_datasheet(device: DeviceInfo, raw: dict) -> HardwareProfile:
+    """A stand-in 'datasheet' whose ceilings are the best measured rates, so every efficiency is <= 1.
+    Used for the CPU and for GPUs the catalog does not know; marked as such in `sources`."""
+    peaks: dict[str, float] = {}
+    for row in raw.get("gemm", []):
+        peaks[row["dtype"]] = max(peaks.get(row["dtype"], 0.0), row["flops"] / row["seconds"])
+    peaks.setdefault("bf16", max(peaks.values(), default=1.0))
+    bandwidth = max((r["bytes_moved"] / r["seconds"] for r in raw.get("bandwidth", [])), default=1.0)
+    if device.kind == "cpu":
+        memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    else:
+        memory = float(device.gpus[0].memory_bytes)
+    today = datetime.date.today().isoformat()
+    note = "synthetic: best rate measured by profilers on this machine"
+    return HardwareProfile(
+        name=device.catalog_name,
+        vendor="other" if device.kind == "cpu" else "nvidia",
+        memory_bytes=memory,
+        memory_bandwidth_bytes_per_s=bandwidth,
+        peak_flops=peaks,
+        # No interconnect figure exists for a synthetic device; the memory bandwidth keeps the field valid.
+        interconnect=Interconnect(kind="none", bandwidth_bytes_per_s=bandwidth, gpus_per_node=device.count,
+                                  source=note),
+        tdp_w=(device.gpus[0].power_limit_w if device.gpus and device.gpus[0].power_limit_w else 1.0),
+        price_per_gpu_hour=0.0,
+        sources={"peak_flops": {"value": peaks["bf16"], "source": note, "date": today},
+                 "memory_bandwidth_bytes_per_s": {"value": bandwidth, "source": note, "date": today}},
+    )
+
+
+def _attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Efficiency) -> None:
+    prefill, decode = raw.get("prefill", []), raw.get("decode", [])
+    if prefill:
+        longest = sorted(prefill, key=lambda r: r["seq"])[-2:]
+        eff.attention_compute = statistics.median(r["flops"] / r["seconds"] / peak_bf16 for r in longest)
+    if decode:
+        biggest = sorted(decode, key=lambda r: r["kv_bytes"])[-2:]
+        eff.attention_memory = statistics.median(r["kv_bytes"] / r["seconds"] / bandwidth for r in biggest)
+
+
+def apply_collectives(eff: Efficiency, results: dict[str, dict], link_bytes_per_s: float) -> dict:
+    """Write allreduce_by_bytes for every group size, alpha and busbw from the largest group (the
+    one tensor parallelism stresses most); return the fitted scalars per group for `measured`."""
+    fits = {}
+    for n, res in sorted(results.items(), key=lambda kv: int(kv[0])):
+        eff.allreduce_by_bytes[str(n)] = fit.seconds_curve(res["sizes"], res["all_reduce"])
+        alpha, busbw = fit.allreduce_fit(res["sizes"], res["all_reduce"], int(n))
+        fits[str(n)] = {"alpha_s": alpha, "busbw_bytes_per_s": busbw}
+        graph = res.get("all_reduce_graph")
+        if graph:
+            fits[str(n)]["graph_alpha_s"] = fit.allreduce_fit(graph["sizes"], graph["seconds"], int(n))[0]
+    if fits:
+        largest = fits[max(fits, key=int)]
+        eff.allreduce_alpha_s = largest["alpha_s"]
+        if largest["busbw_bytes_per_s"]:
+            eff.allreduce_busbw_fraction = largest["busbw_bytes_per_s"] / link_bytes_per_s
+    return fits
+
+
+def apply_measurements(base: HardwareProfile, raw: dict) -> tuple[Efficiency, dict]:
+    """New Efficiency (measured fields replaced, the rest kept from `base`) and the `measured` tables."""
+    eff = base.efficiency.model_copy(deep=True)
+    bandwidth = base.memory_bandwidth_bytes_per_s
+    measured: dict = {}
+    if raw.get("bandwidth"):
+        eff.memory_by_bytes = fit.memory_curve(raw["bandwidth"], bandwidth)
+        eff.memory = fit.plateau(eff.memory_by_bytes)
+        measured["bandwidth"] = raw["bandwidth"]
+    if raw.get("gemm"):
+        fit.annotate_gemm(raw["gemm"], base.peak_flops, bandwidth)
+        eff.gemm_by_m = fit.gemm_curves(raw["gemm"])
+        eff.gemm = {**eff.gemm, **{d: fit.plateau(c) for d, c in eff.gemm_by_m.items()}}
+        measured["gemm"] = raw["gemm"]
+        measured["gemm_impl"] = raw.get("gemm_impl", {})
+    if raw.get("prefill") or raw.get("decode"):
+        _attention_fractions(raw, base.peak_flops["bf16"], bandwidth, eff)
+        measured["attention"] = {"impl": raw.get("attention_impl"), "prefill": raw.get("prefill", []),
+                                 "decode": raw.get("decode", [])}
+    if raw.get("launch"):
+        launch = raw["launch"]
+        eff.kernel_overhead_s = launch["eager_s_per_kernel"]
+        if launch.get("graph_s_per_kernel"):
+            eff.graph_kernel_overhead_s = launch["graph_s_per_kernel"]
+        measured["launch"] = launch
+    if raw.get("collectives"):
+        fits = apply_collectives(eff, raw["collectives"], base.interconnect.bandwidth_bytes_per_s)
+        measured["collectives"] = {"runs": raw["collectives"], "fits": fits}
+    if raw.get("holdout"):
+        measured["holdout"] = raw["holdout"]
+    return eff, measured
+
+
+def provenance(device: DeviceInfo, command: str, duration_s: float) -> Provenance:
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    return Provenance(kind="measured", gpu=f"{device.count}x {device.name}", driver=device.driver,
+                      torch=torch_version, date=datetime.datetime.now().isoformat(timespec="seconds"),
+                      command=command, duration_s=round(duration_s, 1))
+
+
+def build_profile(device: DeviceInfo, raw: dict, command: str, duration_s: float,
+                  run_info: dict) -> HardwareProfile:
+    base = None if device.kind == "cpu" else catalog_datasheet(device.catalog_name)
+    synthetic = base is None
+    notes = list(raw.get("notes", []))
+    if synthetic:
+        base = synthetic_datasheet(device, raw)
+        if device.kind != "cpu":
+            notes.append(f"no catalog datasheet for {device.catalog_name!r}: ceilings are the best measured rates")
+    eff, measured = apply_measurements(base, raw)
+    measured = {"device": device.as_dict(), "run": run_info,
+                "datasheet": "synthetic" if synthetic else "catalog", **measured, "notes": notes}
+    return base.model_copy(update={"efficiency": eff, "measured": measured,
+                                   "provenance": provenance(device, command, duration_s)})
+
+
+def merge_collectives(profile: HardwareProfile, results: dict[str, dict], device: DeviceInfo,
+                      command: str) -> HardwareProfile:
+    """Add (or replace) multi-GPU all-reduce curves in an existing profile, keeping everything else."""
+    eff = profile.efficiency.model_copy(deep=True)
+    measured = dict(profile.measured or {})
+    runs = {**measured.get("collectives", {}).get("runs", {}), **results}
+    fits = apply_collectives(eff, runs, profile.interconnect.bandwidth_bytes_per_s)
+    measured["collectives"] = {"runs": runs, "fits": fits,
+                               "provenance": {"command": command, "gpu": f"{device.count}x {device.name}",
+                                              "driver": device.driver,
+                                              "date": datetime.datetime.now().isoformat(timespec="seconds")}}
+    return profile.model_copy(update={"efficiency": eff, "measured": measured})
