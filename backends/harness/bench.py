@@ -1,0 +1,183 @@
+"""`plan bench`: execute a plan on a backend, load it, and record what was measured.
+
+A BenchSession starts the server once; each `measure` is one load point (a run, a sweep step or a
+search probe) and returns the run document that goes to JSON and to the results database.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import signal
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from backends.harness.client_check import ClientThresholds, client_report
+from backends.harness.http_client import HttpClient
+from backends.harness.metrics import compute_metrics
+from backends.harness.payloads import body_maker
+from backends.harness.prediction import predict, predicted_vs_measured
+from backends.harness.prompts import RequestSpec, sharegpt_requests, synthetic_requests
+from backends.harness.provenance import git_revision, gpu_name, versions
+from backends.harness.runner import LoadConfig, LoadResult, StopSignal, run_load
+from backends.harness.servers import RunningServer, ServerOptions, start_server
+from backends.harness.slos import goodput_limits_ms
+from backends.harness.tokenizer import Tokenizer
+from planner.schemas import SLO, LengthDist, Plan, Workload
+
+SCHEMA = "plan-bench/1"
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class WorkloadOptions:
+    input_tokens: LengthDist = field(default_factory=lambda: LengthDist(mean=128))
+    output_tokens: LengthDist = field(default_factory=lambda: LengthDist(mean=32))
+    prompt_kind: str = "ids"                 # ids | text
+    vocab_size: int = 1000
+    sharegpt: Path | None = None
+    tokenizer: Path | None = None
+    chat: bool = False
+    temperature: float = 0.0
+
+
+@dataclass
+class BenchOptions:
+    backend: str = "url"
+    server: ServerOptions = field(default_factory=ServerOptions)
+    workload: WorkloadOptions = field(default_factory=WorkloadOptions)
+    slos: list[SLO] = field(default_factory=list)       # goodput limits
+    thresholds: ClientThresholds = field(default_factory=ClientThresholds)
+    tag: str | None = None
+    command: str | None = None
+
+
+def _event_loop_runner():
+    try:
+        import uvloop   # optional; a faster loop leaves more headroom before the client is the bottleneck
+        return uvloop.run
+    except ImportError:
+        return asyncio.run
+
+
+class BenchSession:
+    def __init__(self, plan: Plan | None, plan_path: Path | None, opts: BenchOptions):
+        self.plan, self.plan_path, self.opts = plan, plan_path, opts
+        self.server: RunningServer | None = None
+        self.tokenizer = Tokenizer(opts.workload.tokenizer) if opts.workload.tokenizer else None
+
+    def __enter__(self) -> "BenchSession":
+        self.server = start_server(self.opts.backend, self.plan, self.plan_path, self.opts.server)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def requests(self, seed: int) -> Iterator[RequestSpec]:
+        w = self.opts.workload
+        if w.sharegpt:
+            fixed_out = int(w.output_tokens.mean) if w.output_tokens.kind == "fixed" else None
+            return sharegpt_requests(w.sharegpt, tokenizer=self.tokenizer, output_len=fixed_out, seed=seed)
+        return synthetic_requests(w.input_tokens, w.output_tokens, prompt_kind=w.prompt_kind,
+                                  vocab_size=w.vocab_size, seed=seed, tokenizer=self.tokenizer)
+
+    def measure(self, load: LoadConfig) -> dict:
+        """One load point; Ctrl-C stops it early with partial results (status 'interrupted')."""
+        result = _event_loop_runner()(self._run(load))
+        return self._document(load, result)
+
+    async def _run(self, load: LoadConfig) -> LoadResult:
+        w = self.opts.workload
+        client = HttpClient(self.server.base_url)
+        stop = StopSignal()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, stop.set, "interrupted", "interrupted by Ctrl-C")
+        except (RuntimeError, ValueError):   # not the main thread: no Ctrl-C handling there
+            pass
+        make_body = body_maker(self.server.served_model, chat=w.chat, temperature=w.temperature)
+        try:
+            return await run_load(client, self.requests(load.seed), make_body, load, stop=stop,
+                                  server_alive=self.server.gone)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            await client.close()
+
+    def _document(self, load: LoadConfig, result: LoadResult) -> dict:
+        goodput = goodput_limits_ms(self.opts.slos) if self.opts.slos else None
+        metrics, per = compute_metrics(result.records, result.duration_s, goodput_slos_ms=goodput,
+                                       tokenizer=self.tokenizer)
+        client = client_report(result, load, metrics["completed"], self.opts.thresholds)
+        errors = Counter(r.error for r in result.records if r.error)
+        status = result.status
+        exit_code = (EXIT_INTERRUPTED if status == "interrupted"
+                     else EXIT_FAILED if status != "complete" or metrics["failed"] or not metrics["completed"]
+                     else EXIT_OK)
+        doc = {
+            "schema": SCHEMA,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tag": self.opts.tag, "backend": self.opts.backend,
+            "status": status, "status_detail": result.status_detail, "exit_code": exit_code,
+            "not_sent": result.not_sent,
+            "plan": self.plan.model_dump(mode="json") if self.plan else None,
+            "config": {"load": _load_dict(load), "workload": _workload_dict(self.opts.workload),
+                       "slos": [s.label for s in self.opts.slos]},
+            "server": {"base_url": self.server.base_url, "served_model": self.server.served_model,
+                       "command": self.server.command, "notes": self.server.notes,
+                       "startup_s": self.server.startup_s, "version": self.server.version},
+            "metrics": metrics, "client": client,
+            "errors": [{"error": e, "count": n} for e, n in errors.most_common()],
+            "versions": versions(self.server.version), "gpu": gpu_name(), "git_rev": git_revision(),
+            "command": self.opts.command,
+            "samples": [_sample(r, m, result.t0) for r, m in zip(result.records, per)],
+        }
+        doc.update(self._prediction(load, metrics))
+        return doc
+
+    def _prediction(self, load: LoadConfig, metrics: dict) -> dict:
+        if self.plan is None:
+            return {"predicted": None, "prediction_error": "no plan given", "vs_predicted": []}
+        w = self.opts.workload
+        workload = Workload(input_tokens=w.input_tokens, output_tokens=w.output_tokens,
+                            rate_rps=None if math.isinf(load.rate_rps) else load.rate_rps,
+                            concurrency=load.max_concurrency,
+                            arrival=load.arrival, burstiness=load.burstiness)
+        pred, why = predict(self.plan, workload)
+        if pred is None:
+            return {"predicted": None, "prediction_error": why, "vs_predicted": []}
+        return {"predicted": pred.model_dump(mode="json"), "prediction_error": None,
+                "vs_predicted": predicted_vs_measured(pred, metrics)}
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1e3, 4)
+
+
+def _sample(rec, m, t0: float) -> dict:
+    """Per-request detail: what compare.py bootstraps from, and what --per-request writes."""
+    return {
+        "i": rec.index, "ok": m.ok, "error": rec.error,
+        "ttft_ms": _ms(m.ttft_s), "tpot_ms": _ms(m.tpot_s), "e2el_ms": _ms(m.e2el_s),
+        "ttft_content_ms": _ms(m.ttft_content_s), "itl_ms": [_ms(g) for g in m.itl_s],
+        "prompt_tokens": m.prompt_tokens, "server_prompt_tokens": m.server_prompt_tokens,
+        "output_tokens": m.output_tokens, "output_tokens_source": m.output_tokens_source,
+        "t_start_s": round(rec.t_start - t0, 6) if rec.t_start else None,
+        "client_queue_ms": _ms(rec.t_start - rec.t_dispatch) if rec.t_start else None,
+    }
+
+
+def _load_dict(load: LoadConfig) -> dict:
+    d = asdict(load)
+    d["rate_rps"] = None if math.isinf(load.rate_rps) else load.rate_rps   # JSON has no inf
+    return d
+
+
+def _workload_dict(w: WorkloadOptions) -> dict:
+    return {"input_tokens": w.input_tokens.model_dump(exclude_none=True),
+            "output_tokens": w.output_tokens.model_dump(exclude_none=True),
+            "prompt_kind": w.prompt_kind, "vocab_size": w.vocab_size,
+            "sharegpt": str(w.sharegpt) if w.sharegpt else None,
+            "tokenizer": str(w.tokenizer) if w.tokenizer else None, "chat": w.chat, "temperature": w.temperature}

@@ -1,0 +1,246 @@
+"""`plan bench ...` commands. The lead's CLI calls `register(app)`; errors become one line and an exit code."""
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from backends.harness import compare as cmp
+from backends.harness import results_db
+from backends.harness.bench import BenchOptions, BenchSession, WorkloadOptions
+from backends.harness.client_check import ClientThresholds
+from backends.harness.report import print_history, print_run, print_verdicts
+from backends.harness.runner import LoadConfig
+from backends.harness.servers import BACKENDS, ServerOptions
+from backends.harness.slos import parse_slo
+from backends.harness.sweep import search_max_rate, sweep
+from planner.errors import PlanError, UsageError
+from planner.schemas import LengthDist, Plan
+
+bench_app = typer.Typer(help="Benchmark a plan on a live server and compare runs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")
+
+
+def _fail(exc: PlanError) -> typer.Exit:
+    typer.echo(f"error: {str(exc).strip()}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _floats(text: str | None) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()] if text else []
+    except ValueError:
+        raise UsageError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _dist(kind: str, mean: int, std: float, lo: Optional[int], hi: Optional[int], what: str) -> LengthDist:
+    try:
+        return LengthDist(kind=kind, mean=mean, std=std, min=lo, max=hi)
+    except ValueError as exc:
+        raise UsageError(f"bad {what} length distribution: {exc}") from None
+
+
+def _threshold(text: str) -> float:
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"bad threshold {text!r}: use e.g. 5% or 0.05") from None
+
+
+def _load_plan(path: Optional[Path]) -> Optional[Plan]:
+    if path is None:
+        return None
+    try:
+        return Plan.load(path)
+    except FileNotFoundError:
+        raise UsageError(f"plan file not found: {path}") from None
+    except ValueError as exc:
+        raise UsageError(f"invalid plan {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _save(doc: dict, db: Optional[Path], no_db: bool) -> None:
+    if not no_db:
+        doc["id"] = results_db.save_run(doc, db)
+
+
+def _json_doc(doc: dict, per_request: bool) -> dict:
+    return doc if per_request else {k: v for k, v in doc.items() if k != "samples"}
+
+
+@bench_app.command("run")
+def run_cmd(
+    plan_path: Optional[Path] = typer.Option(None, "--plan", help="plan YAML/JSON (optional for --backend url)"),
+    backend: str = typer.Option("builtin", help="builtin | vllm | url"),
+    url: Optional[str] = typer.Option(None, help="server base URL for --backend url"),
+    model: Optional[str] = typer.Option(None, help="model to serve (path or name); default: the plan's"),
+    served_model: Optional[str] = typer.Option(None, help="model name in requests; default: the server's first"),
+    launch_cmd: Optional[str] = typer.Option(None, help="vllm launch command, e.g. 'python -m vllm.entrypoints.openai.api_server'"),
+    device: str = typer.Option("cpu", help="builtin engine device"),
+    load_format: str = typer.Option("dummy", help="dummy (random weights) or auto; '' to omit"),
+    num_kv_blocks: Optional[int] = typer.Option(None, help="builtin engine KV blocks"),
+    server_arg: list[str] = typer.Option([], help="extra server argument (repeatable)"),
+    startup_timeout: float = typer.Option(600.0, help="seconds to wait for the server's /health"),
+    rate: float = typer.Option(math.inf, help="requests/s; inf sends all at once"),
+    arrival: str = typer.Option("poisson", help="constant | poisson | gamma"),
+    burstiness: float = typer.Option(1.0, help="gamma shape (1 = Poisson)"),
+    concurrency: Optional[int] = typer.Option(None, help="max requests in flight"),
+    num_requests: Optional[int] = typer.Option(None, help="requests to measure (default 100 unless --duration)"),
+    duration: Optional[float] = typer.Option(None, help="seconds of dispatch"),
+    warmup: int = typer.Option(0, help="warm-up requests, not measured"),
+    request_timeout: float = typer.Option(300.0, help="seconds per request"),
+    deadline: Optional[float] = typer.Option(None, help="seconds for the whole measured phase"),
+    seed: int = typer.Option(0),
+    input_len: int = typer.Option(128, help="mean prompt tokens"),
+    input_dist: str = typer.Option("fixed", help="fixed | uniform | normal | lognormal"),
+    input_std: float = typer.Option(0.0), input_min: Optional[int] = typer.Option(None),
+    input_max: Optional[int] = typer.Option(None),
+    output_len: int = typer.Option(32, help="mean output tokens (max_tokens)"),
+    output_dist: str = typer.Option("fixed"), output_std: float = typer.Option(0.0),
+    output_min: Optional[int] = typer.Option(None), output_max: Optional[int] = typer.Option(None),
+    prompt_kind: str = typer.Option("ids", help="ids (token ids) | text"),
+    vocab_size: int = typer.Option(1000, help="random token ids are drawn below this"),
+    sharegpt: Optional[Path] = typer.Option(None, help="ShareGPT-format JSON file of prompts"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json (or its folder) to count tokens"),
+    chat: bool = typer.Option(False, "--chat", help="use /v1/chat/completions (text prompts)"),
+    temperature: float = typer.Option(0.0),
+    slo: list[str] = typer.Option([], help="SLO for goodput or --search-rate, e.g. ttft_p99<=200ms (repeatable)"),
+    sweep_rates: Optional[str] = typer.Option(None, help="comma-separated rates: one run each"),
+    sweep_concurrencies: Optional[str] = typer.Option(None, help="comma-separated concurrencies: one run each"),
+    search_rate: Optional[str] = typer.Option(None, help="LOW:HIGH req/s: highest rate meeting every --slo"),
+    search_steps: int = typer.Option(6),
+    max_dispatch_lag_ms: float = typer.Option(5.0, help="flag the client as the bottleneck above this p99"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the run(s) here"),
+    per_request: bool = typer.Option(False, "--per-request", help="include per-request detail in --json"),
+    tag: Optional[str] = typer.Option(None), db: Optional[Path] = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
+    no_db: bool = typer.Option(False, "--no-db", help="do not record the run"),
+) -> None:
+    """Serve a plan on a backend, load it, print measured vs predicted, record the run."""
+    try:
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if plan_path is None and backend != "url":
+            raise UsageError(f"--backend {backend} needs --plan")
+        if chat and prompt_kind == "ids" and not sharegpt:
+            raise UsageError("--chat needs text prompts: add --prompt-kind text or --sharegpt")
+        if math.isinf(rate) and duration is not None and concurrency is None and not (sweep_concurrencies or sweep_rates or search_rate):
+            raise UsageError("--duration at rate=inf would send without bound: add --rate or --concurrency")
+        slos = [parse_slo(s) for s in slo]
+        if search_rate and not slos:
+            raise UsageError("--search-rate needs at least one --slo")
+        plan = _load_plan(plan_path)
+        load = LoadConfig(rate_rps=rate, arrival=arrival, burstiness=burstiness, max_concurrency=concurrency,
+                          num_requests=num_requests if num_requests or duration else 100, duration_s=duration,
+                          warmup_requests=warmup, request_timeout_s=request_timeout,
+                          deadline_s=deadline or ((duration or 0) + request_timeout + 3600),
+                          seed=seed, endpoint="/v1/chat/completions" if chat else "/v1/completions")
+        opts = BenchOptions(
+            backend=backend,
+            server=ServerOptions(url=url, model=model, served_model=served_model, launch_cmd=launch_cmd,
+                                 device=device, load_format=load_format or None, num_kv_blocks=num_kv_blocks,
+                                 extra_args=list(server_arg), startup_timeout_s=startup_timeout),
+            workload=WorkloadOptions(
+                input_tokens=_dist(input_dist, input_len, input_std, input_min, input_max, "input"),
+                output_tokens=_dist(output_dist, output_len, output_std, output_min, output_max, "output"),
+                prompt_kind=prompt_kind, vocab_size=vocab_size, sharegpt=sharegpt, tokenizer=tokenizer,
+                chat=chat, temperature=temperature),
+            slos=[s for s in slos if s.metric != "itl"] if search_rate else slos,
+            thresholds=ClientThresholds(dispatch_lag_p99_ms=max_dispatch_lag_ms),
+            tag=tag, command=shlex.join(["plan", "bench", "run", *sys.argv[3:]]) if sys.argv else None)
+        with BenchSession(plan, plan_path, opts) as session:
+            def measure(point: LoadConfig) -> dict:
+                doc = session.measure(point)
+                _save(doc, db, no_db)
+                print_run(doc)
+                return doc
+
+            if search_rate:
+                lo, _, hi = search_rate.partition(":")
+                bounds = _floats(f"{lo},{hi}")
+                if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+                    raise UsageError("--search-rate takes LOW:HIGH with 0 < LOW < HIGH")
+                result = search_max_rate(measure, load, slos, bounds[0], bounds[1], steps=search_steps)
+                runs = [p["run"] for p in result["probes"]]
+                best = result["max_rate_rps"]
+                typer.echo(f"highest rate meeting {', '.join(result['slos'])}: "
+                           f"{'none in range' if best is None else f'{best:.3g} req/s'}")
+                out = {**result, "probes": [{**p, "run": _json_doc(p["run"], per_request)} for p in result["probes"]]}
+            elif sweep_rates or sweep_concurrencies:
+                runs = sweep(measure, load, rates=_floats(sweep_rates),
+                             concurrencies=[int(c) for c in _floats(sweep_concurrencies)])
+                out = {"runs": [_json_doc(r, per_request) for r in runs]}
+            else:
+                runs = [measure(load)]
+                out = _json_doc(runs[0], per_request)
+        if json_out:
+            json_out.write_text(json.dumps(out, indent=1))
+        worst = max((r["exit_code"] for r in runs), default=0)
+        if worst:
+            last = runs[-1]
+            saved = f"run id {last['id']}" if "id" in last else "not recorded"
+            typer.echo(f"{last['status']}: {last['status_detail'] or ''} {last['metrics']['failed']} failed, "
+                       f"{last['metrics']['completed']} completed; partial results saved ({saved})".replace(":  ", ": "),
+                       err=True)
+            raise typer.Exit(worst)
+    except PlanError as exc:
+        raise _fail(exc) from None
+
+
+def _resolve(ref: str, db: Optional[Path]) -> dict:
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        doc = json.loads(path.read_text())
+        if not doc.get("samples"):
+            raise UsageError(f"{ref} has no per-request samples: write it with --per-request")
+        return doc
+    run = results_db.load_run(ref, db)
+    if run is None:
+        raise UsageError(f"no run {ref!r} (an id, a tag or a .json file) in {results_db.db_path(db)}")
+    return run
+
+
+@bench_app.command("compare")
+def compare_cmd(
+    run_ref: str = typer.Argument(..., metavar="RUN", help="run id, tag or JSON file"),
+    baseline: str = typer.Option(..., help="baseline run id, tag or JSON file"),
+    threshold: str = typer.Option("5%", help="allowed slow-down of the median, e.g. 5% or 0.05"),
+    metrics: str = typer.Option(",".join(cmp.COMPARE_METRICS), help="comma-separated: ttft,tpot,itl,e2el"),
+    confidence: float = typer.Option(0.95), seed: int = typer.Option(0), n_boot: int = typer.Option(2000),
+    fail_on_inconclusive: bool = typer.Option(False, "--fail-on-inconclusive", help="exit 3 when the verdict is inconclusive"),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    db: Optional[Path] = typer.Option(None),
+) -> None:
+    """Statistical verdict per metric; exit 0 pass, 1 regression, 3 inconclusive (with --fail-on-inconclusive)."""
+    try:
+        th = _threshold(threshold)
+        names = [m.strip() for m in metrics.split(",") if m.strip()]
+        bad = [m for m in names if m not in cmp.COMPARE_METRICS]
+        if bad:
+            raise UsageError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(cmp.COMPARE_METRICS)}")
+        run, base = _resolve(run_ref, db), _resolve(baseline, db)
+        verdicts = [cmp.compare_metric(run, base, m, th, n_boot=n_boot, confidence=confidence, seed=seed)
+                    for m in names]
+        overall = cmp.overall_verdict(verdicts)
+        print_verdicts(verdicts, overall, th)
+        if json_out:
+            json_out.write_text(json.dumps({"overall": overall, "threshold": th,
+                                            "verdicts": [v.__dict__ for v in verdicts]}, indent=1))
+        code = cmp.exit_code(overall, fail_on_inconclusive)
+        if code:
+            raise typer.Exit(code)
+    except PlanError as exc:
+        raise _fail(exc) from None
+
+
+@bench_app.command("history")
+def history_cmd(tag: Optional[str] = typer.Option(None), limit: int = typer.Option(20),
+                db: Optional[Path] = typer.Option(None)) -> None:
+    """List recorded runs, newest first."""
+    print_history(results_db.list_runs(db, tag=tag, limit=limit))

