@@ -6,20 +6,28 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
+from planner.costmodel import COMPUTE_DTYPE
 from planner.schemas import CurvePoint
 
 SMALL_MESSAGE_BYTES = 64 << 10          # all-reduces at or under this are latency (alpha) bound
 LARGE_MESSAGE_BYTES = 256 << 20         # at or over this, bandwidth bound
 
 
+def compute_dtype(weight_dtype: str) -> str:
+    """The dtype the tensor cores run for a weight dtype, as the cost model prices it (weight-only
+    int8 is dequantized into a bf16 GEMM)."""
+    return COMPUTE_DTYPE.get(weight_dtype, weight_dtype)
+
+
 def annotate_gemm(rows: list[dict], peak_flops: dict[str, float], bandwidth_bytes_per_s: float) -> None:
     """Add achieved rates and efficiencies to each GEMM row, in place. `efficiency` is against the
-    datasheet peak of the row's dtype (hw.peak semantics: a missing dtype falls back to bf16)."""
+    datasheet peak of the row's compute dtype (hw.peak semantics: a missing dtype falls back to bf16),
+    so that the cost model's flops / (peak(compute dtype) x efficiency) gives back the measured time."""
     for row in rows:
         flops_per_s = row["flops"] / row["seconds"]
         weight_bw = row["weight_bytes"] / row["seconds"]
         row["flops_per_s"] = flops_per_s
-        row["efficiency"] = flops_per_s / (peak_flops.get(row["dtype"]) or peak_flops["bf16"])
+        row["efficiency"] = flops_per_s / (peak_flops.get(compute_dtype(row["dtype"])) or peak_flops["bf16"])
         row["efficiency_vs_bf16_peak"] = flops_per_s / peak_flops["bf16"]
         # Small M is bound by streaming the weights: how close to the bandwidth ceiling it gets.
         row["weight_bytes_per_s"] = weight_bw

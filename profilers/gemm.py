@@ -1,26 +1,14 @@
 """GEMM throughput for one LLM-shaped problem y[M,N] = x[M,K] @ W[N,K]^T in one of three paths:
 bf16 (F.linear), fp8 (torch._scaled_mm, e4m3, tensor-wise scales) and weight-only int8 (int8 weights
-turned to bf16, then a bf16 matmul; the engine's own function when backends/engine provides one)."""
+turned to bf16, then a bf16 matmul: backends/engine has no quantized linear yet, so this is the plain
+dequantize-then-matmul path it would start from)."""
 from __future__ import annotations
-
-import importlib
-from typing import Callable, Optional
 
 from profilers.context import BenchContext
 from profilers.sweeps import GemmPoint
 from profilers.timing import rotation_sets
 
 FP8_M_MULTIPLE = 16         # cuBLASLt fp8 wants M a multiple of 16: smaller batches are padded
-
-
-def engine_int8_linear() -> tuple[Optional[Callable], str]:
-    """The engine's weight-only int8 linear (x, w_int8[N,K], scale[N]) -> bf16 [M,N], if it exists."""
-    try:
-        module = importlib.import_module("backends.engine.quant")
-        fn = getattr(module, "int8_linear")
-    except (ImportError, AttributeError):
-        return None, "profilers: int8 weight .to(bf16), F.linear, per-channel scale on the output"
-    return fn, "backends.engine.quant.int8_linear"
 
 
 def _weight_only_int8(x, w_int8, scale):
@@ -31,7 +19,7 @@ def _weight_only_int8(x, w_int8, scale):
     return F.linear(x, w_int8.to(torch.bfloat16)) * scale
 
 
-def _builder(point: GemmPoint, device: str, int8_fn: Callable):
+def _builder(point: GemmPoint, device: str):
     """(bytes per input set, make_set() -> tensors, op(*tensors)) for one dtype path."""
     import torch
     import torch.nn.functional as F
@@ -61,7 +49,7 @@ def _builder(point: GemmPoint, device: str, int8_fn: Callable):
             return (torch.randn(m, k, dtype=torch.bfloat16, device=device),
                     torch.randint(-127, 128, (n, k), dtype=torch.int8, device=device),
                     torch.rand(n, dtype=torch.bfloat16, device=device) / 64)
-        return 2 * m * k + n * k + 2 * n + 2 * m * n, make, int8_fn
+        return 2 * m * k + n * k + 2 * n + 2 * m * n, make, _weight_only_int8
     raise ValueError(f"unknown GEMM dtype {point.dtype!r}")
 
 
@@ -70,8 +58,7 @@ def weight_bytes(point: GemmPoint) -> int:
 
 
 def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
-    int8_fn, _ = engine_int8_linear()
-    set_bytes, make, op = _builder(point, ctx.device, int8_fn or _weight_only_int8)
+    set_bytes, make, op = _builder(point, ctx.device)
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes))]
     timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
     del sets
@@ -85,5 +72,5 @@ def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out",
             "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, tensor-wise scales, use_fast_accum, M padded to a "
                    f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization not timed",
-            "int8": engine_int8_linear()[1] + "; efficiency is relative to peak_flops['int8'] like every "
-                    "gemm_by_m key, see efficiency_vs_bf16_peak in the table for the bf16-compute view"}
+            "int8": "weight-only int8: int8 weight .to(bf16), F.linear, per-channel scale on the output; "
+                    "efficiency against the bf16 peak, its compute dtype (planner.costmodel.COMPUTE_DTYPE)"}

@@ -74,7 +74,7 @@ def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx, o
         steps += [Step("gemm", f"{p.dtype} M={p.m} {p.layer}", lambda p=p: gemm.measure_gemm(ctx, p),
                        raw["gemm"].append) for p in sweep.gemm_points()]
     if "attention" in names:
-        raw["prefill"], raw["decode"], raw["attention_impl"] = [], [], attention.IMPL_NOTE
+        raw["prefill"], raw["decode"], raw["attention_impl"] = [], [], attention.implementation()
         steps += [Step("attention", f"prefill S={s}",
                        lambda s=s: attention.measure_prefill(ctx, sweep.attention, s), raw["prefill"].append)
                   for s in sweep.prefill_seqs]

@@ -35,7 +35,8 @@ def synthetic_datasheet(device: DeviceInfo, raw: dict) -> HardwareProfile:
     Used for the CPU and for GPUs the catalog does not know; marked as such in `sources`."""
     peaks: dict[str, float] = {}
     for row in raw.get("gemm", []):
-        peaks[row["dtype"]] = max(peaks.get(row["dtype"], 0.0), row["flops"] / row["seconds"])
+        dtype = fit.compute_dtype(row["dtype"])
+        peaks[dtype] = max(peaks.get(dtype, 0.0), row["flops"] / row["seconds"])
     peaks.setdefault("bf16", max(peaks.values(), default=1.0))
     bandwidth = max((r["bytes_moved"] / r["seconds"] for r in raw.get("bandwidth", [])), default=1.0)
     if device.kind == "cpu":
