@@ -11,14 +11,14 @@ from typing import Optional
 from profilers.errors import ProfilerError
 
 # NVML product name -> catalog name. Order matters: the first pattern that matches wins, so the
-# specific variants (PCIe, NVL) come before the plain SXM names they contain.
+# variants (PCIe, NVL) come before the plain SXM names they contain. Variants the catalog lacks map to
+# names of their own, so they never borrow another card's datasheet.
 _CATALOG_NAMES: list[tuple[str, str]] = [
     (r"H200", "H200"),
-    (r"H100.*(PCIe)", "H100-PCIe"),
+    (r"H100.*PCIe", "H100-PCIe"),
     (r"H100.*NVL", "H100-NVL"),
     (r"H100", "H100-SXM"),
-    (r"A100.*80", "A100-80GB"),
-    (r"A100", "A100-40GB"),
+    (r"A100-SXM4-80GB", "A100-80GB-SXM"),
     (r"B200", "B200"),
     (r"L40S", "L40S"),
     (r"\bL4\b", "L4"),
