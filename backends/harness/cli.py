@@ -244,3 +244,23 @@ def history_cmd(tag: Optional[str] = typer.Option(None), limit: int = typer.Opti
                 db: Optional[Path] = typer.Option(None)) -> None:
     """List recorded runs, newest first."""
     print_history(results_db.list_runs(db, tag=tag, limit=limit))
+
+
+@bench_app.command("selfcheck")
+def selfcheck_cmd(rate: float = typer.Option(2000.0), duration: float = typer.Option(3.0),
+                  concurrency: Optional[int] = typer.Option(None), tokens: int = typer.Option(4),
+                  ttft_ms: float = typer.Option(1.0), itl_ms: float = typer.Option(1.0),
+                  json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
+    """Measure the client's own overhead against the built-in no-op server."""
+    from backends.harness.selfcheck import run_selfcheck
+    try:
+        result = run_selfcheck(rate_rps=rate, duration_s=duration, concurrency=concurrency, tokens=tokens,
+                               ttft_ms=ttft_ms, itl_ms=itl_ms)
+    except PlanError as exc:
+        raise _fail(exc) from None
+    for key, value in result.items():
+        typer.echo(f"{key:28s} {value}")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+    if result["client_bound"]:
+        raise typer.Exit(1)
