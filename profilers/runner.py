@@ -135,9 +135,11 @@ def _progress(enabled: bool):
 
 def _execute(steps: list[Step], raw: dict, show: bool) -> None:
     """Run every step; a step that fails is recorded in raw['failures'] and the run goes on, so one
-    unsupported path (fp8 on an older GPU, an OOM) never costs the rest of the profile. Errors that
-    concern the whole machine (ProfilerError: NCCL init, a hang) stop the run."""
+    unsupported path (fp8 on an older GPU, an OOM) never costs the rest of the profile. Failures that
+    concern the whole machine (ProfilerError: NCCL init, a hang) also go to raw['fatal'], so the run
+    still writes what it measured and then exits non-zero."""
     raw.setdefault("failures", [])
+    raw.setdefault("fatal", [])
     with _progress(show) as bar:
         task = bar.add_task("", total=len(steps), group="") if bar else None
         for step in steps:
@@ -145,8 +147,9 @@ def _execute(steps: list[Step], raw: dict, show: bool) -> None:
                 bar.update(task, description=step.label, group=step.group)
             try:
                 step.keep(step.run())
-            except ProfilerError:
-                raise
+            except ProfilerError as exc:
+                raw["fatal"].append(str(exc))
+                raw["failures"].append(f"{step.group} {step.label}: {exc}")
             except Exception as exc:                    # noqa: BLE001 - recorded, see the docstring
                 raw["failures"].append(f"{step.group} {step.label}: {type(exc).__name__}: "
                                        f"{' '.join(str(exc).split())[:200]}")
@@ -182,6 +185,8 @@ def run_profile(opts: ProfileOptions) -> tuple[HardwareProfile, Path]:
     path = Path(opts.out) if opts.out else writer.default_output_path(profile.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     profile.dump(path)
+    if raw["fatal"]:
+        raise ProfilerError(f"{raw['fatal'][0]} (the rest was written to {path})")
     return profile, path
 
 
@@ -189,6 +194,8 @@ def _write_collectives(device: DeviceInfo, raw: dict, opts: ProfileOptions,
                        duration_s: float) -> tuple[HardwareProfile, Path]:
     """--collectives-only: merge the curves into --merge-into (or the default measured profile when it
     exists), else start a profile from the datasheet holding just these curves."""
+    if raw["fatal"]:
+        raise ProfilerError(raw["fatal"][0])
     if raw["failures"] or not raw.get("collectives"):
         raise ProfilerError("collective benchmark failed: " + ("; ".join(raw["failures"]) or
                                                               "fewer than 2 GPUs visible"))
