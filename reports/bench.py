@@ -1,13 +1,16 @@
 """The bench report: predicted vs measured, latency distributions, throughput and concurrency over time,
 a per-request timeline, failures and the run's manifest.
 
-Input (every key optional; see reports/README.md):
-    manifest   {...}                      free-form: model, plan, backend, versions, command, GPU...
-    metrics    {mean_ttft_ms, p99_itl_ms, output_throughput, completed, failed, duration, ...}
-               (vLLM's names; a vLLM result file, with these keys at the top level, works as is)
-    predicted  {metric name: value}       the planner's prediction under the same names, or
-    comparison [{metric, predicted, measured}]
-    requests   [...] or vLLM's columns    per-request detail, see reports/requests.py
+Input: the run document `plan bench run --json FILE --per-request` writes (backends/harness/bench.py), or
+a `vllm bench serve --save-result --save-detailed` file. Every key is optional (see reports/README.md):
+    metrics       {mean_ttft_ms, p99_itl_ms, output_throughput, completed, failed, duration, ...}
+                  (vLLM's names; a vLLM result file, with these keys at the top level, works as is)
+    vs_predicted  [{metric, predicted, measured}]  (also read: `comparison`, or `predicted` as
+                  {metric name: value} under the metrics' names)
+    samples       per-request rows, or vLLM's columns: see reports/requests.py
+    errors        [{error, count}]  used when the rows carry no error text
+    manifest      {...} free-form; without it, the document's other top-level fields (plan, config,
+                  server, versions, gpu, git_rev, command, client...) are the manifest.
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ SUMMARY = ("completed", "failed", "duration", "request_throughput", "output_thro
            "total_output_tokens", "concurrency_littles_law")
 # Relative error beyond which a prediction is flagged (warn) or called wrong (bad).
 WARN_ERROR, BAD_ERROR = 0.15, 0.50
-_COLUMNS = {"ttfts", "itls", "input_lens", "output_lens", "errors", "start_times", "generated_texts", "requests"}
+# Not part of the manifest: the per-request detail and what other sections show.
+_NOT_MANIFEST = {"ttfts", "itls", "input_lens", "output_lens", "errors", "start_times", "generated_texts",
+                 "requests", "samples", "metrics", "predicted", "comparison", "vs_predicted", "predicted_vs_measured"}
 
 
 def metrics_of(doc: dict) -> dict:
@@ -39,7 +44,7 @@ def metrics_of(doc: dict) -> dict:
 def comparisons(doc: dict, metrics: dict) -> list[tuple[str, float, float]]:
     """(metric, predicted, measured) pairs where both are numbers."""
     pairs = []
-    comp = doc.get("comparison") or doc.get("predicted_vs_measured")
+    comp = doc.get("vs_predicted") or doc.get("comparison") or doc.get("predicted_vs_measured")
     if isinstance(comp, dict):
         comp = [{"metric": k, **v} for k, v in comp.items() if isinstance(v, dict)]
     if isinstance(comp, list):
@@ -133,7 +138,8 @@ def _gantt_section(reqs: list[Req]) -> str:
     for i, r in enumerate(rows):
         y0, y1 = i + 0.1, i + 0.9
         if not r.ok:
-            end = r.start_s + (r.e2el_s or 0.0)
+            # A failure often has no duration: give it a visible width (0.5% of the axis).
+            end = r.start_s + max(r.e2el_s or 0.0, (plot.x.hi - plot.x.lo) * 0.005)
             plot.rect(r.start_s, end, y0, y1, "bad", title=f"request {r.index} failed: {r.error}")
             continue
         first = r.start_s + r.ttft_s
@@ -150,9 +156,12 @@ def _gantt_section(reqs: list[Req]) -> str:
     return figure(plot, shown + "; hover a bar for its numbers.")
 
 
-def _failures_section(reqs: list[Req], metrics: dict) -> str:
+def _failures_section(reqs: list[Req], metrics: dict, doc: dict) -> str:
     failed = [r for r in reqs if not r.ok]
     if not failed:
+        counted = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+        if counted:                     # the harness's summary: [{error, count}]
+            return table(["error", "count"], [[e.get("error"), e.get("count")] for e in counted[:50]])
         n = metrics.get("failed")
         return note(f"{n} requests failed; the input carries no per-request errors." if n else "No failures.")
     groups: dict[str, list[int]] = defaultdict(list)
@@ -167,18 +176,20 @@ def _failures_section(reqs: list[Req], metrics: dict) -> str:
 def _manifest(doc: dict, metrics: dict) -> dict:
     if isinstance(doc.get("manifest"), dict):
         return doc["manifest"]
-    # A flat vLLM result file: its non-metric scalars (date, backend, model_id...) are the manifest.
-    return {k: v for k, v in doc.items() if k not in metrics and k not in _COLUMNS and not isinstance(v, list)
-            and k not in ("metrics", "predicted", "comparison")}
+    # The harness's run document (plan, config, server, versions...) or a flat vLLM result file (date,
+    # backend, model_id...): everything that is not a metric or shown elsewhere describes the run.
+    return {k: v for k, v in doc.items() if k not in metrics and k not in _NOT_MANIFEST
+            and not (isinstance(v, list) and len(v) > 20) and v not in (None, "", [], {})}
 
 
 def build(doc: dict) -> Page:
     metrics = metrics_of(doc)
     manifest = _manifest(doc, metrics)
     reqs = load_requests(doc)
-    title = manifest.get("model") or manifest.get("model_id") or doc.get("model_id") or "benchmark"
-    sub = " · ".join(str(manifest[k]) for k in ("backend", "plan", "gpu", "date", "started_at") if manifest.get(k)
-                     and not isinstance(manifest[k], dict))
+    plan = manifest.get("plan") if isinstance(manifest.get("plan"), dict) else {}
+    title = manifest.get("model") or plan.get("model") or manifest.get("model_id") or "benchmark"
+    sub = " · ".join(str(manifest[k]) for k in ("backend", "gpu", "tag", "status", "created_at", "date")
+                     if manifest.get(k) and not isinstance(manifest[k], (dict, list)))
     page = Page(f"Benchmark: {title}", sub)
     summary = [(k, metrics[k]) for k in SUMMARY if k in metrics]
     page.section("Summary", kv(summary) if summary else note("No run metrics in the input."))
@@ -191,7 +202,7 @@ def build(doc: dict) -> Page:
     else:
         page.section("Per-request detail", note("The input has no per-request detail: distributions, time series "
                                                 "and the timeline are omitted."))
-    page.section("Failures", _failures_section(reqs, metrics))
+    page.section("Failures", _failures_section(reqs, metrics, doc))
     page.section("Run manifest", kv(flatten(manifest)) if manifest else note("No manifest in the input."))
     return page
 

@@ -66,8 +66,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], classes: Seque
     for i, r in enumerate(rows):
         cells = []
         for j, v in enumerate(r):
-            cls = " ".join(c for c in (("num" if numeric[j] else ""), (classes[i][j] if classes else "")) if c)
-            cells.append(f'<td class="{cls}">{escape(fmt(v))}</td>' if cls else f"<td>{escape(fmt(v))}</td>")
+            text = fmt(v)
+            # Short cells never wrap (numbers, names, dates); long text (errors) wraps.
+            cls = " ".join(c for c in ("num" if numeric[j] else "", "nw" if len(text) <= 28 else "",
+                                       classes[i][j] if classes else "") if c)
+            cells.append(f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 

@@ -1,10 +1,11 @@
 """Per-request detail of a benchmark, read from the shapes the harnesses write, in seconds.
 
-Two layouts are accepted (the harness's is not final, and vLLM's is what users already have):
+Two layouts are accepted (the harness's, and vLLM's, which users already have):
 
-* rows: `requests: [{start_s, ttft_s, itl_s: [...], e2el_s, output_tokens, prompt_tokens, error, ok}]`.
-  Each time may instead be named without the unit (`ttft`, `itl`, `e2el`, `start`: seconds) or with
-  `_ms` (milliseconds). `start` may be absolute (perf_counter): starts are re-based on the earliest.
+* rows, under `samples` (what `plan bench run --per-request` writes) or `requests`:
+  `[{i, t_start_s, ttft_ms, itl_ms: [...], e2el_ms, output_tokens, prompt_tokens, error, ok}]`.
+  Each time may be named with `_s` (seconds), `_ms` (milliseconds) or no unit (seconds); the start may
+  be `t_start`, `start` or `start_time`, relative or absolute: starts are re-based on the earliest.
 * columns (`vllm bench serve --save-detailed`): `ttfts`, `itls`, `input_lens`, `output_lens`, `errors`,
   optionally `start_times`; times in seconds.
 """
@@ -71,7 +72,8 @@ def _from_rows(rows: list[dict]) -> list[Req]:
         if not isinstance(r, dict):
             continue
         err = r.get("error") or (None if r.get("ok", True) else "failed (no error text)")
-        out.append(Req(_int(r.get("index")) if r.get("index") is not None else i,
+        index = r.get("i", r.get("index"))
+        out.append(Req(_int(index) if index is not None else i,
                        _time(r, "start", "t_start", "start_time"), _time(r, "ttft"), _time(r, "e2el", "latency"),
                        _times(r, "itl", "itls"), _int(r.get("output_tokens", r.get("output_len"))),
                        _int(r.get("prompt_tokens", r.get("prompt_len", r.get("input_len")))),
@@ -103,8 +105,9 @@ def _from_columns(doc: dict) -> list[Req]:
 
 def load_requests(doc: dict) -> list[Req]:
     """The requests of a bench document (empty when it has none), starts re-based to 0."""
-    if isinstance(doc.get("requests"), list):
-        reqs = _from_rows(doc["requests"])
+    rows = doc.get("samples") if isinstance(doc.get("samples"), list) else doc.get("requests")
+    if isinstance(rows, list):
+        reqs = _from_rows(rows)
     elif isinstance(doc.get("ttfts"), list):
         reqs = _from_columns(doc)
     else:
