@@ -41,11 +41,12 @@ def over_time(reqs: list[Req], bins: int = TIME_BINS) -> dict[str, list[tuple[fl
     ok = [r for r in timed if r.ok]
     starts = np.array([r.start_s for r in timed])
     ends = np.array([r.start_s + (r.e2el_s if r.e2el_s is not None else r.ttft_s) for r in timed])
-    horizon = float(ends.max()) or 1.0
+    tokens = np.concatenate([_token_times(r) for r in ok]) if ok else np.array([])
+    # Rounded ITLs can put the last token a hair after the recorded end: the axis covers both.
+    horizon = max(float(ends.max()), float(tokens.max()) if tokens.size else 0.0) or 1.0
     edges = np.linspace(0.0, horizon, bins + 1)
     width = edges[1] - edges[0]
     mids = (edges[:-1] + edges[1:]) / 2
-    tokens = np.concatenate([_token_times(r) for r in ok]) if ok else np.array([])
     tok_rate = np.histogram(tokens, edges)[0] / width
     done_rate = np.histogram([r.start_s + r.e2el_s for r in ok if r.e2el_s is not None], edges)[0] / width
     in_flight = (np.searchsorted(np.sort(starts), mids, "right") - np.searchsorted(np.sort(ends), mids, "right"))
