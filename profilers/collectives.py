@@ -89,7 +89,8 @@ def _graph_sweep(dist, torch, sizes: list[int], device, timer) -> Optional[list[
         with torch.cuda.stream(side):
             batch()
         torch.cuda.current_stream().wait_stream(side)
-        graph = timer.capture(batch)
+        # Thread-local capture mode: NCCL's watchdog thread may query events while this thread captures.
+        graph = timer.capture(batch, capture_error_mode="thread_local")
         ok = torch.tensor([0.0 if graph is None else 1.0], device=device)
         dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item() < 1.0:
@@ -177,6 +178,10 @@ def measure_collectives(n_procs: int, sizes: list[int], device: str = "cuda", ti
                     raise ProfilerError(f"collective benchmark on {n_procs} processes timed out after "
                                         f"{timeout_s:.0f} s") from None
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead and "all_reduce" in out:        # died during graph capture: eager numbers are safe
+                    out["notes"].append(f"a worker died (exit {dead[0].exitcode}) during CUDA-graph timing; "
+                                        "eager curves kept")
+                    return out
                 if dead:
                     raise ProfilerError(f"collective benchmark: a worker died with exit code {dead[0].exitcode} "
                                         f"on {n_procs} processes") from None

@@ -97,12 +97,12 @@ class CudaTimer(Timer):
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
-    def capture(self, body: Callable[[], object]):
+    def capture(self, body: Callable[[], object], capture_error_mode: str = "global"):
         """A CUDA graph of body(), or None when the work cannot be captured (then time it eagerly)."""
         cuda = self.torch.cuda
         try:
             graph = cuda.CUDAGraph()
-            with cuda.graph(graph):
+            with cuda.graph(graph, capture_error_mode=capture_error_mode):
                 body()
             return graph
         except Exception:

@@ -252,3 +252,87 @@ def test_holdout_validation_table(cpu_profile):
     assert len(rows) == 4 and all(r["predicted_s"] > 0 for r in rows)
     table = validate.markdown(rows)
     assert table.startswith("| kind | point |") and "median absolute error" in table
+
+
+# --------------------------------------------------------------------------- CUDA timer control flow
+class _FakeCuda:
+    """Just enough of torch.cuda for CudaTimer: events read a host clock, a 'graph' records the calls
+    made while capturing and replays them. `fail_capture` makes capture raise, as unsupported work does."""
+
+    def __init__(self, fail_capture=False):
+        import contextlib
+        import time as time_lib
+
+        self.fail_capture, self.captures, self.capturing = fail_capture, 0, False
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.t = None
+
+            def record(self):
+                self.t = time_lib.perf_counter()
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return (end.t - self.t) * 1e3
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        class CUDAGraph:
+            def __init__(self):
+                self.body = None
+
+            def replay(self):
+                self.body()
+
+        @contextlib.contextmanager
+        def graph(g, capture_error_mode="global"):
+            fake.captures += 1
+            if fake.fail_capture:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            fake.capturing = True
+            yield
+            fake.capturing = False
+
+        self.Event, self.Stream, self.CUDAGraph, self.graph = Event, Stream, CUDAGraph, graph
+        self.stream = lambda s: contextlib.nullcontext()
+        self.current_stream = lambda: Stream()
+        self.synchronize = lambda: None
+
+
+def _fake_cuda_timer(fail_capture):
+    from profilers.timing import CudaTimer
+
+    timer = CudaTimer(warmup=2, repeats=3, target_s=1e-4, max_calls=50)
+    cuda = _FakeCuda(fail_capture)
+    timer.torch = types.SimpleNamespace(cuda=cuda)
+    original = timer.capture
+
+    def capture(body, capture_error_mode="global"):
+        graph = original(body, capture_error_mode)
+        if graph is not None:
+            graph.body = body                    # the fake graph replays by calling the body again
+        return graph
+    timer.capture = capture
+    return timer, cuda
+
+
+@pytest.mark.parametrize("fail_capture, mode", [(False, "graph"), (True, "eager")])
+def test_cuda_timer_graph_and_eager_fallback(fail_capture, mode):
+    import time as time_lib
+
+    timer, cuda = _fake_cuda_timer(fail_capture)
+    used = []
+
+    def fn(i):
+        used.append(i)
+        time_lib.sleep(2e-5)
+    timing = timer.time(fn, n_sets=4)
+    assert timing.mode == mode and cuda.captures == 1
+    assert timing.calls >= 4 and set(used) == {0, 1, 2, 3}         # every input set takes part
+    assert 1e-5 < timing.seconds < 1e-2
