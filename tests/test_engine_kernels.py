@@ -31,6 +31,15 @@ if DEVICE == "cpu":
     _interp._patch_lang_tensor = _patch_with_numpy2_index
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny matrices: OpenMP threads only add contention (badly so on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_rms_norm_with_residual():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 96, generator=g).to(DEVICE, DTYPE)
