@@ -262,3 +262,5 @@ class Prediction(_Base):
     profile_kind: str = "datasheet"             # which hardware profile the numbers came from
     percentiles: Optional[dict[str, float]] = None   # from the simulator, e.g. {"ttft_p90_s": ...}
     interval: Optional[dict[str, list[float]]] = None  # metric -> [low, high]
+    interval_basis: Optional[str] = None        # where the interval comes from (planner.uncertainty)
+    simulation: Optional[dict] = None           # summary of the simulated run behind `percentiles`

@@ -38,7 +38,8 @@ from planner.schemas import SLO, HardwareProfile, ModelSpec, Plan, Workload
 Router = Literal["round-robin", "least-outstanding"]
 ROUTERS = ("round-robin", "least-outstanding")
 PERCENTILES = (50, 90, 95, 99)
-QUANT_BITS = 8                      # significant bits kept of the sums in a step-time memo key
+DECODE_GRID_TOKENS = 256           # context per sequence between decode-time grid points
+QUANT_BITS = 7                      # significant bits kept of the sums in a step-time memo key
 # Queue growth (seconds of extra queueing per second of arrivals) above which a run counts as unstable:
 # a stable queue's growth is ~0; an overloaded one grows at 1 - capacity/rate.
 UNSTABLE_GROWTH = 0.02
@@ -59,14 +60,35 @@ class StepTimer:
     def __init__(self, hw: Hardware, d: Deployment):
         self.hw, self.d = hw, d
         self.cache: dict[tuple, float] = {}
+        self.grid: dict[tuple[int, int], float] = {}
 
     def __call__(self, pf_tokens: int, pf_seqs: int, pairs: float, kv: int, n_dec: int, ctx: int) -> float:
-        key = (pf_tokens, pf_seqs, _q(pairs), _q(kv), n_dec, _q(ctx))
+        """A step with prefill chunks. Only decode attention depends on the decodes' context sum, and it costs
+        the same in a mixed step as in a decode-only one, so the memo key leaves the context out and adds
+        the decode-only difference: t(mixed, ctx) = t(mixed, 0) + t(decode, ctx) - t(decode, 0)."""
+        key = (_q(pf_tokens), pf_seqs, _q(pairs), _q(kv), n_dec)
         t = self.cache.get(key)
         if t is None:
-            t = step_time_s(self.hw, self.d, Batch(pf_tokens, pf_seqs, float(key[2]), key[3], n_dec, key[5]))
+            t = step_time_s(self.hw, self.d, Batch(key[0], pf_seqs, float(key[2]), key[3], n_dec, 0))
             self.cache[key] = t
-        return t
+        return t + self.decode(n_dec, ctx) - self.decode(n_dec, 0) if n_dec else t
+
+    def decode(self, n_dec: int, ctx: int) -> float:
+        """Decode-only steps (most of them): for a given batch the step time is piecewise linear in the context
+        sum (only decode attention depends on it, a roofline max of two lines), so it is interpolated
+        between grid points DECODE_GRID_TOKENS of context per sequence apart."""
+        w = n_dec * DECODE_GRID_TOKENS
+        j, r = divmod(ctx, w)
+        grid = self.grid
+        t0 = grid.get((n_dec, j))
+        if t0 is None:
+            t0 = grid[(n_dec, j)] = step_time_s(self.hw, self.d, Batch(0, 0, 0.0, 0, n_dec, j * w))
+        if not r:
+            return t0
+        t1 = grid.get((n_dec, j + 1))
+        if t1 is None:
+            t1 = grid[(n_dec, j + 1)] = step_time_s(self.hw, self.d, Batch(0, 0, 0.0, 0, n_dec, (j + 1) * w))
+        return t0 + (t1 - t0) * r / w
 
 
 _TIMERS: dict[tuple, StepTimer] = {}
@@ -272,7 +294,7 @@ class Replica:
                 kvr = sum(c + b for _, c, b in chunks)
                 dt = timer(pf, len(chunks), pairs, kvr, n_dec, self.ctx_offset + n_dec * k)
             elif n_dec:
-                dt = timer(0, 0, 0.0, 0, n_dec, self.ctx_offset + n_dec * k)
+                dt = timer.decode(n_dec, self.ctx_offset + n_dec * k)
             else:
                 # Nothing fits (only possible with a pathological config): wait for the next arrival.
                 if na >= len(arrivals):
