@@ -1,0 +1,121 @@
+"""`plan serve`: start the built-in engine's OpenAI-compatible server from a plan file or flags.
+
+torch is imported only inside the command, so registering it costs the planner CLI nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Optional
+
+import typer
+
+from planner.errors import UsageError
+
+from .config import EngineConfig, EngineError, resolve_model
+
+SERVE_HELP = ("Serve a model with the built-in engine (OpenAI-compatible /v1/completions, /metrics).\n\n"
+              "Examples:\n\n"
+              "* `plan serve --plan plan.yaml`\n\n"
+              "* `plan serve --model llama-8b --load-format dummy --max-num-seqs 128 --trace steps.jsonl`\n\n"
+              "* `plan serve --model tiny --device cpu --port 8000`")
+
+
+def engine_config_from_args(plan: Optional[str], model: Optional[str], **flags) -> EngineConfig:
+    """Plan values first, then any flag given explicitly; raises UsageError with a one-line reason."""
+    values: dict = {}
+    if plan:
+        from planner.schemas import Plan
+        try:
+            p = Plan.load(plan)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read plan {plan}: {e}".splitlines()[0])
+        if p.tp > 1 or p.pp > 1:
+            raise UsageError(f"plan {plan}: tp={p.tp} pp={p.pp}: the built-in engine runs one GPU per replica "
+                             "(tensor/pipeline parallelism is not supported yet)")
+        if p.weight_dtype not in ("bf16", "fp16") or p.kv_dtype not in ("bf16", "fp16"):
+            raise UsageError(f"plan {plan}: weights {p.weight_dtype}, KV {p.kv_dtype}: the built-in engine "
+                             "supports bf16/fp16 only (quantized weights and KV are not supported yet)")
+        model = model or p.model
+        values = {"dtype": p.weight_dtype, "kv_dtype": p.kv_dtype, "max_num_seqs": p.max_num_seqs,
+                  "max_num_batched_tokens": p.max_num_batched_tokens, "block_size": p.block_size,
+                  "gpu_memory_utilization": p.gpu_memory_utilization, "max_model_len": p.max_model_len}
+    if not model:
+        raise UsageError("give --model NAME_OR_PATH or --plan plan.yaml")
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        spec, folder, eos = resolve_model(model)
+        return EngineConfig(model=spec, model_path=folder, eos_token_ids=eos, **values)
+    except (EngineError, KeyError, LookupError) as e:
+        raise UsageError(str(e).strip("'\""))
+    except ValueError as e:   # the catalog's unknown-name errors
+        raise UsageError(str(e).splitlines()[0])
+
+
+def serve(
+    plan: Optional[str] = typer.Option(None, "--plan", help="A plan file (YAML/JSON) from `plan recommend --out`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name/alias, `tiny`, or a local "
+                                        "folder with config.json (and safetensors, tokenizer.json)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16 | fp16 | fp32 (default: bf16 on CUDA, "
+                                        "fp32 on CPU)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Most sequences in a batch."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens",
+                                                         help="Token budget of one step (chunked prefill)."),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization",
+                                                           help="Fraction of GPU memory for weights+activations+KV."),
+    num_kv_blocks: Optional[int] = typer.Option(None, "--num-kv-blocks", help="KV cache size in blocks "
+                                                "(overrides the memory-based size; CPU default 512)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="Tokens per KV block (16)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Longest prompt+output."),
+    load_format: Optional[str] = typer.Option(None, "--load-format", help="dummy (seeded random weights) | "
+                                              "safetensors (from the model folder)."),
+    device: str = typer.Option("cuda", "--device", help="cuda | cpu"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8000, "--port", help="Port (0: any free port; the bound one is logged)."),
+    trace: Optional[str] = typer.Option(None, "--trace", help="Write one JSON line per engine step here."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the dummy weights."),
+    no_cuda_graphs: bool = typer.Option(False, "--no-cuda-graphs", help="Eager decode steps."),
+    served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+                                                    help="Model name in the API (default: the model's)."),
+) -> None:
+    config = engine_config_from_args(
+        plan, model, dtype=dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+        gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
+        max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
+        cuda_graphs=False if no_cuda_graphs else None)
+    from .engine import LLMEngine          # torch from here on
+    from .server import load_tokenizer, serve as run_server
+    try:
+        engine = LLMEngine(config)
+    except EngineError as e:
+        raise UsageError(str(e))
+    name = served_model_name or (model if model and config.model_path is None else config.model.name)
+    try:
+        asyncio.run(run_server(engine, host, port, name, load_tokenizer(config.model_path)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve", help=SERVE_HELP)(serve)
+
+
+def main() -> None:
+    """`python -m backends.engine.server ...`: the same flags, one-line errors."""
+    app = typer.Typer(add_completion=False)
+    register(app)
+    try:
+        app(standalone_mode=False)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors
+        import click
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
