@@ -76,15 +76,13 @@ def measure_prefill(ctx: BenchContext, shape: AttentionShape, seq: int) -> dict:
     else:
         op = _fused_sdpa(ctx, sets[0], causal=True)
     timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
-    del sets
-    ctx.release()
     # Causal: half of the S x S scores; two matmuls (QK^T, PV) of 2*S*S*D FLOPs each per head.
     return {"seq": seq, "heads": h, "kv_heads": hkv, "head_dim": d, "seconds": timing.seconds,
             "flops": 2.0 * h * seq * seq * d, "timing": timing.mode}
 
 
 def _paged_set(torch, device, batch: int, context: int, shape: AttentionShape):
-    """q, a paged K/V cache holding `context` tokens per sequence in shuffled blocks, block tables, lengths."""
+    """q, a paged K/V cache of `context` tokens per sequence in shuffled blocks, block tables, lengths."""
     blocks_per_seq = -(-context // BLOCK_SIZE)
     n_blocks = batch * blocks_per_seq
     cache_shape = (n_blocks, BLOCK_SIZE, shape.kv_heads, shape.head_dim)
@@ -116,8 +114,6 @@ def measure_decode(ctx: BenchContext, shape: AttentionShape, batch: int, context
                 for _ in range(n_sets)]
         op = _fused_sdpa(ctx, sets[0], causal=False)
     timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
-    del sets
-    ctx.release()
     return {"batch": batch, "context": context, "heads": h, "kv_heads": hkv, "head_dim": d,
             "seconds": timing.seconds, "kv_bytes": kv_bytes, "flops": 4.0 * batch * h * context * d,
             "timing": timing.mode}

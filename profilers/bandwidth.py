@@ -15,7 +15,5 @@ def measure_copy(ctx: BenchContext, copy_bytes: int) -> dict:
     src = [torch.randn(elements, dtype=torch.bfloat16, device=ctx.device) for _ in range(n_sets)]
     dst = [torch.empty_like(s) for s in src]
     timing = ctx.timer.time(lambda i: dst[i].copy_(src[i]), n_sets)
-    del src, dst
-    ctx.release()
     return {"copy_bytes": 2 * elements, "bytes_moved": moved, "seconds": timing.seconds,
             "bytes_per_s": moved / timing.seconds, "timing": timing.mode}

@@ -27,7 +27,8 @@ def _summary(profile, path: Path) -> str:
     if eff.gemm_by_m:
         parts.append("gemm " + " ".join(f"{d} {eff.gemm[d]:.2f}" for d in sorted(eff.gemm_by_m)))
     if measured.get("collectives"):
-        parts.append(f"all-reduce alpha {eff.allreduce_alpha_s * 1e6:.1f} us, busbw {eff.allreduce_busbw_fraction:.2f}")
+        parts.append(f"all-reduce alpha {eff.allreduce_alpha_s * 1e6:.1f} us, "
+                     f"busbw {eff.allreduce_busbw_fraction:.2f}")
     failures = (measured.get("run") or {}).get("failures") or []
     if failures:
         parts.append(f"{len(failures)} point(s) failed, listed under measured.run.failures")
@@ -43,7 +44,7 @@ def profile_command(
     collectives_only: bool = typer.Option(False, "--collectives-only",
                                           help="measure multi-GPU all-reduce/all-gather curves only"),
     gpus: Optional[int] = typer.Option(None, help="use the first N GPUs (collective groups 2..N)"),
-    merge_into: Optional[Path] = typer.Option(None, help="with --collectives-only: profile to merge curves into"),
+    merge_into: Optional[Path] = typer.Option(None, help="with --collectives-only: profile to merge into"),
     out: Optional[Path] = typer.Option(None, help="output YAML (default hw_profiles/measured/<GPU>.yaml)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:

@@ -41,7 +41,8 @@ def _timer(device: str):
     return CudaTimer(repeats=3) if device == "cuda" else CpuTimer(repeats=3)
 
 
-def _sweep(dist, torch, op_name: str, sizes: list[int], device, timer, world: int, device_kind: str) -> list[float]:
+def _sweep(dist, torch, op_name: str, sizes: list[int], device, timer, world: int,
+           device_kind: str) -> list[float]:
     """This rank's median seconds per call for each message size (bf16 messages)."""
     from profilers.timing import rotation_sets
 
@@ -57,7 +58,8 @@ def _sweep(dist, torch, op_name: str, sizes: list[int], device, timer, world: in
         else:
             gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
             bufs = [(torch.empty(elements, dtype=torch.bfloat16, device=device),
-                     torch.randn(elements // world, dtype=torch.bfloat16, device=device)) for _ in range(n_sets)]
+                     torch.randn(elements // world, dtype=torch.bfloat16, device=device))
+                    for _ in range(n_sets)]
 
             def call(i):
                 gather(bufs[i][0], bufs[i][1])
@@ -69,7 +71,6 @@ def _sweep(dist, torch, op_name: str, sizes: list[int], device, timer, world: in
         batch()                                                 # warm-up: buffers registered, channels up
         timer.synchronize()
         out.append(statistics.median(timer.elapsed_s(batch) for _ in range(timer.repeats)) / iters)
-        del bufs
     return out
 
 
@@ -109,7 +110,7 @@ def _worker(rank: int, world: int, port: int, device_kind: str, sizes: list[int]
         if device_kind == "cuda":
             torch.cuda.set_device(rank)
             device, backend = torch.device("cuda", rank), "nccl"
-            extra = {"device_id": device}               # eager communicator creation: init errors surface here
+            extra = {"device_id": device}       # eager communicator creation: init errors surface here
         else:
             device, backend, extra = torch.device("cpu"), "gloo", {}
         try:
@@ -120,7 +121,8 @@ def _worker(rank: int, world: int, port: int, device_kind: str, sizes: list[int]
             if probe.item() != world:
                 raise RuntimeError(f"all-reduce of ones gave {probe.item()}, expected {world}")
         except Exception as exc:
-            results.put(("error", rank, f"{backend.upper()} init failed on {world} processes: {_one_line(exc)}"))
+            message = f"{backend.upper()} init failed on {world} processes: {_one_line(exc)}"
+            results.put(("error", rank, message))
             return
         timer = _timer(device_kind)
 
@@ -153,7 +155,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure_collectives(n_procs: int, sizes: list[int], device: str = "cuda", timeout_s: float = 300.0) -> dict:
+def measure_collectives(n_procs: int, sizes: list[int], device: str = "cuda",
+                        timeout_s: float = 300.0) -> dict:
     """Curves for one group size: {"n", "sizes", "all_reduce", "all_gather", "all_reduce_graph", "notes"}
     with seconds per call aligned with sizes. Raises ProfilerError on a failed init, a crash or a hang."""
     os.environ.update(SAFE_ENV)
@@ -183,8 +186,8 @@ def measure_collectives(n_procs: int, sizes: list[int], device: str = "cuda", ti
                                         "eager curves kept")
                     return out
                 if dead:
-                    raise ProfilerError(f"collective benchmark: a worker died with exit code {dead[0].exitcode} "
-                                        f"on {n_procs} processes") from None
+                    raise ProfilerError(f"collective benchmark: a worker died with exit code "
+                                        f"{dead[0].exitcode} on {n_procs} processes") from None
                 continue
             if kind == "error":
                 rank, message = payload

@@ -19,7 +19,8 @@ class BenchContext:
             self.notes.append(text)
 
     def release(self) -> None:
-        """Return cached device memory between points so big buffers of one shape never block the next."""
+        """Return cached device memory (called after every point, once its buffers are out of scope) so
+        big buffers of one shape never block the next."""
         if self.device == "cuda":
             import torch
 

@@ -58,7 +58,8 @@ def plateau(curve: list[CurvePoint], top: int = 2) -> float:
 
 
 def memory_curve(rows: list[dict], bandwidth_bytes_per_s: float) -> list[CurvePoint]:
-    """memory_by_bytes: x = bytes moved by one copy kernel (read + write), y = fraction of datasheet bandwidth."""
+    """memory_by_bytes: x = bytes moved by one copy kernel (read + write), y = fraction of the datasheet
+    bandwidth."""
     return [CurvePoint(x=float(r["bytes_moved"]), y=r["bytes_moved"] / r["seconds"] / bandwidth_bytes_per_s)
             for r in sorted(rows, key=lambda r: r["bytes_moved"])]
 

@@ -61,8 +61,6 @@ def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
     set_bytes, make, op = _builder(point, ctx.device)
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes))]
     timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
-    del sets
-    ctx.release()
     return {"dtype": point.dtype, "m": point.m, "n": point.n, "k": point.k, "layer": point.layer,
             "seconds": timing.seconds, "flops": 2.0 * point.m * point.n * point.k,
             "weight_bytes": weight_bytes(point), "timing": timing.mode}
@@ -71,6 +69,7 @@ def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
 def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out",
             "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, tensor-wise scales, use_fast_accum, M padded to a "
-                   f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization not timed",
+                   f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
+                   f"not timed",
             "int8": "weight-only int8: int8 weight .to(bf16), F.linear, per-channel scale on the output; "
                     "efficiency against the bf16 peak, its compute dtype (planner.costmodel.COMPUTE_DTYPE)"}

@@ -61,7 +61,8 @@ def _require_torch(device: str) -> None:
         torch.cuda.set_device(0)
 
 
-def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx, opts: ProfileOptions) -> list[Step]:
+def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx,
+           opts: ProfileOptions) -> list[Step]:
     from profilers import attention, bandwidth, gemm, launch
 
     steps: list[Step] = []
@@ -79,7 +80,8 @@ def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx, o
                        lambda s=s: attention.measure_prefill(ctx, sweep.attention, s), raw["prefill"].append)
                   for s in sweep.prefill_seqs]
         steps += [Step("attention", f"decode B={b} L={c}",
-                       lambda b=b, c=c: attention.measure_decode(ctx, sweep.attention, b, c), raw["decode"].append)
+                       lambda b=b, c=c: attention.measure_decode(ctx, sweep.attention, b, c),
+                       raw["decode"].append)
                   for b, c in sweep.decode_points]
     if "launch" in names:
         steps.append(Step("launch", f"{sweep.launch_kernels} tiny kernels",
@@ -133,7 +135,7 @@ def _progress(enabled: bool):
                     TimeElapsedColumn(), TextColumn("{task.description}"), console=Console(stderr=True))
 
 
-def _execute(steps: list[Step], raw: dict, show: bool) -> None:
+def _execute(steps: list[Step], raw: dict, show: bool, after_step: Callable[[], None]) -> None:
     """Run every step; a step that fails is recorded in raw['failures'] and the run goes on, so one
     unsupported path (fp8 on an older GPU, an OOM) never costs the rest of the profile. Failures that
     concern the whole machine (ProfilerError: NCCL init, a hang) also go to raw['fatal'], so the run
@@ -153,6 +155,7 @@ def _execute(steps: list[Step], raw: dict, show: bool) -> None:
             except Exception as exc:                    # noqa: BLE001 - recorded, see the docstring
                 raw["failures"].append(f"{step.group} {step.label}: {type(exc).__name__}: "
                                        f"{' '.join(str(exc).split())[:200]}")
+            after_step()
             if bar:
                 bar.advance(task)
 
@@ -171,7 +174,8 @@ def run_profile(opts: ProfileOptions) -> tuple[HardwareProfile, Path]:
         from profilers.timing import make_timer
 
         ctx = make_context(opts.device, make_timer(opts.device, opts.quick))
-    _execute(_steps(names, sweep, device, raw, ctx, opts), raw, opts.progress)
+    _execute(_steps(names, sweep, device, raw, ctx, opts), raw, opts.progress,
+             ctx.release if ctx is not None else lambda: None)
     if ctx is not None:
         raw["notes"] += ctx.notes
     duration = time.monotonic() - start
@@ -202,7 +206,8 @@ def _write_collectives(device: DeviceInfo, raw: dict, opts: ProfileOptions,
     source = Path(opts.merge_into) if opts.merge_into else writer.default_output_path(device.catalog_name)
     target = Path(opts.out) if opts.out else source
     if source.exists():
-        profile = writer.merge_collectives(HardwareProfile.load(source), raw["collectives"], device, opts.command)
+        profile = writer.merge_collectives(HardwareProfile.load(source), raw["collectives"], device,
+                                           opts.command)
     elif opts.merge_into:
         raise ProfilerError(f"--merge-into {source}: no such profile file")
     else:

@@ -125,7 +125,8 @@ CPU = Sweep(
     attention=AttentionShape(heads=4, kv_heads=2, head_dim=32),
     collective_bytes=[4 << 10, 64 << 10],
     launch_kernels=100,
-    holdout_gemm=[GemmPoint(4, 384, 256, "bf16", "holdout.tiny"), GemmPoint(16, 256, 384, "int8", "holdout.tiny")],
+    holdout_gemm=[GemmPoint(4, 384, 256, "bf16", "holdout.tiny"),
+                  GemmPoint(16, 256, 384, "int8", "holdout.tiny")],
     holdout_copy=[192 << 10, 3 * MB],
 )
 

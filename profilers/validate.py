@@ -26,7 +26,7 @@ def holdout_errors(hw: HardwareProfile) -> list[dict]:
     """One row per held-out point: what, measured and predicted seconds, relative error (pred/meas - 1)."""
     holdout = (hw.measured or {}).get("holdout")
     if not holdout:
-        raise ProfilerError(f"profile {hw.name} has no measured.holdout: run the profiler with holdout enabled")
+        raise ProfilerError(f"profile {hw.name} has no measured.holdout: profile again with holdout enabled")
     gemm_time_s, copy_time_s = _costmodel_function("gemm_time_s"), _costmodel_function("copy_time_s")
     rows = []
     for g in holdout.get("gemm", []):
@@ -48,7 +48,8 @@ def markdown(rows: list[dict]) -> str:
     lines += [f"| {r['kind']} | {r['point']} | {r['measured_s'] * 1e6:.1f} | {r['predicted_s'] * 1e6:.1f} | "
               f"{r['error'] * 100:+.1f}% |" for r in rows]
     if rows:
-        lines.append(f"\nmedian absolute error: {statistics.median(abs(r['error']) for r in rows) * 100:.1f}% "
+        median = statistics.median(abs(r["error"]) for r in rows)
+        lines.append(f"\nmedian absolute error: {median * 100:.1f}% "
                      f"over {len(rows)} held-out points")
     return "\n".join(lines)
 

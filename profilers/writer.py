@@ -33,12 +33,16 @@ def catalog_datasheet(name: str) -> Optional[HardwareProfile]:
 def synthetic_datasheet(device: DeviceInfo, raw: dict) -> HardwareProfile:
     """A stand-in 'datasheet' whose ceilings are the best measured rates, so every efficiency is <= 1.
     Used for the CPU and for GPUs the catalog does not know; marked as such in `sources`."""
+    holdout = raw.get("holdout", {})
     peaks: dict[str, float] = {}
-    for row in raw.get("gemm", []):
+    for row in raw.get("gemm", []) + holdout.get("gemm", []):
         dtype = fit.compute_dtype(row["dtype"])
-        peaks[dtype] = max(peaks.get(dtype, 0.0), row["flops"] / row["seconds"])
+        flops = 2.0 * row["m"] * row["n"] * row["k"]
+        peaks[dtype] = max(peaks.get(dtype, 0.0), flops / row["seconds"])
+    # Nothing measured at all (--only launch): 1.0 keeps the profile valid; its efficiencies mean nothing.
     peaks.setdefault("bf16", max(peaks.values(), default=1.0))
-    bandwidth = max((r["bytes_moved"] / r["seconds"] for r in raw.get("bandwidth", [])), default=1.0)
+    copies = raw.get("bandwidth", []) + holdout.get("copy", [])
+    bandwidth = max((r["bytes_moved"] / r["seconds"] for r in copies), default=1.0)
     if device.kind == "cpu":
         memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     else:
@@ -142,7 +146,8 @@ def build_profile(device: DeviceInfo, raw: dict, command: str, duration_s: float
     if synthetic:
         base = synthetic_datasheet(device, raw)
         if device.kind != "cpu":
-            notes.append(f"no catalog datasheet for {device.catalog_name!r}: ceilings are the best measured rates")
+            notes.append(f"no catalog datasheet for {device.catalog_name!r}: "
+                         "ceilings are the best measured rates")
     eff, measured = apply_measurements(base, raw)
     measured = {"device": device.as_dict(), "run": run_info,
                 "datasheet": "synthetic" if synthetic else "catalog", **measured, "notes": notes}

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from planner.schemas import CurvePoint, HardwareProfile  # noqa: E402
-from profilers import fit  # noqa: E402
-from profilers.device import catalog_name, detect_gpus  # noqa: E402
-from profilers.errors import ProfilerError  # noqa: E402
-from profilers.runner import ProfileOptions, run_profile, selected_benchmarks  # noqa: E402
-from profilers.timing import rotation_sets  # noqa: E402
+from planner.schemas import CurvePoint, HardwareProfile
+from profilers import fit
+from profilers.device import catalog_name, detect_gpus
+from profilers.errors import ProfilerError
+from profilers.runner import ProfileOptions, run_profile, selected_benchmarks
+from profilers.timing import rotation_sets
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def test_no_driver_gives_one_line_error_and_exit_code(monkeypatch):
     result = typer_testing.CliRunner().invoke(app, ["profile", "--device", "cuda", "--no-progress"])
     assert result.exit_code == ProfilerError.exit_code
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "no NVIDIA GPU or driver found" in lines[0] and "Traceback" not in result.output
+    assert len(lines) == 1 and "no NVIDIA GPU or driver found" in lines[0]
+    assert "Traceback" not in result.output
 
 
 def _fake_nvml(name: str):
@@ -108,7 +109,8 @@ def _fake_nvml(name: str):
     class NVMLError(Exception):
         pass
     fake.NVMLError = NVMLError
-    fake.NVML_CLOCK_SM, fake.NVML_CLOCK_MEM, fake.NVML_FEATURE_ENABLED, fake.NVML_NVLINK_MAX_LINKS = 1, 2, 1, 18
+    fake.NVML_CLOCK_SM, fake.NVML_CLOCK_MEM = 1, 2
+    fake.NVML_FEATURE_ENABLED, fake.NVML_NVLINK_MAX_LINKS = 1, 18
     fake.nvmlInit = fake.nvmlShutdown = lambda: None
     fake.nvmlDeviceGetCount = lambda: 2
     fake.nvmlDeviceGetHandleByIndex = lambda i: i
@@ -135,9 +137,11 @@ def test_detection_through_nvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml("NVIDIA H100 80GB HBM3"))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     info = detect_gpus()
-    assert (info.catalog_name, info.count, info.driver, info.cuda_driver_version) == ("H100-SXM", 2, "580.159.04", "13.0")
+    assert (info.catalog_name, info.count, info.driver) == ("H100-SXM", 2, "580.159.04")
+    assert info.cuda_driver_version == "13.0"
     gpu = info.gpus[0]
-    assert (gpu.name, gpu.power_limit_w, gpu.pcie_generation, gpu.pcie_width) == ("NVIDIA H100 80GB HBM3", 700.0, 5, 16)
+    assert gpu.name == "NVIDIA H100 80GB HBM3"
+    assert (gpu.power_limit_w, gpu.pcie_generation, gpu.pcie_width) == (700.0, 5, 16)
     assert (gpu.nvlink_links_active, gpu.nvlink_links_total, gpu.nvlink_version) == (4, 6, 4)
     assert detect_gpus(max_gpus=1).count == 1
 
@@ -172,7 +176,8 @@ def test_failed_collectives_still_write_the_profile(monkeypatch, tmp_path):
     import profilers.collectives
 
     def broken(*args, **kwargs):
-        raise ProfilerError("collective benchmark, rank 1: NCCL init failed on 2 processes: unhandled system error")
+        raise ProfilerError("collective benchmark, rank 1: NCCL init failed on 2 processes: "
+                            "unhandled system error")
     monkeypatch.setattr(profilers.collectives, "measure_collectives", broken)
     out = tmp_path / "p.yaml"
     with pytest.raises(ProfilerError, match="NCCL init failed.*written to"):
