@@ -1,0 +1,150 @@
+"""The engine's HTTP server end to end: a subprocess on 127.0.0.1 serving a tiny random model (CPU)."""
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("torch")
+tokenizers = pytest.importorskip("tokenizers")
+
+TINY_CONFIG = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 512,
+               "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "eos_token_id": 2}
+MAX_MODEL_LEN = 512
+
+
+def make_model_folder(path):
+    (path / "config.json").write_text(json.dumps(TINY_CONFIG))
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, trainer)
+    tok.save(str(path / "tokenizer.json"))
+    return tok
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tok = make_model_folder(folder)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backends.engine.server", "--model", str(folder), "--device", "cpu", "--port", "0",
+         "--num-kv-blocks", "64", "--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "4"],
+        stderr=subprocess.PIPE, text=True, env=env)
+    port, lines = None, []
+    deadline = time.time() + 180
+    while port is None and time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if '"listening"' in line:
+            port = json.loads(line)["port"]
+    if port is None:
+        proc.kill()
+        pytest.fail("server did not start:\n" + "".join(lines))
+    yield {"port": port, "tokenizer": tok, "model": folder.name, "log": lines}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def request(server, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=60)
+    data = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    payload = resp.read().decode()
+    conn.close()
+    return resp.status, payload
+
+
+def sse_events(raw: str):
+    events = []
+    for message in raw.split("\n\n"):
+        for line in message.splitlines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    return events
+
+
+def metrics(server) -> dict:
+    _, text = request(server, "GET", "/metrics")
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+
+
+def test_health_models_and_startup_line(server):
+    assert request(server, "GET", "/health")[0] == 200
+    status, body = request(server, "GET", "/v1/models")
+    assert status == 200 and json.loads(body)["data"][0]["id"] == server["model"]
+    kv = json.loads(next(line for line in server["log"] if '"kv_cache"' in line))
+    assert kv["num_kv_blocks"] == 64 and kv["kv_capacity_tokens"] == 64 * 16
+    assert metrics(server)["engine_kv_cache_blocks"] == 64
+
+
+def test_streaming_with_usage(server):
+    body = {"model": server["model"], "prompt": [5, 6, 7, 8], "max_tokens": 7, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}, "ignore_eos": True}
+    status, raw = request(server, "POST", "/v1/completions", body)
+    assert status == 200
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    tokens = [c for c in chunks if c["choices"]]
+    assert len(tokens) == 7 and all(c["object"] == "text_completion" for c in chunks)
+    assert [c["choices"][0]["finish_reason"] for c in tokens] == [None] * 6 + ["length"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+        "prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}
+    # greedy: the non-streaming answer has the same tokens
+    status, plain = request(server, "POST", "/v1/completions", {**body, "stream": False})
+    assert json.loads(plain)["choices"][0]["token_ids"] == [c["choices"][0]["token_ids"][0] for c in tokens]
+
+
+def test_text_prompt_uses_the_tokenizer(server):
+    text = "the quick brown fox"
+    status, body = request(server, "POST", "/v1/completions",
+                           {"prompt": text, "max_tokens": 5, "ignore_eos": True, "temperature": 0.7, "seed": 3})
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["usage"]["prompt_tokens"] == len(server["tokenizer"].encode(text).ids)
+    assert doc["usage"]["completion_tokens"] == 5
+    assert doc["choices"][0]["text"] == server["tokenizer"].decode(doc["choices"][0]["token_ids"])
+
+
+@pytest.mark.parametrize("body", [
+    "not json", [1, 2], {"max_tokens": 3}, {"prompt": [], "max_tokens": 3}, {"prompt": [1], "max_tokens": 0},
+    {"prompt": [1], "max_tokens": "3"}, {"prompt": [512], "max_tokens": 3}, {"prompt": [1], "temperature": -1},
+    {"prompt": [1] * 500, "max_tokens": 100}, {"prompt": [1], "model": "other"}, {"prompt": [1], "n": 2},
+    {"prompt": [[1], [2]]}, {"prompt": [1], "stream": "yes"}, {"prompt": [1], "seed": 1.5},
+])
+def test_bad_requests_get_400(server, body):
+    status, payload = request(server, "POST", "/v1/completions", body)
+    assert status == 400, payload
+    assert json.loads(payload)["error"]["message"]
+
+
+def test_disconnect_frees_the_sequence(server):
+    before = metrics(server)["engine_generation_tokens_total"]
+    conn = http.client.HTTPConnection("127.0.0.1", server["port"], timeout=60)
+    max_tokens = MAX_MODEL_LEN - 4
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": [1, 2, 3, 4], "max_tokens": max_tokens, "stream": True, "ignore_eos": True}),
+        headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read(6) == b"data: "
+    conn.sock.shutdown(2)
+    conn.close()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        m = metrics(server)
+        if m["engine_requests_running"] == 0 and m["engine_kv_cache_usage_ratio"] == 0:
+            break
+        time.sleep(0.05)
+    assert m["engine_requests_running"] == 0 and m["engine_kv_cache_usage_ratio"] == 0
+    assert m["engine_generation_tokens_total"] - before < max_tokens     # stopped early
