@@ -166,6 +166,8 @@ def run_profile(opts: ProfileOptions) -> tuple[HardwareProfile, Path]:
     names = selected_benchmarks(opts)
     device = detect(opts.device, opts.gpus)
     _require_torch(opts.device)
+    if opts.merge_into:
+        _check_merge_target(Path(opts.merge_into), device)
     sweep = sweep_for(opts.device, opts.quick)
     raw: dict = {"notes": []}
     ctx = None
@@ -194,6 +196,15 @@ def run_profile(opts: ProfileOptions) -> tuple[HardwareProfile, Path]:
     return profile, path
 
 
+def _check_merge_target(path: Path, device: DeviceInfo) -> None:
+    """Fail before measuring, not after, when the profile to merge into is missing or another GPU's."""
+    if not path.is_file():
+        raise ProfilerError(f"--merge-into {path}: no such profile file")
+    name = HardwareProfile.load(path).name
+    if device.kind == "cuda" and name != device.catalog_name:
+        raise ProfilerError(f"--merge-into {path} is a {name} profile but this machine has {device.catalog_name}")
+
+
 def _write_collectives(device: DeviceInfo, raw: dict, opts: ProfileOptions,
                        duration_s: float) -> tuple[HardwareProfile, Path]:
     """--collectives-only: merge the curves into --merge-into (or the default measured profile when it
@@ -208,8 +219,6 @@ def _write_collectives(device: DeviceInfo, raw: dict, opts: ProfileOptions,
     if source.exists():
         profile = writer.merge_collectives(HardwareProfile.load(source), raw["collectives"], device,
                                            opts.command)
-    elif opts.merge_into:
-        raise ProfilerError(f"--merge-into {source}: no such profile file")
     else:
         profile = writer.build_profile(device, raw, opts.command, duration_s, {"sweep": "collectives-only"})
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -341,3 +341,9 @@ def test_cuda_timer_graph_and_eager_fallback(fail_capture, mode):
     assert timing.mode == mode and cuda.captures == 1
     assert timing.calls >= 4 and set(used) == {0, 1, 2, 3}         # every input set takes part
     assert 1e-5 < timing.seconds < 1e-2
+
+
+def test_missing_merge_target_fails_before_measuring(tmp_path):
+    with pytest.raises(ProfilerError, match="no such profile file"):
+        run_profile(ProfileOptions(device="cpu", collectives_only=True, merge_into=tmp_path / "nope.yaml",
+                                   progress=False))
