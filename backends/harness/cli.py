@@ -6,7 +6,6 @@ import math
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -41,7 +40,7 @@ def _floats(text: str | None) -> list[float]:
         raise UsageError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _dist(kind: str, mean: int, std: float, lo: Optional[int], hi: Optional[int], what: str) -> LengthDist:
+def _dist(kind: str, mean: int, std: float, lo: int | None, hi: int | None, what: str) -> LengthDist:
     try:
         return LengthDist(kind=kind, mean=mean, std=std, min=lo, max=hi)
     except ValueError as exc:
@@ -55,7 +54,7 @@ def _threshold(text: str) -> float:
         raise UsageError(f"bad threshold {text!r}: use e.g. 5% or 0.05") from None
 
 
-def _load_plan(path: Optional[Path]) -> Optional[Plan]:
+def _load_plan(path: Path | None) -> Plan | None:
     if path is None:
         return None
     try:
@@ -66,7 +65,7 @@ def _load_plan(path: Optional[Path]) -> Optional[Plan]:
         raise UsageError(f"invalid plan {path}: {str(exc).splitlines()[0]}") from None
 
 
-def _save(doc: dict, db: Optional[Path], no_db: bool) -> None:
+def _save(doc: dict, db: Path | None, no_db: bool) -> None:
     if not no_db:
         doc["id"] = results_db.save_run(doc, db)
 
@@ -77,49 +76,49 @@ def _json_doc(doc: dict, per_request: bool) -> dict:
 
 @bench_app.command("run")
 def run_cmd(
-    plan_path: Optional[Path] = typer.Option(None, "--plan", help="plan YAML/JSON (optional for --backend url)"),
+    plan_path: Path | None = typer.Option(None, "--plan", help="plan YAML/JSON (optional for --backend url)"),
     backend: str = typer.Option("builtin", help="builtin | vllm | url"),
-    url: Optional[str] = typer.Option(None, help="server base URL for --backend url"),
-    model: Optional[str] = typer.Option(None, help="model to serve (path or name); default: the plan's"),
-    served_model: Optional[str] = typer.Option(None, help="model name in requests; default: the server's first"),
-    launch_cmd: Optional[str] = typer.Option(None, help="vllm launch command, e.g. 'python -m vllm.entrypoints.openai.api_server'"),
+    url: str | None = typer.Option(None, help="server base URL for --backend url"),
+    model: str | None = typer.Option(None, help="model to serve (path or name); default: the plan's"),
+    served_model: str | None = typer.Option(None, help="model name in requests; default: the server's first"),
+    launch_cmd: str | None = typer.Option(None, help="vllm launch command, e.g. 'python -m vllm.entrypoints.openai.api_server'"),
     device: str = typer.Option("cpu", help="builtin engine device"),
     load_format: str = typer.Option("dummy", help="dummy (random weights) or auto; '' to omit"),
-    num_kv_blocks: Optional[int] = typer.Option(None, help="builtin engine KV blocks"),
+    num_kv_blocks: int | None = typer.Option(None, help="builtin engine KV blocks"),
     server_arg: list[str] = typer.Option([], help="extra server argument (repeatable)"),
     startup_timeout: float = typer.Option(600.0, help="seconds to wait for the server's /health"),
     rate: float = typer.Option(math.inf, help="requests/s; inf sends all at once"),
     arrival: str = typer.Option("poisson", help="constant | poisson | gamma"),
     burstiness: float = typer.Option(1.0, help="gamma shape (1 = Poisson)"),
-    concurrency: Optional[int] = typer.Option(None, help="max requests in flight"),
-    num_requests: Optional[int] = typer.Option(None, help="requests to measure (default 100 unless --duration)"),
-    duration: Optional[float] = typer.Option(None, help="seconds of dispatch"),
+    concurrency: int | None = typer.Option(None, help="max requests in flight"),
+    num_requests: int | None = typer.Option(None, help="requests to measure (default 100 unless --duration)"),
+    duration: float | None = typer.Option(None, help="seconds of dispatch"),
     warmup: int = typer.Option(0, help="warm-up requests, not measured"),
     request_timeout: float = typer.Option(300.0, help="seconds per request"),
-    deadline: Optional[float] = typer.Option(None, help="seconds for the whole measured phase"),
+    deadline: float | None = typer.Option(None, help="seconds for the whole measured phase"),
     seed: int = typer.Option(0),
     input_len: int = typer.Option(128, help="mean prompt tokens"),
     input_dist: str = typer.Option("fixed", help="fixed | uniform | normal | lognormal"),
-    input_std: float = typer.Option(0.0), input_min: Optional[int] = typer.Option(None),
-    input_max: Optional[int] = typer.Option(None),
+    input_std: float = typer.Option(0.0), input_min: int | None = typer.Option(None),
+    input_max: int | None = typer.Option(None),
     output_len: int = typer.Option(32, help="mean output tokens (max_tokens)"),
     output_dist: str = typer.Option("fixed"), output_std: float = typer.Option(0.0),
-    output_min: Optional[int] = typer.Option(None), output_max: Optional[int] = typer.Option(None),
+    output_min: int | None = typer.Option(None), output_max: int | None = typer.Option(None),
     prompt_kind: str = typer.Option("ids", help="ids (token ids) | text"),
     vocab_size: int = typer.Option(1000, help="random token ids are drawn below this"),
-    sharegpt: Optional[Path] = typer.Option(None, help="ShareGPT-format JSON file of prompts"),
-    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.json (or its folder) to count tokens"),
+    sharegpt: Path | None = typer.Option(None, help="ShareGPT-format JSON file of prompts"),
+    tokenizer: Path | None = typer.Option(None, help="tokenizer.json (or its folder) to count tokens"),
     chat: bool = typer.Option(False, "--chat", help="use /v1/chat/completions (text prompts)"),
     temperature: float = typer.Option(0.0),
     slo: list[str] = typer.Option([], help="SLO for goodput or --search-rate, e.g. ttft_p99<=200ms (repeatable)"),
-    sweep_rates: Optional[str] = typer.Option(None, help="comma-separated rates: one run each"),
-    sweep_concurrencies: Optional[str] = typer.Option(None, help="comma-separated concurrencies: one run each"),
-    search_rate: Optional[str] = typer.Option(None, help="LOW:HIGH req/s: highest rate meeting every --slo"),
+    sweep_rates: str | None = typer.Option(None, help="comma-separated rates: one run each"),
+    sweep_concurrencies: str | None = typer.Option(None, help="comma-separated concurrencies: one run each"),
+    search_rate: str | None = typer.Option(None, help="LOW:HIGH req/s: highest rate meeting every --slo"),
     search_steps: int = typer.Option(6),
     max_dispatch_lag_ms: float = typer.Option(5.0, help="flag the client as the bottleneck above this p99"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the run(s) here"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the run(s) here"),
     per_request: bool = typer.Option(False, "--per-request", help="include per-request detail in --json"),
-    tag: Optional[str] = typer.Option(None), db: Optional[Path] = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
+    tag: str | None = typer.Option(None), db: Path | None = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
     no_db: bool = typer.Option(False, "--no-db", help="do not record the run"),
 ) -> None:
     """Serve a plan on a backend, load it, print measured vs predicted, record the run."""
@@ -193,7 +192,7 @@ def run_cmd(
         raise _fail(exc) from None
 
 
-def _resolve(ref: str, db: Optional[Path]) -> dict:
+def _resolve(ref: str, db: Path | None) -> dict:
     path = Path(ref)
     if path.suffix == ".json" and path.is_file():
         doc = json.loads(path.read_text())
@@ -214,8 +213,8 @@ def compare_cmd(
     metrics: str = typer.Option(",".join(cmp.COMPARE_METRICS), help="comma-separated: ttft,tpot,itl,e2el"),
     confidence: float = typer.Option(0.95), seed: int = typer.Option(0), n_boot: int = typer.Option(2000),
     fail_on_inconclusive: bool = typer.Option(False, "--fail-on-inconclusive", help="exit 3 when the verdict is inconclusive"),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
-    db: Optional[Path] = typer.Option(None),
+    json_out: Path | None = typer.Option(None, "--json"),
+    db: Path | None = typer.Option(None),
 ) -> None:
     """Statistical verdict per metric; exit 0 pass, 1 regression, 3 inconclusive (with --fail-on-inconclusive)."""
     try:
@@ -240,17 +239,17 @@ def compare_cmd(
 
 
 @bench_app.command("history")
-def history_cmd(tag: Optional[str] = typer.Option(None), limit: int = typer.Option(20),
-                db: Optional[Path] = typer.Option(None)) -> None:
+def history_cmd(tag: str | None = typer.Option(None), limit: int = typer.Option(20),
+                db: Path | None = typer.Option(None)) -> None:
     """List recorded runs, newest first."""
     print_history(results_db.list_runs(db, tag=tag, limit=limit))
 
 
 @bench_app.command("selfcheck")
 def selfcheck_cmd(rate: float = typer.Option(2000.0), duration: float = typer.Option(3.0),
-                  concurrency: Optional[int] = typer.Option(None), tokens: int = typer.Option(4),
+                  concurrency: int | None = typer.Option(None), tokens: int = typer.Option(4),
                   ttft_ms: float = typer.Option(1.0), itl_ms: float = typer.Option(1.0),
-                  json_out: Optional[Path] = typer.Option(None, "--json")) -> None:
+                  json_out: Path | None = typer.Option(None, "--json")) -> None:
     """Measure the client's own overhead against the built-in no-op server."""
     from backends.harness.selfcheck import run_selfcheck
     try:

@@ -22,7 +22,7 @@ _ERROR_BODY_BYTES = 2048   # enough of a non-200 body to say what went wrong
 class _Exchange:
     """One request/response on a connection: where the body goes and how it ends."""
 
-    __slots__ = ("parser", "sse", "body", "waiter")
+    __slots__ = ("body", "parser", "sse", "waiter")
 
     def __init__(self, waiter: asyncio.Future, record: RequestRecord | None):
         self.parser = ResponseParser(self._on_body)

@@ -6,7 +6,7 @@ Body bytes are handed on with the time stamp of the read that brought them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 BodySink = Callable[[bytes, float], None]
 
@@ -16,8 +16,18 @@ class ProtocolError(Exception):
 
 
 class ResponseParser:
-    __slots__ = ("status", "reason", "headers", "complete", "keep_alive", "_on_body", "_buf",
-                 "_mode", "_left", "_chunk_state")
+    __slots__ = (
+        "_buf",
+        "_chunk_state",
+        "_left",
+        "_mode",
+        "_on_body",
+        "complete",
+        "headers",
+        "keep_alive",
+        "reason",
+        "status",
+    )
 
     def __init__(self, on_body: BodySink):
         self.status: int | None = None

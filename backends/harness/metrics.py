@@ -6,6 +6,7 @@ Latency statistics are in milliseconds; a statistic with no samples is None, nev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def request_metrics(rec: RequestRecord, tokenizer: Tokenizer | None = None) -> R
     else:
         n_out, source = 1, "assumed_1"
     tpot = (e2el - ttft) / (n_out - 1) if n_out > 1 else None
-    itl = [b - a for a, b in zip(times, times[1:])]
+    itl = [b - a for a, b in pairwise(times)]
     first_content = rec.t_first_content - rec.t_start if rec.t_first_content is not None else None
     return RequestMetrics(True, ttft, e2el, itl, tpot, first_content, n_out, source, rec.prompt_len,
                           rec.usage_prompt_tokens)

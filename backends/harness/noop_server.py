@@ -46,7 +46,7 @@ class NoopConfig:
 class _Stream:
     """The timed token messages of one streamed completion."""
 
-    def __init__(self, proto: "_NoopProtocol", n_tokens: int, prompt_tokens: int, t_arrival: float,
+    def __init__(self, proto: _NoopProtocol, n_tokens: int, prompt_tokens: int, t_arrival: float,
                  chat: bool):
         self.proto = proto
         self.n_tokens = n_tokens
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = NoopConfig(args.tokens, args.ttft_ms / 1e3, args.itl_ms / 1e3)
     try:
-        import uvloop   # optional: a faster loop, so the server stays far from being the bottleneck
+        import uvloop  # optional: a faster loop, so the server stays far from being the bottleneck
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run

@@ -29,7 +29,7 @@ def predict(plan: Plan, workload: Workload) -> tuple[Prediction | None, str | No
 def predicted_vs_measured(pred: Prediction, metrics: dict) -> list[dict]:
     rows = []
     pairs = dict(_PAIRS)
-    for name, value in (pred.percentiles or {}).items():     # e.g. "ttft_p90_s" -> p90_ttft_ms
+    for name in pred.percentiles or {}:     # e.g. "ttft_p90_s" -> p90_ttft_ms
         metric, _, rest = name.partition("_p")
         pct = rest.removesuffix("_s")
         if metric in _PERCENTILE_METRICS and pct and name.endswith("_s"):

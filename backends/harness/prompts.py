@@ -3,9 +3,9 @@ ShareGPT-format JSON file."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -18,8 +18,7 @@ _BLOCK = 1024
 _FIRST_ID = 10   # ids below this are special tokens (bos, eos, pad, unk) in every common vocabulary
 
 # Text prompts: common short words, most of them one token in any BPE vocabulary.
-_WORDS = ("the of and to in is for on that with as it by at from be this are was an or have not "
-          "but all can more one new out time about up who may over also use two will other".split())
+_WORDS = (["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "it", "by", "at", "from", "be", "this", "are", "was", "an", "or", "have", "not", "but", "all", "can", "more", "one", "new", "out", "time", "about", "up", "who", "may", "over", "also", "use", "two", "will", "other"])
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ _REPO = Path(__file__).resolve().parents[2]
 
 def _run(cmd: list[str]) -> str | None:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, cwd=_REPO)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, cwd=_REPO, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Callable, Iterator
 
 import numpy as np
 

@@ -10,9 +10,9 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from backends.harness.process import ManagedServer, free_port
 from backends.harness.vllm_flags import vllm_args
@@ -82,8 +82,7 @@ def connect_url(opts: ServerOptions) -> RunningServer:
     if not opts.url:
         raise UsageError("--backend url needs --url http://HOST:PORT")
     base = opts.url.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[:-3]
+    base = base.removesuffix("/v1")
     try:
         _get_json(base + "/v1/models")
     except urllib.error.HTTPError:

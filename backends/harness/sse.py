@@ -2,7 +2,7 @@
 the `data` lines of one event are joined with a newline."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 EventSink = Callable[[bytes, float], None]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from backends.harness.runner import LoadConfig
 from backends.harness.slos import unmet
