@@ -202,7 +202,7 @@ def _check_merge_target(path: Path, device: DeviceInfo) -> None:
         raise ProfilerError(f"--merge-into {path}: no such profile file")
     name = HardwareProfile.load(path).name
     if device.kind == "cuda" and name != device.catalog_name:
-        raise ProfilerError(f"--merge-into {path} is a {name} profile but this machine has {device.catalog_name}")
+        raise ProfilerError(f"--merge-into {path} is a {name} profile; this machine is {device.catalog_name}")
 
 
 def _write_collectives(device: DeviceInfo, raw: dict, opts: ProfileOptions,
