@@ -1,17 +1,19 @@
 """The compare report: the procurement table (the best plan per GPU type) and charts of cost and GPUs needed.
 
-Input (the simulator's format is not final; every key is optional, see reports/README.md):
-    {model, workload, slos, rows: [row, ...]}     (rows may also be under table, results or gpus,
-                                                   or the document may be the list itself)
-A row is flat, e.g. {gpu, plan, gpus, nodes, cost_per_hour, cost_per_million_tokens, tokens_per_s_per_gpu,
-power_kw, headroom, meets_slo}, or a planner candidate {plan: {...}, prediction: {...}, meets_slo}, which
-is flattened. Known names and aliases feed the charts; every scalar column is shown in the table.
+Input (every key optional, see reports/README.md):
+    {model, rate_rps, input_tokens, output_tokens, slos, rows: [row, ...]}
+    (rows may also be under table, results or gpus, or the document may be the list itself)
+A row is what `plan compare --json` writes (planner.render.comparison_json): {gpu, meets_slo, profile,
+plan_label, gpus, nodes, cost_per_hour, cost_per_million_tokens, tokens_per_s_per_gpu, power_kw,
+headroom: {slo label: fraction}, plan: {...}, prediction: {...}} or {gpu, meets_slo, reason} when no plan
+fits; a bare planner candidate {plan, prediction, meets_slo} works too. Known names and aliases feed the
+charts; every scalar column is shown in the table.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from reports.html import Page, figure, kv, note, table
+from reports.html import Page, Pct, figure, kv, note, table
 from reports.svg import HBars
 
 # chart field -> accepted names, first found wins
@@ -26,6 +28,9 @@ ALIASES = {
     "power_kw": ("power_kw", "kw"),
     "headroom": ("headroom", "slo_headroom"),
 }
+HEADERS = {"gpu": "GPU", "plan": "best plan", "meets_slo": "meets SLO", "gpus": "GPUs", "nodes": "nodes",
+           "cost_per_hour": "$/h", "cost_per_million_tokens": "$/M tok", "tokens_per_s_per_gpu": "tok/s/GPU",
+           "power_kw": "kW"}
 CHARTS = (("cost_per_million_tokens", "$ per million output tokens", "$ per M output tokens"),
           ("cost_per_hour", "Cost per hour of the deployment", "$ per hour"),
           ("gpus", "GPUs needed", "GPUs"),
@@ -42,17 +47,25 @@ def rows_of(doc: dict | list) -> list[dict]:
 
 
 def _flatten(row: dict) -> dict:
-    """A candidate-shaped row ({plan, prediction}) as one flat row; flat rows pass through."""
-    out = {k: v for k, v in row.items() if not isinstance(v, dict)}
-    plan, pred = row.get("plan"), row.get("prediction")
-    if isinstance(pred, dict):
-        out.update({k: v for k, v in pred.items() if not isinstance(v, dict) and k not in out})
+    """One flat row: `plan_label` (or a label made from `plan`) as the plan, `headroom` per SLO as columns;
+    a bare candidate ({plan, prediction}) takes its numbers from the prediction."""
+    out = {k: v for k, v in row.items() if not isinstance(v, dict) and k != "plan_label"}
+    plan, pred, head = row.get("plan"), row.get("prediction"), row.get("headroom")
     if isinstance(plan, dict):
         par = f"TP{plan.get('tp', 1)}" + (f" PP{plan['pp']}" if plan.get("pp", 1) > 1 else "")
         reps = f" x{plan['replicas']}" if plan.get("replicas", 1) > 1 else ""
-        out["plan"] = f"{par}{reps} {plan.get('weight_dtype', '')}".strip()
+        out["plan"] = row.get("plan_label") or f"{plan.get('num_gpus', '?')}x {plan.get('hardware', '')} {par}{reps}"
         out.setdefault("gpu", plan.get("hardware"))
-        out.setdefault("num_gpus", plan.get("num_gpus"))
+        out.setdefault("gpus", plan.get("num_gpus"))
+    elif row.get("plan_label"):
+        out["plan"] = row["plan_label"]
+    if isinstance(pred, dict):
+        for k in ("cost_per_hour", "cost_per_million_tokens", "tokens_per_s_per_gpu"):
+            if field(out, k) is None and pred.get(k) is not None:
+                out[k] = pred[k]
+    if isinstance(head, dict):              # {slo label: limit / predicted - 1}
+        out.pop("headroom", None)
+        out.update({f"headroom {k}": Pct(v, signed=True) for k, v in head.items() if isinstance(v, (int, float))})
     return out
 
 
@@ -77,15 +90,21 @@ def _chart(rows: list[dict], key: str, title: str, unit: str) -> str | None:
     return figure(chart)
 
 
+def _slo_label(s) -> str:
+    if not isinstance(s, dict) or "limit_s" not in s:
+        return str(s)
+    pct = f"_p{s['percentile']:g}" if s.get("percentile") else ""
+    return f"{s.get('metric')}{pct}≤{s['limit_s'] * 1e3:g} ms"
+
+
 def build(doc: dict | list) -> Page:
     meta = doc if isinstance(doc, dict) else {}
     rows = rows_of(doc)
-    wl = meta.get("workload")
-    sub = []
-    if isinstance(wl, dict):
-        sub.append(", ".join(f"{k} {v}" for k, v in wl.items() if not isinstance(v, (dict, list))))
+    wl = meta.get("workload") if isinstance(meta.get("workload"), dict) else meta
+    sub = [", ".join(f"{k} {wl[k]:g}" for k in ("input_tokens", "output_tokens", "rate_rps")
+                     if isinstance(wl.get(k), (int, float)))]
     if meta.get("slos"):
-        sub.append("SLO " + ", ".join(map(str, meta["slos"])))
+        sub.append("SLO " + ", ".join(_slo_label(s) for s in meta["slos"]))
     page = Page(f"GPU comparison: {meta.get('model', 'model')}", " · ".join(s for s in sub if s))
     if not rows:
         page.section("Procurement table", note("The input has no rows."))
@@ -97,11 +116,15 @@ def build(doc: dict | list) -> Page:
         page.section("Summary", kv([("cheapest per token", f"{field(cheapest, 'gpu')}: "
                                     f"${field(cheapest, 'cost_per_million_tokens'):,.4g} per M tokens"),
                                    ("GPU types compared", len(rows))]))
-    columns = []
+    present = []
     for r in rows:
-        columns += [k for k, v in r.items() if k not in columns and not isinstance(v, (dict, list))]
+        present += [k for k, v in r.items() if k not in present and not isinstance(v, (dict, list))]
+    # The decision columns first, in the order a buyer reads them; anything else after.
+    first = [k for k in HEADERS if k in present] + [k for k in present if k.startswith("headroom")]
+    columns = first + [k for k in present if k not in first]
     classes = [["bad" if k == "meets_slo" and r.get(k) is False else "" for k in columns] for r in rows]
-    page.section("Procurement table", table(columns, [[r.get(k) for k in columns] for r in rows], classes))
+    page.section("Procurement table", table([HEADERS.get(k, k) for k in columns],
+                                            [[r.get(k) for k in columns] for r in rows], classes))
     charts = [c for c in (_chart(rows, key, title, unit) for key, title, unit in CHARTS) if c]
     page.section("Cost and GPUs per GPU type",
                  f'<div class="grid2">{"".join(charts)}</div>' if charts else note("No numeric columns to chart."))

@@ -60,45 +60,68 @@ def pareto_front(points: list[tuple[float, float]], minimize_x: bool, minimize_y
     return sorted(front, key=lambda i: points[i][0])
 
 
-def _pareto_chart(cands: list[dict], title: str, x_label: str, y_label: str, xy: Callable[[dict], tuple],
-                  minimize: tuple[bool, bool], x_limit: float | None) -> Plot | None:
+def trade_off_points(doc: dict, cands: list[dict]) -> list[dict]:
+    """Every plan with a prediction: the ranked and closest candidates, plus the planner's own Pareto
+    fronts (`pareto`) when the document has them, without duplicates."""
+    pts = []
+    for i, c in enumerate(cands):
+        p = c.get("prediction", {})
+        pts.append({"label": _label(c), "tpot_s": p.get("tpot_s"), "e2e_s": p.get("e2e_s"),
+                    "cost": p.get("cost_per_million_tokens"), "tps_gpu": p.get("tokens_per_s_per_gpu"),
+                    "meets_slo": c.get("meets_slo"), "best": i == 0 and bool(doc.get("ranked"))})
+    for front in (doc.get("pareto") or {}).values():
+        for q in front if isinstance(front, list) else []:
+            pts.append({"label": q.get("plan"), "tpot_s": q.get("tpot_s"), "e2e_s": q.get("e2e_s"),
+                        "cost": q.get("cost_per_million_tokens"), "tps_gpu": q.get("tokens_per_s_per_gpu"),
+                        "meets_slo": q.get("meets_slo"), "best": False})
+    seen, out = set(), []
+    for q in pts:
+        key = tuple(round(q[k], 9) if isinstance(q[k], float) else q[k] for k in ("tpot_s", "e2e_s", "cost", "tps_gpu"))
+        if key not in seen:
+            seen.add(key)
+            out.append(q)
+    return out
+
+
+def _pareto_chart(points: list[dict], title: str, x_label: str, y_label: str, xy: Callable[[dict], tuple],
+                  minimize: tuple[bool, bool], x_limit: float | None, limit_label: str) -> Plot | None:
     pts, keep = [], []
-    for c in cands:
-        x, y = xy(c.get("prediction", {}))
+    for q in points:
+        x, y = xy(q)
         if x is not None and y is not None and math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0:
             pts.append((x, y))
-            keep.append(c)
+            keep.append(q)
     if not pts:
         return None
     xs = [x for x, _ in pts] + ([x_limit] if x_limit else [])
     # Half-width charts: a smaller canvas keeps their text the size of the full-width ones.
     plot = Plot(title, x_label, y_label, xs, [y for _, y in pts], y_zero=True, pad=0.06, width=480, height=320)
     front = pareto_front(pts, *minimize)
-    plot.line([pts[i] for i in front], 0, "Pareto front", step=False)
-    tips = [f"{_label(c)}: x {x:.4g}, y {y:.4g}" for c, (x, y) in zip(keep, pts)]
-    ok = [i for i, c in enumerate(keep) if c.get("meets_slo")]
-    miss = [i for i, c in enumerate(keep) if not c.get("meets_slo")]
-    plot.points([pts[i] for i in ok], "ok", "meets the SLO", titles=[tips[i] for i in ok])
-    plot.points([pts[i] for i in miss], "bad", "misses the SLO", titles=[tips[i] for i in miss])
-    if keep[0].get("meets_slo"):
-        plot.points([pts[0]], 1, "recommended", titles=[tips[0]], r=6, square=True)
+    plot.line([pts[i] for i in front], 0, "Pareto front")
+    tips = [f"{q['label']}: x {x:.4g}, y {y:.4g}" for q, (x, y) in zip(keep, pts)]
+    for cls, label, want in (("ok", "meets the SLO", True), ("bad", "misses the SLO", False)):
+        idx = [i for i, q in enumerate(keep) if bool(q.get("meets_slo")) == want]
+        plot.points([pts[i] for i in idx], cls, label, titles=[tips[i] for i in idx])
+    best = [i for i, q in enumerate(keep) if q["best"]]
+    plot.points([pts[i] for i in best], 1, "recommended", titles=[tips[i] for i in best], r=6, square=True)
     if x_limit:
-        plot.line([(x_limit, plot.y.lo), (x_limit, plot.y.hi)], "warn", "SLO limit", dashed=True)
+        plot.line([(x_limit, plot.y.lo), (x_limit, plot.y.hi)], "warn", limit_label, dashed=True)
     return plot
 
 
 def _pareto_section(doc: dict, cands: list[dict]) -> str:
-    tpot_limit = next((s["limit_s"] * 1e3 for s in doc.get("slos", []) if s.get("metric") == "tpot"), None)
-    cost = _pareto_chart(cands, "Cost vs per-token latency", "TPOT (ms per output token)", "$ per M output tokens",
-                         lambda p: (_ms(p.get("tpot_s")), p.get("cost_per_million_tokens")), (True, True), tpot_limit)
-    speed = _pareto_chart(
-        cands, "Throughput per GPU vs per-user speed", "per-user speed (output tok/s = 1 / TPOT)",
-        "output tok/s per GPU",
-        lambda p: (1 / p["tpot_s"] if p.get("tpot_s") else None, p.get("tokens_per_s_per_gpu")), (False, False),
-        None)
+    limits = {s.get("metric"): s["limit_s"] for s in doc.get("slos", []) if not s.get("percentile")}
+    points = trade_off_points(doc, cands)
+    cost = _pareto_chart(points, "Cost vs latency", "E2E latency per request (s)", "$ per M output tokens",
+                         lambda q: (q["e2e_s"], q["cost"]), (True, True), limits.get("e2e"), "E2E SLO")
+    speed = _pareto_chart(points, "Throughput per GPU vs per-user speed", "per-user speed (output tok/s = 1 / TPOT)",
+                          "output tok/s per GPU", lambda q: (1 / q["tpot_s"] if q["tpot_s"] else None, q["tps_gpu"]),
+                          (False, False), 1 / limits["tpot"] if limits.get("tpot") else None, "TPOT SLO")
     figs = [figure(c, "Lower-left is better; the line joins plans no other plan beats on both axes.")
             for c in (cost,) if c] + [figure(c, "Upper-right is better.") for c in (speed,) if c]
-    extra = note(f"{len(cands)} candidates (ranked and closest). `plan recommend --top 20` gives a fuller front.")
+    extra = note(f"{len(points)} plans: the ranked and closest candidates"
+                 + (" and the planner's Pareto fronts." if doc.get("pareto") else
+                    ". `plan recommend --top 20` gives a fuller front."))
     return f'<div class="grid2">{"".join(figs)}</div>{extra}' if figs else note("No candidates with predictions.")
 
 

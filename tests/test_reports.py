@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import reports
 from planner import api, render
+from planner import compare as planner_compare
 from planner.errors import UsageError
 from reports import bench, compare, history, recommend, samples, series
 from reports.cli import make_report, register
@@ -28,6 +29,13 @@ def rec_doc() -> dict:
     """A real `plan recommend --json` document (a narrowed search, to stay quick)."""
     r = api.recommend("llama-70b", ["ttft=200ms"], gpus=["h100", "h200", "mi300x", "a100"], top=10, trials=120)
     return json.loads(json.dumps(render.recommendation_json(r), default=str))
+
+
+@pytest.fixture(scope="module")
+def cmp_doc() -> dict:
+    """A real `plan compare --json` document; L4 cannot hold the model in 2 GPUs (a row with a reason)."""
+    c = planner_compare.compare("llama-70b", ["h100", "l4"], ["ttft=500ms"], max_gpus=2, trials=20)
+    return json.loads(json.dumps(render.comparison_json(c), default=str))
 
 
 def _no_external_refs(html: str) -> None:
@@ -118,6 +126,16 @@ def test_history_verdict_shapes_and_order():
     assert [r["id"] for r in ordered] == [1, 2]
     assert history.verdict_for(ordered[1], "p99_ttft_ms") == "regression"     # base metric "ttft"
     assert history.overall(ordered[1]) == "regression" and history.overall(ordered[0]) == "pass"
+
+
+def test_compare_report_from_a_real_run(cmp_doc, tmp_path):
+    rows = compare.rows_of(cmp_doc)
+    assert rows[0]["plan"] == cmp_doc["rows"][0]["plan_label"]
+    assert any(k.startswith("headroom ttft") for k in rows[0])
+    html = reports.write_compare_html(cmp_doc, tmp_path / "cmp.html").read_text()
+    _no_external_refs(html)
+    assert "no configuration fits" in html                    # the L4 row keeps its reason
+    assert html.count('<svg class="chart"') == 5
 
 
 def test_compare_flattens_candidate_rows(rec_doc):

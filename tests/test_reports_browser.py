@@ -15,6 +15,7 @@ import pytest
 
 import reports
 from planner import api, render
+from planner import compare as planner_compare
 from reports import samples
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -69,10 +70,12 @@ def report_files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("reports")
     rec = api.recommend("llama-70b", ["ttft=200ms"], gpus=["h100", "h200", "mi300x", "a100"], top=10, trials=120)
     rec_doc = json.loads(json.dumps(render.recommendation_json(rec), default=str))
+    cmp = planner_compare.compare("llama-70b", ["h100", "l4", "mi300x"], ["ttft=500ms"], max_gpus=2, trials=20)
+    cmp_doc = json.loads(json.dumps(render.comparison_json(cmp), default=str))
     return {"recommend": reports.write_recommend_html(rec_doc, d / "recommend.html"),
             "bench": reports.write_bench_html(samples.bench_doc(500), d / "bench.html"),
             "vllm": reports.write_bench_html(samples.vllm_result_doc(), d / "vllm.html"),
-            "compare": reports.write_compare_html(samples.compare_doc(), d / "compare.html"),
+            "compare": reports.write_compare_html(cmp_doc, d / "compare.html"),
             "history": reports.write_history_html(samples.history_runs(), d / "history.html")}
 
 
