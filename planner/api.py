@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from planner import catalog
@@ -16,8 +16,10 @@ from planner.errors import UsageError
 from planner.memory import memory_breakdown
 from planner.parse import parse_slo
 from planner.predict import deployment_of, predict as _predict, prefill_time_s
+from planner.refine import FINALISTS, Refined, pareto_fronts, refine
 from planner.schemas import SLO, LengthDist, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search
+from planner.uncertainty import with_interval
 
 DEFAULT_INPUT_TOKENS = 1024
 DEFAULT_OUTPUT_TOKENS = 256
@@ -36,8 +38,9 @@ def _slos(slos: Iterable[str | SLO]) -> list[SLO]:
 
 
 def predict(plan: Plan, wl: Workload, profile: str = "auto") -> Prediction:
-    """Predicted serving metrics for a plan (model and GPU looked up in the catalogs)."""
-    return _predict(catalog.load_model(plan.model), catalog.load_hardware(plan.hardware, profile), plan, wl)
+    """Predicted serving metrics for a plan (model and GPU looked up in the catalogs), with its interval."""
+    hw = catalog.load_hardware(plan.hardware, profile)
+    return with_interval(_predict(catalog.load_model(plan.model), hw, plan, wl), hw)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Recommendation:
     objective: str
     result: SearchResult
     profiles: dict[str, str]                 # GPU name -> "datasheet" | "measured" | "calibrated"
+    simulated: int = 0                       # finalists simulated (planner.refine); 0 without a rate
+    fronts: dict[str, list] = field(default_factory=dict)   # Pareto fronts: name -> candidates
 
     @property
     def ranked(self):
@@ -63,10 +68,12 @@ def recommend(model: str, slos: Iterable[str | SLO] = (), gpus: Iterable[str] | 
               rate_rps: float | None = None, max_gpus: int = 64, objective: str = "cost", top: int = 5,
               trials: int = DEFAULT_TRIALS, seed: int = 0, storage: str | None = None, profile: str = "auto",
               prices: str | None = None, exhaustive_search: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> Recommendation:
-    """Search the deployment space for the plans that meet the SLOs at the best objective."""
-    if objective not in ("cost", "throughput", "latency"):
-        raise UsageError(f"unknown objective {objective!r}: use cost, throughput or latency")
+              progress: Callable[[int, int], None] | None = None, simulate: bool = True,
+              finalists: int = FINALISTS) -> Recommendation:
+    """Search the deployment space for the plans that meet the SLOs at the best objective.
+    With a rate, the analytic finalists are simulated (percentiles, queueing) and ranked again."""
+    if objective not in ("cost", "throughput", "latency", "goodput"):
+        raise UsageError(f"unknown objective {objective!r}: use cost, throughput, latency or goodput")
     if max_gpus <= 0:
         raise UsageError("--max-gpus must be a positive integer, e.g. --max-gpus 8")
     if rate_rps is not None and not (rate_rps > 0 and math.isfinite(rate_rps)):
@@ -78,11 +85,25 @@ def recommend(model: str, slos: Iterable[str | SLO] = (), gpus: Iterable[str] | 
     wl = workload(input_tokens, output_tokens, rate_rps)
     slo_list = _slos(slos)
     space = Space(hardware=tuple(hws), max_gpus=max_gpus)
+    simulate = simulate and bool(rate_rps)
+    keep = max(top, finalists) if simulate else top
     if exhaustive_search:
         result = exhaustive(spec, wl, slo_list, space, objective)
     else:
-        result = search(spec, wl, slo_list, space, objective, trials, seed, storage, top, progress)
-    return Recommendation(spec, wl, slo_list, objective, result, {h.name: h.provenance.kind for h in hws})
+        result = search(spec, wl, slo_list, space, objective, trials, seed, storage, keep, progress)
+    prepared = {h.name: prepare(h) for h in hws}
+    refined = refine(spec, wl, slo_list, objective, result, prepared, max_gpus, top, finalists, seed) if simulate \
+        else Refined(result, 0, 0, pareto_fronts(result.pool))
+    result = with_intervals(refined.result, {h.name: h for h in hws})
+    return Recommendation(spec, wl, slo_list, objective, result, {h.name: h.provenance.kind for h in hws},
+                          refined.simulated, refined.fronts)
+
+
+def with_intervals(result: SearchResult, hws: dict) -> SearchResult:
+    """The listed candidates with their prediction intervals (planner.uncertainty)."""
+    def one(c):
+        return replace(c, prediction=with_interval(c.prediction, hws[c.plan.hardware]))
+    return replace(result, ranked=[one(c) for c in result.ranked], closest=[one(c) for c in result.closest])
 
 
 @dataclass

@@ -89,6 +89,49 @@ def recommend(
         raise typer.Exit(3)
 
 
+@app.command(help="The best plan on each GPU type side by side: GPUs and nodes for the rate, $ per hour and "
+                  "per million tokens, tokens/s per GPU, power, headroom to each SLO.\n\n"
+                  "Examples:\n\n"
+                  "* `plan compare --model llama-70b --gpus h100,h200,a100,l40s,mi300x --slo ttft_p90=500ms "
+                  "--slo tpot=50ms --rate 50`\n\n"
+                  "* `plan compare --model llama-8b --gpus h100,l40s --rate 20 --prices prices.yaml --json`")
+def compare(
+    model: str = typer.Option(..., "--model", "-m", help="Catalog name or alias (`plan models`). e.g. llama-70b"),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU types (default: the whole "
+                                       "catalog, `plan gpus`). e.g. h100,h200,mi300x"),
+    slo: List[str] = typer.Option([], "--slo", help="Latency target, repeatable: ttft=200ms, tpot_p99=60ms."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Requests/s to sustain (sizes replicas; the "
+                                         "finalists are simulated). e.g. 50"),
+    input_tokens: float = typer.Option(1024, "--input", help="Prompt length in tokens (mean). e.g. 2048"),
+    output_tokens: float = typer.Option(256, "--output", help="Generated tokens per request (mean). e.g. 512"),
+    max_gpus: int = typer.Option(64, "--max-gpus", help="Most GPUs a plan may use in total. e.g. 16"),
+    objective: str = typer.Option("cost", "--objective", help="cost, throughput, latency or goodput."),
+    trials: int = typer.Option(120, "--trials", help="Optuna trials per GPU type."),
+    seed: int = typer.Option(0, "--seed", help="Search and simulation seed."),
+    profile: str = typer.Option("auto", "--profile", help="auto, datasheet, or a profile YAML path."),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="YAML/JSON {gpu: $ per GPU-hour} overriding "
+                                          "catalog prices."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of a table."),
+):
+    from planner import catalog, render
+    from planner.compare import compare as run_compare
+    from planner.parse import parse_list
+
+    if trials <= 0 or max_gpus <= 0:
+        raise UsageError("--trials and --max-gpus must be positive integers")
+    if rate is not None and not rate > 0:
+        raise UsageError("--rate must be a positive number of requests per second, e.g. --rate 20")
+    names = parse_list(gpus) or [h.name for h in catalog.list_hardware(profile)]
+    cmp = run_compare(model, names, slo, rate, input_tokens, output_tokens, max_gpus, objective, trials, seed,
+                      profile, str(prices) if prices else None)
+    if as_json:
+        _emit_json(render.comparison_json(cmp))
+    else:
+        render.print_comparison(cmp, console)
+    if not any(w.ok for w in cmp.rows):
+        raise typer.Exit(3)
+
+
 @app.command(help="Where the time and memory of one configuration go, operator by operator.\n\n"
                   "Examples:\n\n"
                   "* `plan explain --model llama-70b --gpu h200 --tp 4`\n\n"

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from planner.api import Explanation, Recommendation
 from planner.launch import vllm_command
-from planner.search import Candidate
+from planner.search import Candidate, metric_value
 
 
 def _ms(s: float) -> str:
@@ -41,7 +41,38 @@ def recommendation_json(r: Recommendation) -> dict:
         "ranked": [candidate_json(c) for c in r.ranked],
         "closest": [candidate_json(c) for c in r.result.closest],
         "launch_command": vllm_command(best.plan, r.model) if best else None,
+        "simulated_finalists": r.simulated,
+        "pareto": {name: [pareto_point_json(c) for c in front] for name, front in r.fronts.items()},
     }
+
+
+def pareto_point_json(c: Candidate) -> dict:
+    p = c.prediction
+    return {"plan": plan_label(c), "tokens_per_s_per_gpu": p.tokens_per_s_per_gpu, "tpot_s": p.tpot_s,
+            "tokens_per_s_per_user": 1.0 / p.tpot_s if p.tpot_s else None, "e2e_s": p.e2e_s,
+            "cost_per_million_tokens": p.cost_per_million_tokens, "meets_slo": c.meets_slo,
+            "simulated": p.simulation is not None}
+
+
+def print_pareto(r: Recommendation, console: Console) -> None:
+    """The two trade-off fronts, short: one line per non-dominated plan."""
+    titles = {"throughput_vs_speed": ("Pareto: throughput per GPU vs per-user speed", "tok/s/GPU", "tok/s/user"),
+              "cost_vs_latency": ("Pareto: cost vs latency", "$/M tok", "E2E ms")}
+    for name, front in r.fronts.items():
+        if len(front) < 2:
+            continue
+        title, xcol, ycol = titles[name]
+        t = Table(title=title)
+        for col in ("plan", xcol, ycol, "SLO"):
+            t.add_column(col, justify="left" if col == "plan" else "right")
+        for c in front:
+            p = c.prediction
+            x, y = ((f"{p.tokens_per_s_per_gpu:,.0f}", f"{1 / p.tpot_s:,.1f}") if name == "throughput_vs_speed"
+                    else (f"{p.cost_per_million_tokens:,.3f}", _ms(p.e2e_s)))
+            # Unsimulated plans were only screened: means against the limits, percentiles not yet checked.
+            t.add_row(plan_label(c), x, y, ("met" if c.meets_slo else "missed")
+                      + (" (simulated)" if p.simulation else " (screen)"))
+        console.print(t)
 
 
 def print_recommendation(r: Recommendation, console: Console) -> None:
@@ -53,6 +84,9 @@ def print_recommendation(r: Recommendation, console: Console) -> None:
     for col in ("#", "plan", "TTFT ms", "TPOT ms", "tok/s/GPU", "$/M tok", "$/h", "batch", "bottleneck",
                 "profile"):
         t.add_column(col, justify="right" if col not in ("plan", "bottleneck", "profile") else "left")
+    pct_slos = [s for s in r.slos if s.percentile] if any(c.prediction.percentiles for c in rows) else []
+    for s in pct_slos:
+        t.add_column(f"{s.metric.upper()} p{s.percentile:g} ms", justify="right")
     if not r.ranked:
         t.add_column("misses", style="red")
     for i, c in enumerate(rows, 1):
@@ -60,21 +94,34 @@ def print_recommendation(r: Recommendation, console: Console) -> None:
         row = [str(i), plan_label(c), _ms(p.ttft_s), _ms(p.tpot_s), f"{p.tokens_per_s_per_gpu:,.0f}",
                f"{p.cost_per_million_tokens:,.3f}", f"{p.cost_per_hour:,.2f}", f"{p.batch_size:.0f}",
                p.bottleneck, p.profile_kind]
+        row += [_ms(metric_value(p, s)) for s in pct_slos]
         if not r.ranked:
             row.append(", ".join(f"{k} ({v:.2f}x)" for k, v in c.violations.items()))
         t.add_row(*row)
     console.print(t)
     if any(s.percentile for s in r.slos) and not any(c.prediction.percentiles for c in rows):
         console.print("[yellow]note:[/] percentile SLOs are checked against predicted means "
-                      "(the analytic model gives no percentiles).")
+                      "(the analytic model gives no percentiles; give --rate to simulate the finalists).")
+    if r.simulated:
+        sim = next((c.prediction.simulation for c in rows if c.prediction.simulation), None) or {}
+        console.print(f"[dim]{r.simulated} finalists simulated ({sim.get('requests', '?')} requests each, one "
+                      f"replica at rate / replicas); TTFT/TPOT columns are simulated means.[/]")
+    basis = next((c.prediction.interval_basis for c in rows if c.prediction.interval_basis), None)
+    if basis:
+        console.print(f"[dim]Prediction intervals: {basis}.[/]")
     res = r.result
     console.print(f"[dim]{res.trials} trials, {res.evaluated} plans scored, rejected before scoring: "
                   + (", ".join(f"{k} {v}" for k, v in sorted(res.rejected.items())) or "none") + "[/]")
+    print_pareto(r, console)
     if r.best:
         b = r.best
         console.print(f"\nBest: {plan_label(b)}, max_num_seqs {b.plan.max_num_seqs}, max_num_batched_tokens "
                       f"{b.plan.max_num_batched_tokens}, KV cache {b.prediction.memory.kv_capacity_tokens:,} tokens "
                       f"per replica")
+        iv = b.prediction.interval or {}
+        if "ttft_s" in iv and "tpot_s" in iv:
+            console.print(f"Likely range: TTFT {_ms(iv['ttft_s'][0])}-{_ms(iv['ttft_s'][1])} ms, TPOT "
+                          f"{_ms(iv['tpot_s'][0])}-{_ms(iv['tpot_s'][1])} ms")
         console.print("Launch with vLLM:")
         console.print(vllm_command(b.plan, r.model), markup=False, highlight=False, soft_wrap=True)
     else:
@@ -144,3 +191,39 @@ def print_explanation(x: Explanation, console: Console) -> None:
         console.print(f"[red]Does not fit:[/] {_gb(m.shortfall_bytes)} GB per GPU missing for one sequence of "
                       f"{int(x.workload.input_tokens.mean + x.workload.output_tokens.mean)} tokens. "
                       "Use more GPUs (--tp), fp8/int4 weights, or a larger GPU.")
+
+
+def comparison_json(cmp) -> dict:
+    def row(w):
+        doc = {"gpu": w.gpu, "meets_slo": w.ok, "profile": w.profile}
+        if w.candidate is None:
+            return {**doc, "reason": w.reason}
+        return {**doc, "plan_label": plan_label(w.candidate), "gpus": w.gpus, "nodes": w.nodes,
+                "cost_per_hour": w.cost_per_hour, "cost_per_million_tokens": w.cost_per_million_tokens,
+                "tokens_per_s_per_gpu": w.tokens_per_s_per_gpu, "power_kw": w.power_kw, "headroom": w.headroom,
+                "plan": w.candidate.plan.model_dump(mode="json"),
+                "prediction": w.candidate.prediction.model_dump(mode="json")}
+    return {"model": cmp.model, "rate_rps": cmp.rate_rps, "input_tokens": cmp.input_tokens,
+            "output_tokens": cmp.output_tokens, "slos": [s.model_dump(mode="json") for s in cmp.slos],
+            "rows": [row(w) for w in cmp.rows]}
+
+
+def print_comparison(cmp, console: Console) -> None:
+    slo_txt = ", ".join(s.label for s in cmp.slos) or "none"
+    rate = f", {cmp.rate_rps:g} req/s" if cmp.rate_rps else ""
+    t = Table(title=f"{cmp.model}: {int(cmp.input_tokens)} in / {int(cmp.output_tokens)} out{rate}; SLO {slo_txt}")
+    for col in ("GPU", "best plan", "GPUs", "nodes", "$/h", "$/M tok", "tok/s/GPU", "kW"):
+        t.add_column(col, justify="left" if col in ("GPU", "best plan") else "right")
+    for s in cmp.slos:
+        t.add_column(f"headroom {s.label}", justify="right")
+    for w in cmp.rows:
+        if w.candidate is None:
+            t.add_row(w.gpu, f"[red]none: {w.reason}[/]", *[""] * (6 + len(cmp.slos)))
+            continue
+        head = [f"{w.headroom[s.label]:+.0%}" for s in cmp.slos]
+        t.add_row(w.gpu, plan_label(w.candidate) if w.ok else f"[red]{plan_label(w.candidate)}[/]", str(w.gpus),
+                  str(w.nodes), f"{w.cost_per_hour:,.2f}", f"{w.cost_per_million_tokens:,.3f}",
+                  f"{w.tokens_per_s_per_gpu:,.0f}", f"{w.power_kw:,.1f}", *head)
+    console.print(t)
+    console.print("[dim]headroom = limit / predicted - 1 (percentile SLOs against simulated percentiles when a "
+                  "rate is given); kW = GPUs x TDP; nodes = GPUs / GPUs per node, rounded up.[/]")

@@ -16,7 +16,7 @@ from planner.costmodel import Hardware, prepare
 from planner.predict import predict
 from planner.schemas import SLO, HardwareProfile, ModelSpec, Plan, Prediction, Workload
 
-Objective = Literal["cost", "throughput", "latency"]
+Objective = Literal["cost", "throughput", "latency", "goodput"]
 
 TP_CHOICES = (1, 2, 4, 8)
 PP_CHOICES = (1, 2, 4)
@@ -72,6 +72,7 @@ class SearchResult:
     evaluated: int
     rejected: dict[str, int] = field(default_factory=dict)
     fastest: dict[str, Candidate] = field(default_factory=dict)   # metric -> the candidate that minimised it
+    pool: list[Candidate] = field(default_factory=list)            # every scored plan (Pareto fronts)
 
 
 def structural_reason(model: ModelSpec, hw: HardwareProfile, tp: int, pp: int, weight_dtype: str) -> str | None:
@@ -113,6 +114,11 @@ def objective_value(pred: Prediction, objective: Objective) -> float:
         return pred.cost_per_million_tokens
     if objective == "throughput":
         return 1.0 / max(pred.tokens_per_s_per_gpu, 1e-9)
+    if objective == "goodput":
+        # $ per million output tokens of requests that meet their SLOs (simulated); the analytic screen
+        # has no per-request outcomes, so there it is the plain cost.
+        good = pred.simulation.get("good_fraction", 1.0) if pred.simulation else 1.0
+        return pred.cost_per_million_tokens / max(good, 1e-9)
     return pred.e2e_s
 
 
@@ -226,7 +232,7 @@ def summarize(ev: Evaluator, trials: int, top: int) -> SearchResult:
         if cands:
             fastest[metric] = min(cands, key=lambda c: getattr(c.prediction, metric))
     return SearchResult(_dedupe(ok)[:top], [] if ok else _dedupe(rest)[:top], trials, len(cands),
-                        dict(ev.rejected), fastest)
+                        dict(ev.rejected), fastest, cands)
 
 
 def _dedupe(cands: list[Candidate]) -> list[Candidate]:
