@@ -152,7 +152,7 @@ def run_cmd(
                 chat=chat, temperature=temperature),
             slos=[s for s in slos if s.metric != "itl"] if search_rate else slos,
             thresholds=ClientThresholds(dispatch_lag_p99_ms=max_dispatch_lag_ms),
-            tag=tag, command=shlex.join(["plan", "bench", "run", *sys.argv[3:]]) if sys.argv else None)
+            tag=tag, command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None)
         with BenchSession(plan, plan_path, opts) as session:
             def measure(point: LoadConfig) -> dict:
                 doc = session.measure(point)
