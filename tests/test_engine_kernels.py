@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 triton = pytest.importorskip("triton")
 
-from backends.engine import attention, kernels  # noqa: E402
+from backends.engine import attention, kernels
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # fp32 under the interpreter is exact; on a GPU, test the bf16 the engine runs (fp32 tl.dot would be tf32)

@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from backends.engine.attention import AttentionMetadata  # noqa: E402
-from backends.engine.config import EngineConfig, SamplingParams, resolve_model, spec_from_hf_config  # noqa: E402
-from backends.engine.engine import LLMEngine  # noqa: E402
+from backends.engine.attention import AttentionMetadata
+from backends.engine.config import EngineConfig, SamplingParams, resolve_model, spec_from_hf_config
+from backends.engine.engine import LLMEngine
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=128, vocab_size=128, max_position_embeddings=512)

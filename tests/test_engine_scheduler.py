@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.engine.config import TINY, EngineConfig, EngineError, SamplingParams  # noqa: E402
-from backends.engine.engine import LLMEngine  # noqa: E402
+from backends.engine.config import TINY, EngineConfig, EngineError, SamplingParams
+from backends.engine.engine import LLMEngine
 
 
 @pytest.fixture(autouse=True, scope="module")

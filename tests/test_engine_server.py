@@ -148,3 +148,20 @@ def test_disconnect_frees_the_sequence(server):
         time.sleep(0.05)
     assert m["engine_requests_running"] == 0 and m["engine_kv_cache_usage_ratio"] == 0
     assert m["engine_generation_tokens_total"] - before < max_tokens     # stopped early
+
+
+def test_plan_file_maps_onto_the_engine(tmp_path):
+    from backends.engine.cli import engine_config_from_args
+    from planner.errors import UsageError
+    from planner.schemas import Plan
+
+    path = tmp_path / "plan.yaml"
+    Plan(model="llama-8b", hardware="H200", max_num_seqs=64, max_num_batched_tokens=4096,
+         gpu_memory_utilization=0.8).dump(path)
+    cfg = engine_config_from_args(str(path), None, device="cpu", num_kv_blocks=8)
+    assert (cfg.model.name, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.gpu_memory_utilization,
+            cfg.num_kv_blocks, cfg.dtype) == ("Llama-3.1-8B", 64, 4096, 0.8, 8, "bf16")
+    for bad in ({"tp": 2, "num_gpus": 2}, {"weight_dtype": "fp8"}, {"kv_dtype": "int8"}):
+        Plan(model="llama-8b", hardware="H200", **bad).dump(path)
+        with pytest.raises(UsageError, match="not supported"):
+            engine_config_from_args(str(path), None, device="cpu")

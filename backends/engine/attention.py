@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +38,9 @@ class AttentionMetadata:
     # host ints per prefill sequence: (first row in the batch, query length, context length incl. the query)
     prefill_seqs: list[tuple[int, int, int]] = field(default_factory=list)
     # device int32 block table per prefill sequence with a cached prefix (None where the prefix is empty)
-    prefill_block_tables: list[Optional[torch.Tensor]] = field(default_factory=list)
-    decode_block_tables: Optional[torch.Tensor] = None   # [B, W] int32
-    decode_context_lens: Optional[torch.Tensor] = None   # [B] int32, including the new token
+    prefill_block_tables: list[torch.Tensor | None] = field(default_factory=list)
+    decode_block_tables: torch.Tensor | None = None   # [B, W] int32
+    decode_context_lens: torch.Tensor | None = None   # [B] int32, including the new token
     decode_num_splits: int = 1
 
 
@@ -65,7 +64,7 @@ def gather_kv(k_cache, v_cache, block_table: torch.Tensor, context_len: int):
     return k, v
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ SERVE_HELP = ("Serve a model with the built-in engine (OpenAI-compatible /v1/com
               "* `plan serve --model tiny --device cpu --port 8000`")
 
 
-def engine_config_from_args(plan: Optional[str], model: Optional[str], **flags) -> EngineConfig:
+def engine_config_from_args(plan: str | None, model: str | None, **flags) -> EngineConfig:
     """Plan values first, then any flag given explicitly; raises UsageError with a one-line reason."""
     values: dict = {}
     if plan:
@@ -53,29 +52,29 @@ def engine_config_from_args(plan: Optional[str], model: Optional[str], **flags) 
 
 
 def serve(
-    plan: Optional[str] = typer.Option(None, "--plan", help="A plan file (YAML/JSON) from `plan recommend --out`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name/alias, `tiny`, or a local "
+    plan: str | None = typer.Option(None, "--plan", help="A plan file (YAML/JSON) from `plan recommend --out`."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Catalog name/alias, `tiny`, or a local "
                                         "folder with config.json (and safetensors, tokenizer.json)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16 | fp16 | fp32 (default: bf16 on CUDA, "
+    dtype: str | None = typer.Option(None, "--dtype", help="bf16 | fp16 | fp32 (default: bf16 on CUDA, "
                                         "fp32 on CPU)."),
-    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", help="Most sequences in a batch."),
-    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens",
+    max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Most sequences in a batch."),
+    max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens",
                                                          help="Token budget of one step (chunked prefill)."),
-    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization",
+    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization",
                                                            help="Fraction of GPU memory for weights+activations+KV."),
-    num_kv_blocks: Optional[int] = typer.Option(None, "--num-kv-blocks", help="KV cache size in blocks "
+    num_kv_blocks: int | None = typer.Option(None, "--num-kv-blocks", help="KV cache size in blocks "
                                                 "(overrides the memory-based size; CPU default 512)."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", help="Tokens per KV block (16)."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help="Longest prompt+output."),
-    load_format: Optional[str] = typer.Option(None, "--load-format", help="dummy (seeded random weights) | "
+    block_size: int | None = typer.Option(None, "--block-size", help="Tokens per KV block (16)."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="Longest prompt+output."),
+    load_format: str | None = typer.Option(None, "--load-format", help="dummy (seeded random weights) | "
                                               "safetensors (from the model folder)."),
     device: str = typer.Option("cuda", "--device", help="cuda | cpu"),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8000, "--port", help="Port (0: any free port; the bound one is logged)."),
-    trace: Optional[str] = typer.Option(None, "--trace", help="Write one JSON line per engine step here."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the dummy weights."),
+    trace: str | None = typer.Option(None, "--trace", help="Write one JSON line per engine step here."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the dummy weights."),
     no_cuda_graphs: bool = typer.Option(False, "--no-cuda-graphs", help="Eager decode steps."),
-    served_model_name: Optional[str] = typer.Option(None, "--served-model-name",
+    served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
     config = engine_config_from_args(
@@ -83,8 +82,9 @@ def serve(
         gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
         max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
         cuda_graphs=False if no_cuda_graphs else None)
-    from .engine import LLMEngine          # torch from here on
-    from .server import load_tokenizer, serve as run_server
+    from .engine import LLMEngine  # torch from here on
+    from .server import load_tokenizer
+    from .server import serve as run_server
     try:
         engine = LLMEngine(config)
     except EngineError as e:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from planner.schemas import ModelSpec
 
@@ -61,7 +60,7 @@ def _eos_ids(folder: Path) -> list[int]:
     return ids
 
 
-def resolve_model(name_or_path: str) -> tuple[ModelSpec, Optional[Path], list[int]]:
+def resolve_model(name_or_path: str) -> tuple[ModelSpec, Path | None, list[int]]:
     """(spec, folder holding weights/tokenizer or None, eos token ids) for a catalog name, alias or local path."""
     path = Path(name_or_path)
     if path.exists():
@@ -93,7 +92,7 @@ def check_spec(spec: ModelSpec) -> None:
 @dataclass
 class EngineConfig:
     model: ModelSpec
-    model_path: Optional[Path] = None          # folder with config.json, safetensors, tokenizer.json
+    model_path: Path | None = None          # folder with config.json, safetensors, tokenizer.json
     eos_token_ids: list[int] = field(default_factory=list)
     dtype: str = "auto"                        # bf16 on CUDA, fp32 on CPU
     kv_dtype: str = "auto"                     # same as dtype
@@ -102,12 +101,12 @@ class EngineConfig:
     seed: int = 0
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
-    max_model_len: Optional[int] = None        # default: the model's, capped by the KV cache
+    max_model_len: int | None = None        # default: the model's, capped by the KV cache
     block_size: int = 16
     gpu_memory_utilization: float = 0.90
-    num_kv_blocks: Optional[int] = None        # overrides the memory-based size; CPU default below
+    num_kv_blocks: int | None = None        # overrides the memory-based size; CPU default below
     cuda_graphs: bool = True
-    trace_path: Optional[str] = None
+    trace_path: str | None = None
 
     CPU_DEFAULT_KV_BLOCKS = 512
 
@@ -137,7 +136,7 @@ class EngineConfig:
 class SamplingParams:
     max_tokens: int = 16
     temperature: float = 0.0                  # 0 = greedy
-    seed: Optional[int] = None                # per-request generator: same output whatever the batch
+    seed: int | None = None                # per-request generator: same output whatever the batch
     ignore_eos: bool = False
 
     def __post_init__(self):

@@ -9,8 +9,8 @@ import itertools
 import json
 import time
 from collections import deque
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Optional, Sequence as Seq, Union
 
 from .block_manager import BlockManager
 from .config import EngineConfig, EngineError, SamplingParams
@@ -26,7 +26,7 @@ class RequestOutput:
     request_id: str
     new_token_ids: list[int]
     finished: bool
-    finish_reason: Optional[str]
+    finish_reason: str | None
     num_prompt_tokens: int
     num_output_tokens: int
 
@@ -64,8 +64,8 @@ class LLMEngine:
         log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3)})
 
     # ----------------------------------------------------------------------- requests
-    def add_request(self, prompt_token_ids: Seq[int], params: Optional[SamplingParams] = None,
-                    request_id: Optional[str] = None) -> str:
+    def add_request(self, prompt_token_ids: Seq[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
         """Validates and queues a request (raises EngineError with the reason); returns its id."""
         params = params or SamplingParams()
         ids = list(prompt_token_ids)
@@ -157,7 +157,7 @@ class LLMEngine:
 
     # ----------------------------------------------------------------------- offline
     def generate(self, prompts: list[list[int]],
-                 params: Union[SamplingParams, list[SamplingParams], None] = None) -> list[list[int]]:
+                 params: SamplingParams | list[SamplingParams] | None = None) -> list[list[int]]:
         """Generated token ids per prompt, in order."""
         params_list = params if isinstance(params, list) else [params] * len(prompts)
         ids = [self.add_request(p, sp) for p, sp in zip(prompts, params_list)]

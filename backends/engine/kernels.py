@@ -6,8 +6,6 @@ the Triton kernels against (under TRITON_INTERPRET=1 on CPU).
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 try:
@@ -96,7 +94,7 @@ def silu_and_mul(x):
 
 
 # --------------------------------------------------------------------------- q/k norm + RoPE + KV store
-def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: Optional[dict], device) -> torch.Tensor:
+def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: dict | None, device) -> torch.Tensor:
     """[max_len, head_dim] fp32: cos of the head_dim/2 frequencies, then their sin (rotate-half RoPE)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim)
     if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":

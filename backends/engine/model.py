@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

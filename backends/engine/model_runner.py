@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Optional
 
 import torch
 
@@ -49,7 +48,7 @@ class ModelRunner:
         self.max_model_len = min(self.max_model_len, self.num_kv_blocks * self.block_size)
         self.max_blocks_per_seq = cdiv(self.max_model_len, self.block_size)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.last_graph_bs: Optional[int] = None      # for the step trace
+        self.last_graph_bs: int | None = None      # for the step trace
         if config.cuda_graphs and self.device.type == "cuda":
             self._capture_graphs()
 
@@ -105,6 +104,7 @@ class ModelRunner:
             self._sample(self.model.compute_logits(hidden[:rows]), [0.0] * rows, [None] * rows)
         torch.cuda.synchronize()
         del scratch, hidden
+        torch.cuda.empty_cache()     # the activations' cached blocks would not fit the KV tensors anyway
         free_bytes, total_bytes = torch.cuda.mem_get_info()
         peak_bytes = torch.cuda.max_memory_allocated()
         non_torch_bytes = (total_bytes - free_bytes) - torch.cuda.memory_reserved()
@@ -184,7 +184,7 @@ class ModelRunner:
             return []
         return self._sample(logits, [s.params.temperature for s in seqs], seqs).tolist()
 
-    def _sample(self, logits: torch.Tensor, temperatures: list[float], seqs: list[Optional[Sequence]]):
+    def _sample(self, logits: torch.Tensor, temperatures: list[float], seqs: list[Sequence | None]):
         greedy = logits.argmax(dim=-1)
         if not any(t > 0 for t in temperatures):
             return greedy

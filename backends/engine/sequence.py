@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import enum
-from typing import Optional
 
 from .config import SamplingParams
 
@@ -24,7 +23,7 @@ class Sequence:
         # once all are fed it samples the next token. Preemption resets it to 0 (recompute).
         self.num_computed_tokens = 0
         self.block_table: list[int] = []
-        self.finish_reason: Optional[str] = None      # "length" | "stop" | "abort"
+        self.finish_reason: str | None = None      # "length" | "stop" | "abort"
         self.generator = None                          # torch.Generator of a seeded sampled request (runner)
 
     @property

@@ -15,7 +15,6 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from aiohttp import web
 
@@ -261,7 +260,7 @@ def render_metrics(engine: LLMEngine) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_tokenizer(folder: Optional[Path]):
+def load_tokenizer(folder: Path | None):
     if folder is None or not (folder / "tokenizer.json").exists():
         return None
     from tokenizers import Tokenizer
