@@ -48,7 +48,9 @@ def recommendation_json(r: Recommendation) -> dict:
 
 def pareto_point_json(c: Candidate) -> dict:
     p = c.prediction
-    return {"plan": plan_label(c), "tokens_per_s_per_gpu": p.tokens_per_s_per_gpu, "tpot_s": p.tpot_s,
+    return {"plan": plan_label(c), "max_num_seqs": c.plan.max_num_seqs,
+            "max_num_batched_tokens": c.plan.max_num_batched_tokens,
+            "tokens_per_s_per_gpu": p.tokens_per_s_per_gpu, "tpot_s": p.tpot_s,
             "tokens_per_s_per_user": 1.0 / p.tpot_s if p.tpot_s else None, "e2e_s": p.e2e_s,
             "cost_per_million_tokens": p.cost_per_million_tokens, "meets_slo": c.meets_slo,
             "simulated": p.simulation is not None}
@@ -70,7 +72,9 @@ def print_pareto(r: Recommendation, console: Console) -> None:
             x, y = ((f"{p.tokens_per_s_per_gpu:,.0f}", f"{1 / p.tpot_s:,.1f}") if name == "throughput_vs_speed"
                     else (f"{p.cost_per_million_tokens:,.3f}", _ms(p.e2e_s)))
             # Unsimulated plans were only screened: means against the limits, percentiles not yet checked.
-            t.add_row(plan_label(c), x, y, ("met" if c.meets_slo else "missed")
+            # Scheduler settings tell apart the variants of one deployment along a front.
+            label = f"{plan_label(c)} seqs {c.plan.max_num_seqs} budget {c.plan.max_num_batched_tokens}"
+            t.add_row(label, x, y, ("met" if c.meets_slo else "missed")
                       + (" (simulated)" if p.simulation else " (screen)"))
         console.print(t)
 
