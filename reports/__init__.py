@@ -35,4 +35,4 @@ def write_history_html(runs: dict | list, path: str | Path, metrics: list[str] |
     return history.write(runs, path, metrics)
 
 
-__all__ = ["write_recommend_html", "write_bench_html", "write_compare_html", "write_history_html"]
+__all__ = ["write_bench_html", "write_compare_html", "write_history_html", "write_recommend_html"]

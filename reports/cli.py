@@ -26,8 +26,8 @@ def _read_json(path: Path):
         raise UsageError(f"{path} is not JSON ({e.msg} at line {e.lineno}); write it with --json") from None
 
 
-def make_report(kind: str, input_path: Optional[Path], out: Path, db: Optional[Path] = None,
-                metrics: Optional[List[str]] = None, history_loader: HistoryLoader | None = None) -> Path:
+def make_report(kind: str, input_path: Path | None, out: Path, db: Path | None = None,
+                metrics: list[str] | None = None, history_loader: HistoryLoader | None = None) -> Path:
     """Render one report; every input problem is a UsageError naming the fix."""
     import reports
     from reports import history
@@ -63,10 +63,10 @@ def register(app: typer.Typer, history_loader: HistoryLoader | None = None) -> N
                                 "* `plan report history --db plan-results.db --out history.html`")
     def report(
         kind: str = typer.Argument(..., metavar="KIND", help="recommend | bench | compare | history"),
-        input_path: Optional[Path] = typer.Option(None, "--input", "-i", help="The JSON document to render."),
+        input_path: Path | None = typer.Option(None, "--input", "-i", help="The JSON document to render."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
-        db: Optional[Path] = typer.Option(None, "--db", help="history: read the runs from this results DB."),
-        metric: List[str] = typer.Option([], "--metric", help="history: metric to chart, repeatable "
+        db: Path | None = typer.Option(None, "--db", help="history: read the runs from this results DB."),
+        metric: list[str] = typer.Option([], "--metric", help="history: metric to chart, repeatable "
                                          "(default: median/p99 TTFT, TPOT, ITL, E2E, throughput)."),
     ):
         path = make_report(kind, input_path, out, db, metric, history_loader)

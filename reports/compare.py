@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.html import Page, Pct, figure, kv, note, table
+from reports.html import Page, Pct, figure, kv, note, slo_label, table
 from reports.svg import HBars
 
 # chart field -> accepted names, first found wins
@@ -90,13 +90,6 @@ def _chart(rows: list[dict], key: str, title: str, unit: str) -> str | None:
     return figure(chart)
 
 
-def _slo_label(s) -> str:
-    if not isinstance(s, dict) or "limit_s" not in s:
-        return str(s)
-    pct = f"_p{s['percentile']:g}" if s.get("percentile") else ""
-    return f"{s.get('metric')}{pct}≤{s['limit_s'] * 1e3:g} ms"
-
-
 def build(doc: dict | list) -> Page:
     meta = doc if isinstance(doc, dict) else {}
     rows = rows_of(doc)
@@ -104,7 +97,7 @@ def build(doc: dict | list) -> Page:
     sub = [", ".join(f"{k} {wl[k]:g}" for k in ("input_tokens", "output_tokens", "rate_rps")
                      if isinstance(wl.get(k), (int, float)))]
     if meta.get("slos"):
-        sub.append("SLO " + ", ".join(_slo_label(s) for s in meta["slos"]))
+        sub.append("SLO " + ", ".join(slo_label(s) for s in meta["slos"]))
     page = Page(f"GPU comparison: {meta.get('model', 'model')}", " · ".join(s for s in sub if s))
     if not rows:
         page.section("Procurement table", note("The input has no rows."))

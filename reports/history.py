@@ -11,8 +11,8 @@ Records from the results DB (backends/harness/results_db.list_runs) have this sh
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from reports.html import Page, badge, figure, note, table
 from reports.scale import Scale

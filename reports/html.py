@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from reports.svg import Chart
 
@@ -50,6 +51,14 @@ def fmt(v: Cell, digits: int = 4) -> str:
     if isinstance(v, (dict, list)):
         return json.dumps(v, default=str)
     return str(v)
+
+
+def slo_label(s) -> str:
+    """An SLO as the planner documents write it ({metric, limit_s, percentile}) in words: ttft_p99≤500 ms."""
+    if not isinstance(s, dict) or "limit_s" not in s:
+        return str(s)
+    pct = f"_p{s['percentile']:g}" if s.get("percentile") else ""
+    return f"{s.get('metric')}{pct}≤{s['limit_s'] * 1e3:g} ms"
 
 
 def _is_num(v: Cell) -> bool:

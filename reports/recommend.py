@@ -7,13 +7,13 @@ launch_command; each candidate is {plan, prediction, meets_slo, violations}. Mis
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pydantic import ValidationError
 
 from planner.errors import PlanError
-from reports.html import Page, Pct, badge, figure, kv, note, pre, table
+from reports.html import Page, Pct, badge, figure, kv, note, pre, slo_label, table
 from reports.roofline import Roofline, roofline
 from reports.svg import HBars, Plot
 
@@ -181,8 +181,7 @@ def build(doc: dict, roofline_fn: RooflineFn = roofline) -> Page:
     wl = doc.get("workload") or {}
     inp = (wl.get("input_tokens") or {}).get("mean", 1024)
     out = (wl.get("output_tokens") or {}).get("mean", 256)
-    slo_txt = ", ".join(f"{s['metric']}{'_p%g' % s['percentile'] if s.get('percentile') else ''}"
-                        f"≤{s['limit_s'] * 1e3:g} ms" for s in doc.get("slos", [])) or "none"
+    slo_txt = ", ".join(slo_label(s) for s in doc.get("slos", [])) or "none"
     page = Page(f"Deployment plan: {doc.get('model', 'unknown model')}",
                 f"{inp:g} input / {out:g} output tokens"
                 + (f", {wl['rate_rps']:g} req/s" if wl.get("rate_rps") else "")

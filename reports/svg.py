@@ -7,8 +7,8 @@ class `mark` (the browser tests count them) and hover text comes from SVG <title
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
-from typing import Callable, Iterable, Sequence
 
 from reports.scale import Scale, si
 
