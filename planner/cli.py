@@ -216,6 +216,20 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     console.print(t)
 
 
+def _register_subcommands() -> None:
+    """Commands that live with their packages; each imports torch/aiohttp lazily, inside the command."""
+    from backends.engine.cli import register as engine
+    from backends.harness.cli import register as harness
+    from profilers.cli import register as profilers
+    from reports.cli import register as reports
+
+    for register in (engine, harness, profilers, reports):
+        register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Entry point: turn every known failure into one line and an exit code."""
     from pydantic import ValidationError

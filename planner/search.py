@@ -8,6 +8,7 @@ with the constraint that binds.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Literal
@@ -25,8 +26,10 @@ KV_DTYPES = ("bf16", "fp8")
 MAX_NUM_SEQS = (16, 32, 64, 128, 256, 512, 1024)
 MAX_BATCHED_TOKENS = (2048, 4096, 8192, 16384)
 DEFAULT_TRIALS = 300
-INFEASIBLE_SCORE = 1e6
-SLO_WEIGHT = 20.0                  # how hard the search pushes towards meeting SLOs (log-space penalty)
+INFEASIBLE = (1e6, 1e6)           # rank key of a plan that cannot run at all
+POLISH_STARTS = 12
+NSGA_POPULATION = 40
+SCHEDULER_GRID_STARTS = 4
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,16 @@ class Candidate:
     prediction: Prediction
     violations: dict[str, float]             # SLO label -> predicted / limit (> 1 when missed)
     objective_value: float
-    score: float
+
+    @property
+    def violation(self) -> float:
+        """How far outside the SLOs, in log units (0 when all are met)."""
+        return sum(math.log(r) for r in self.violations.values())
+
+    @property
+    def rank_key(self) -> tuple[float, float]:
+        """Plans meeting the SLOs beat every plan that misses; then the objective decides."""
+        return (self.violation, math.log(max(self.objective_value, 1e-12)))
 
     @property
     def meets_slo(self) -> bool:
@@ -170,8 +182,7 @@ class Evaluator:
             pred = predict(self.model, hw, plan, self.workload)
         viol = violations(pred, self.slos)
         obj = objective_value(pred, self.objective)
-        score = math.log(max(obj, 1e-12)) + SLO_WEIGHT * sum(math.log(r) for r in viol.values())
-        cand = Candidate(plan, pred, viol, obj, score)
+        cand = Candidate(plan, pred, viol, obj)
         self.cache[key] = cand
         return cand
 
@@ -203,30 +214,82 @@ def search(model: ModelSpec, workload: Workload, slos: list[SLO], space: Space, 
            progress: Callable[[int, int], None] | None = None) -> SearchResult:
     import optuna  # imported here: ~0.3 s, only the search needs it
 
-    import warnings
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ev = Evaluator(model, workload, slos, objective, space)
-    with warnings.catch_warnings():               # multivariate/group are flagged experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(60, trials // 4),
-                                             multivariate=True, group=True)
+    sampler = make_sampler(optuna, seed)
     study = optuna.create_study(direction="minimize", sampler=sampler, storage=storage,
                                 study_name=study_name(model, workload, slos, objective, space) if storage else None,
                                 load_if_exists=bool(storage))
     for i in range(trials):
         trial = study.ask()
         cand = _suggest(trial, ev)
-        study.tell(trial, INFEASIBLE_SCORE if isinstance(cand, str) else cand.score)
+        violation, value = INFEASIBLE if isinstance(cand, str) else cand.rank_key
+        trial.set_constraint("slo_violation", violation)
+        study.tell(trial, value)
         if progress:
             progress(i + 1, trials)
+    polish(ev)
     return summarize(ev, trials, top)
+
+
+def make_sampler(optuna, seed: int):
+    """NSGA-II, with the SLO violation set as each trial's constraint: cheap per trial (TPE costs ~10 ms a
+    trial at this size, more than scoring the plan) and it keeps plans that meet the SLOs ahead."""
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA_POPULATION)
+
+
+def _dims(space: Space) -> list[tuple]:
+    return [tuple(h.name for h in space.hardware), space.tp, space.pp, space.weight_dtypes, space.kv_dtypes,
+            space.max_num_seqs, space.max_num_batched_tokens, space.chunked_prefill]
+
+
+def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
+    """Coordinate descent from the best distinct plans TPE found: change one setting at a time while the
+    score improves. TPE finds the right region; this settles the last few percent cheaply."""
+    def score(key):
+        c = ev.evaluate(*key)
+        return c.rank_key if isinstance(c, Candidate) else INFEASIBLE
+
+    scored = sorted((c for c in ev.cache.values() if isinstance(c, Candidate)), key=lambda c: c.rank_key)
+    dims = _dims(ev.space)
+    # One start per (GPU, TP) so a better region reached only by changing both at once is not missed.
+    seen, firsts = set(), []
+    for c in scored:
+        if (c.plan.hardware, c.plan.tp) not in seen:
+            seen.add((c.plan.hardware, c.plan.tp))
+            firsts.append(c)
+    for c in firsts[:starts]:
+        p = c.plan
+        key = (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens,
+               p.chunked_prefill)
+        best = score(key)
+        visited = {key}
+        moved = True
+        while moved:
+            moved = False
+            for i, choices in enumerate(dims):
+                for v in choices:
+                    trial_key = key[:i] + (v,) + key[i + 1:]
+                    s = score(trial_key)
+                    # Equal scores move too (once per point): a setting that does not matter alone,
+                    # like chunked prefill, can open the way for another that does.
+                    if s < best or (s == best and trial_key not in visited):
+                        key, best, moved = trial_key, s, True
+                        visited.add(key)
+    # Scheduler settings interact (batch size, token budget, chunking): settle them jointly for the
+    # best few deployments.
+    scored = sorted((c for c in ev.cache.values() if isinstance(c, Candidate)), key=lambda c: c.rank_key)
+    sched = list(itertools.product(*dims[5:]))
+    for c in _dedupe(scored)[:SCHEDULER_GRID_STARTS]:
+        p = c.plan
+        for combo in sched:
+            ev.evaluate(p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, *combo)
 
 
 def summarize(ev: Evaluator, trials: int, top: int) -> SearchResult:
     cands = [c for c in ev.cache.values() if isinstance(c, Candidate)]
     ok = sorted((c for c in cands if c.meets_slo), key=lambda c: (c.objective_value, c.plan.num_gpus))
-    rest = sorted((c for c in cands if not c.meets_slo), key=lambda c: c.score)
+    rest = sorted((c for c in cands if not c.meets_slo), key=lambda c: c.rank_key)
     fastest = {}
     for metric in ("ttft_s", "tpot_s"):
         if cands:
@@ -250,8 +313,6 @@ def _dedupe(cands: list[Candidate]) -> list[Candidate]:
 def exhaustive(model: ModelSpec, workload: Workload, slos: list[SLO], space: Space,
                objective: Objective = "cost") -> SearchResult:
     """Every point of the space (for small spaces and for checking the search)."""
-    import itertools
-
     ev = Evaluator(model, workload, slos, objective, space)
     grid = itertools.product([h.name for h in space.hardware], space.tp, space.pp, space.weight_dtypes,
                              space.kv_dtypes, space.max_num_seqs, space.max_num_batched_tokens,
