@@ -5,6 +5,7 @@ Reported with every run (metrics.md: measure the client and say when it limited 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,9 @@ def client_report(result: LoadResult, cfg: LoadConfig, completed: int,
         "p99_loop_lag_ms": _pct_ms(result.loop_lag_s, 99),
         "max_loop_lag_ms": max(result.loop_lag_s) * 1e3 if result.loop_lag_s else None,
         "client_cpu_fraction": result.client_cpu_fraction,
+        # Another busy process on the host starves the client without raising its CPU fraction:
+        # high loop lag with a low CPU fraction and a load above the CPU count reads as contention.
+        "host_load_1m": os.getloadavg()[0], "host_cpus": os.cpu_count(),
         # Only against the no-op server, whose token messages carry their send time.
         "p50_timing_error_ms": _pct_ms(errors, 50), "p99_timing_error_ms": _pct_ms(errors, 99),
     }

@@ -32,7 +32,8 @@ def print_run(run: dict, console: Console | None = None) -> None:
     offered = "inf" if cl["offered_rate_rps"] is None else f"{cl['offered_rate_rps']:g}"
     c.print(f"client: offered {offered} req/s, sent {_f(cl['dispatch_rate_rps'], 1)}, achieved "
             f"{_f(cl['achieved_rate_rps'], 1)}; dispatch lag p99 {_f(cl['p99_dispatch_lag_ms'])} ms, loop lag p99 "
-            f"{_f(cl['p99_loop_lag_ms'])} ms, CPU {cl['client_cpu_fraction']:.0%}")
+            f"{_f(cl['p99_loop_lag_ms'])} ms, CPU {cl['client_cpu_fraction']:.0%}; host load "
+            f"{cl['host_load_1m']:.1f} on {cl['host_cpus']} CPUs")
     if cl["client_bound"]:
         c.print("[yellow]warning: the client, not the server, limited this run: "
                 + "; ".join(cl["client_bound_reasons"]) + "[/yellow]")
