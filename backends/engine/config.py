@@ -11,7 +11,9 @@ from pathlib import Path
 from planner.schemas import ModelSpec
 
 # The architectures this engine's one decoder implements (they differ only in bias, q/k norm and RoPE).
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe")
+WEIGHT_DTYPES = ("bf16", "fp16", "fp32", "fp8", "int8")     # fp8/int8: quantized from the loaded weights
+KV_DTYPES = ("auto", "bf16", "fp16", "fp32", "fp8")
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
 DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
                "half": "float16", "fp32": "float32", "float32": "float32"}
@@ -44,7 +46,10 @@ def spec_from_hf_config(cfg: dict, name: str = "local") -> ModelSpec:
         max_position_embeddings=cfg.get("max_position_embeddings", 4096), rope_theta=rope_theta,
         rope_scaling=None if rope_type == "default" else rope, rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
         # Qwen2 always has q/k/v bias, though its config.json does not say so.
-        attention_bias=cfg.get("attention_bias", model_type == "qwen2"), qk_norm=model_type == "qwen3",
+        attention_bias=cfg.get("attention_bias", model_type == "qwen2"), qk_norm=model_type in ("qwen3", "qwen3_moe"),
+        num_experts=cfg.get("num_local_experts", cfg.get("num_experts", 0)) or 0,
+        num_experts_per_tok=cfg.get("num_experts_per_tok", 0) or 0,
+        moe_intermediate_size=cfg.get("moe_intermediate_size"),
         sliding_window=cfg.get("sliding_window") if cfg.get("use_sliding_window") else None, source="config.json")
 
 
@@ -79,9 +84,10 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, Path | None, list[int]]
 
 
 def check_spec(spec: ModelSpec) -> None:
-    if spec.architecture not in SUPPORTED_ARCHITECTURES or spec.is_moe or spec.is_mla or spec.post_norms:
+    if (spec.architecture not in SUPPORTED_ARCHITECTURES or spec.is_mla or spec.post_norms
+            or spec.num_shared_experts):
         raise EngineError(f"{spec.name}: architecture {spec.architecture!r} is not supported by the built-in "
-                          f"engine (dense {', '.join(SUPPORTED_ARCHITECTURES)} only)")
+                          f"engine ({', '.join(SUPPORTED_ARCHITECTURES)} only, no shared experts)")
     if spec.sliding_window:
         raise EngineError(f"{spec.name}: sliding-window attention is not supported by the built-in engine")
     rope_type = (spec.rope_scaling or {}).get("rope_type", (spec.rope_scaling or {}).get("type", "default"))
@@ -95,7 +101,9 @@ class EngineConfig:
     model_path: Path | None = None          # folder with config.json, safetensors, tokenizer.json
     eos_token_ids: list[int] = field(default_factory=list)
     dtype: str = "auto"                        # bf16 on CUDA, fp32 on CPU
-    kv_dtype: str = "auto"                     # same as dtype
+    kv_dtype: str = "auto"                     # same as dtype; fp8: e4m3 with a per-tensor scale
+    weight_dtype: str = "auto"                 # same as dtype; fp8 | int8: quantized at load time
+    tp: int = 1                                # tensor-parallel ranks (processes), one device each
     device: str = "cuda"
     load_format: str = "dummy"                 # dummy | safetensors
     seed: int = 0
@@ -116,15 +124,34 @@ class EngineConfig:
             raise EngineError(f"load format {self.load_format!r}: use dummy or safetensors")
         if self.load_format == "safetensors" and self.model_path is None:
             raise EngineError("--load-format safetensors needs a local model folder")
-        for name in ("dtype", "kv_dtype"):
-            value = getattr(self, name)
-            if value != "auto" and value not in DTYPE_NAMES:
-                raise EngineError(f"{name} {value!r} is not supported (bf16, fp16 or fp32; fp8/int8 come later)")
+        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
+            raise EngineError(f"dtype {self.dtype!r} is not supported (bf16, fp16 or fp32)")
+        if self.kv_dtype != "auto" and self.kv_dtype not in (*DTYPE_NAMES, "fp8"):
+            raise EngineError(f"kv_dtype {self.kv_dtype!r} is not supported (bf16, fp16, fp32 or fp8)")
+        if self.weight_dtype != "auto" and self.weight_dtype not in (*DTYPE_NAMES, "fp8", "int8"):
+            raise EngineError(f"weight_dtype {self.weight_dtype!r} is not supported (bf16, fp16, fp32, fp8, int8)")
+        if self.tp < 1:
+            raise EngineError("tp must be >= 1")
+        for name, n in (("attention heads", self.model.num_attention_heads),
+                        ("intermediate size", self.model.moe_intermediate_size or self.model.intermediate_size)):
+            if n % self.tp:
+                raise EngineError(f"{self.model.name}: {name} ({n}) do not split over tp={self.tp}")
+        kvh = self.model.num_kv_heads
+        if kvh % self.tp and self.tp % kvh:
+            raise EngineError(f"{self.model.name}: {kvh} KV heads neither split nor replicate over tp={self.tp}")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
             raise EngineError("max_num_seqs, max_num_batched_tokens and block_size must be positive")
 
+    @property
+    def quant(self) -> str:
+        """The weight scheme of the decoder's linear layers (quant.SCHEMES)."""
+        return self.weight_dtype if self.weight_dtype in ("fp8", "int8") else "none"
+
     def torch_dtype_name(self, which: str = "dtype") -> str:
+        """torch dtype name of the activations ("dtype") or of the KV cache ("kv_dtype"; fp8 -> float8_e4m3fn)."""
         value = getattr(self, which)
+        if value == "fp8":
+            return "float8_e4m3fn"
         if value == "auto" and which == "kv_dtype":
             value = self.dtype
         if value == "auto":

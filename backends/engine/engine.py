@@ -17,6 +17,7 @@ from .config import EngineConfig, EngineError, SamplingParams
 from .model_runner import ModelRunner, log_json
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .workers import Workers
 
 STEP_TIME_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -51,7 +52,13 @@ class EngineStats:
 class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
-        self.runner = ModelRunner(config)
+        self.workers = Workers(config) if config.tp > 1 else None
+        try:
+            self.runner = ModelRunner(config, 0, self.workers and self.workers.port)
+        except BaseException:
+            if self.workers:
+                self.workers.stop(timeout=0)
+            raise
         self.max_model_len = self.runner.max_model_len
         self.block_manager = BlockManager(self.runner.num_kv_blocks, config.block_size)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
@@ -169,6 +176,10 @@ class LLMEngine:
         return [results[i] for i in ids]
 
     def close(self) -> None:
+        if self.workers:
+            self.runner.shutdown()
+            self.workers.stop()
+            self.workers = None
         if self._trace:
             self._trace.close()
             self._trace = None

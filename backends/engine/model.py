@@ -1,8 +1,9 @@
-"""The Llama-family decoder (Llama 2/3/3.1, Mistral, Qwen2/2.5, Qwen3) over a paged KV cache.
+"""The Llama-family decoder (Llama 2/3/3.1, Mistral, Qwen2/2.5, Qwen3; Mixtral, Qwen3-MoE) over a paged KV cache.
 
 Hugging Face's q/k/v and gate/up projections are fused into one matmul each (fewer, larger GEMMs: at batch 1
-decode is a chain of weight reads). All linear layers are `Linear`: tensor-parallel shards (column/row) and
-quantized weights plug in there, as subclasses with their own `weight_loader` and `forward`.
+decode is a chain of weight reads). All linear layers are `linear.Linear`, which slices checkpoint matrices
+for tensor parallelism (QKV, gate_up column parallel; o, down row parallel, all-reduced) and stores them in a
+weight scheme (bf16, fp8, int8). Heads are split over ranks; KV heads are replicated when ranks outnumber them.
 """
 from __future__ import annotations
 
@@ -11,30 +12,15 @@ import os
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from planner.schemas import ModelSpec
 
+from . import parallel
 from .attention import AttentionMetadata, paged_attention
 from .kernels import qk_norm_rope_store, rms_norm, rope_cos_sin, silu_and_mul
-
-
-class Linear(nn.Module):
-    """y = x W^T (+ b), where W stacks `out_sizes` checkpoint matrices (shard i fills rows of out_sizes[i])."""
-
-    def __init__(self, in_features: int, out_sizes: list[int], bias: bool = False):
-        super().__init__()
-        self.out_sizes = out_sizes
-        self.weight = nn.Parameter(torch.empty(sum(out_sizes), in_features), requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(sum(out_sizes)), requires_grad=False) if bias else None
-
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard: int = 0) -> None:
-        offset = sum(self.out_sizes[:shard])
-        param.data[offset:offset + loaded.shape[0]].copy_(loaded)
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+from .linear import Linear, column_shards
+from .moe import MoE
 
 
 class RMSNorm(nn.Module):
@@ -48,12 +34,15 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, quant: str):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_attention_heads, spec.num_kv_heads, spec.head_dim
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.qkv_proj = Linear(spec.hidden_size, [q_size, kv_size, kv_size], bias=spec.attention_bias)
-        self.o_proj = Linear(q_size, [spec.hidden_size])
+        hd = self.head_dim = spec.head_dim
+        q_rows, kv_rows = parallel.split_heads(spec.num_attention_heads, hd), parallel.split_heads(spec.num_kv_heads, hd)
+        self.num_heads, self.num_kv_heads = q_rows[1] // hd, kv_rows[1] // hd      # this rank's heads
+        q_size, kv_size = spec.num_attention_heads * hd, spec.num_kv_heads * hd
+        self.qkv_proj = Linear(spec.hidden_size, [q_size, kv_size, kv_size], bias=spec.attention_bias,
+                               shards=[q_rows, kv_rows, kv_rows], quant=quant)
+        self.o_proj = Linear(q_size, [spec.hidden_size], row_parallel=True, quant=quant)
         self.q_norm = RMSNorm(self.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, spec.rms_norm_eps) if spec.qk_norm else None
         self.eps = spec.rms_norm_eps
@@ -76,20 +65,23 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, spec: ModelSpec):
+    """SiLU-gated MLP: gate_up column parallel, down row parallel (all-reduced unless `reduce=False`)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, quant: str, reduce: bool = True):
         super().__init__()
-        self.gate_up_proj = Linear(spec.hidden_size, [spec.intermediate_size] * 2)
-        self.down_proj = Linear(spec.intermediate_size, [spec.hidden_size])
+        self.gate_up_proj = Linear(hidden_size, [intermediate_size] * 2,
+                                   shards=column_shards([intermediate_size] * 2), quant=quant)
+        self.down_proj = Linear(intermediate_size, [hidden_size], row_parallel=True, reduce=reduce, quant=quant)
 
     def forward(self, x):
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, quant: str):
         super().__init__()
-        self.self_attn = Attention(spec)
-        self.mlp = MLP(spec)
+        self.self_attn = Attention(spec, quant)
+        self.mlp = MoE(spec, quant) if spec.is_moe else MLP(spec.hidden_size, spec.intermediate_size, quant)
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
@@ -105,23 +97,20 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, quant: str):
         super().__init__()
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)
-        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(spec, quant) for _ in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
 
 class CausalLM(nn.Module):
-    # Hugging Face checkpoint name -> (our fused parameter, shard index)
-    PACKED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-              "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
-
-    def __init__(self, spec: ModelSpec, max_model_len: int):
+    def __init__(self, spec: ModelSpec, max_model_len: int, quant: str = "none"):
         super().__init__()
         self.spec = spec
-        self.model = Decoder(spec)
+        self.model = Decoder(spec, quant)
+        # Replicated on every rank and never quantized (as vLLM does): logits are cheap next to their accuracy.
         self.lm_head = Linear(spec.hidden_size, [spec.vocab_size])
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -148,19 +137,18 @@ class CausalLM(nn.Module):
         for name, tensor in weights:
             if "rotary_emb" in name or (name == "lm_head.weight" and self.spec.tie_word_embeddings):
                 continue
-            module_name, _, leaf = name.rpartition(".")
-            proj = module_name.rpartition(".")[2]
-            if proj in self.PACKED:
-                fused, shard = self.PACKED[proj]
-                target = f"{module_name.rpartition('.')[0]}.{fused}.{leaf}"
-                self.get_submodule(target.rpartition(".")[0]).weight_loader(params[target], tensor, shard)
-            else:
-                target = name
+            for target, shard, part in checkpoint_targets(name, tensor):
+                module_name, _, leaf = target.rpartition(".")
+                module = self.get_submodule(module_name)
                 if target not in params:
                     raise KeyError(f"checkpoint tensor {name} has no place in the model")
-                params[target].data.copy_(tensor)
-            loaded.add(target)
-        missing = set(params) - loaded - ({"lm_head.weight"} if self.spec.tie_word_embeddings else set())
+                if isinstance(module, Linear):
+                    module.weight_loader(params[target], part, shard)
+                else:
+                    params[target].data.copy_(part)
+                loaded.add(target)
+        missing = {n for n in params if not n.endswith("weight_scale")} - loaded
+        missing -= {"lm_head.weight"} if self.spec.tie_word_embeddings else set()
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
 
@@ -180,21 +168,55 @@ class CausalLM(nn.Module):
         self.load_weights(tensors())
 
     def init_dummy(self, seed: int) -> None:
-        """Seeded random weights, generated on the device in the model dtype (norm weights stay 1)."""
-        gen = torch.Generator(device=self.lm_head.weight.device).manual_seed(seed)
+        """Seeded random weights, generated on the device in the model dtype, one Linear at a time (quantized
+        ones are quantized block by block); norm weights stay 1."""
+        dtype = self.model.embed_tokens.weight.dtype
+        gen = torch.Generator(device=self.model.embed_tokens.weight.device).manual_seed(seed)
+        self.model.embed_tokens.weight.normal_(0.0, 0.02, generator=gen)
         for module in self.modules():
-            if isinstance(module, (Linear, nn.Embedding)):
-                for p in module.parameters(recurse=False):
-                    p.normal_(0.0, 0.02, generator=gen)
+            if isinstance(module, Linear) and not (module is self.lm_head and self.spec.tie_word_embeddings):
+                module.init_random(gen, dtype)
 
 
-def build_model(spec: ModelSpec, max_model_len: int, dtype: torch.dtype, device: torch.device) -> CausalLM:
-    """Parameters are allocated directly on `device` in `dtype`; weights are left for the caller to load."""
+# Checkpoint names that differ from ours: Mixtral's block_sparse_moe with w1/w3/w2 experts.
+RENAMES = (("block_sparse_moe.", "mlp."), (".w1.", ".gate_proj."), (".w3.", ".up_proj."), (".w2.", ".down_proj."))
+PACKED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+          "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+
+
+def checkpoint_targets(name: str, tensor: torch.Tensor):
+    """(our parameter, shard index, tensor) for one checkpoint tensor; transformers 5 stacks all experts of a
+    layer in one `experts.gate_up_proj` [E, 2I, H] / `experts.down_proj` [E, H, I], which fans out here."""
+    for old, new in RENAMES:
+        name = name.replace(old, new)
+    if name.endswith("experts.gate_up_proj"):
+        inter = tensor.shape[1] // 2
+        for e, w in enumerate(tensor):
+            yield f"{name[:-len('gate_up_proj')]}{e}.gate_up_proj.weight", 0, w[:inter]
+            yield f"{name[:-len('gate_up_proj')]}{e}.gate_up_proj.weight", 1, w[inter:]
+        return
+    if name.endswith("experts.down_proj"):
+        for e, w in enumerate(tensor):
+            yield f"{name[:-len('down_proj')]}{e}.down_proj.weight", 0, w
+        return
+    module_name, _, leaf = name.rpartition(".")
+    parent, _, proj = module_name.rpartition(".")
+    if proj in PACKED:
+        fused, shard = PACKED[proj]
+        yield f"{parent}.{fused}.{leaf}", shard, tensor
+    else:
+        yield name, 0, tensor
+
+
+def build_model(spec: ModelSpec, max_model_len: int, dtype: torch.dtype, device: torch.device,
+                quant: str = "none") -> CausalLM:
+    """Parameters are allocated directly on `device` in `dtype` (quantized ones in theirs); weights are left for
+    the caller to load."""
     old_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = CausalLM(spec, max_model_len)
+            model = CausalLM(spec, max_model_len, quant)
     finally:
         torch.set_default_dtype(old_dtype)
     return model.eval()

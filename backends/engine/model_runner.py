@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from . import parallel
 from .attention import AttentionMetadata, decode_num_splits
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError
@@ -22,20 +23,28 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig):
+    """Rank 0 (or the only rank) is driven by the engine through `run`; under tensor parallelism it broadcasts
+    each step's host inputs and ranks 1.. replay them in `worker_loop`, so every rank runs the same kernels
+    and collectives in the same order (CUDA graphs included)."""
+
+    def __init__(self, config: EngineConfig, rank: int = 0, port: int | None = None):
         self.config = config
         spec = config.model
         self.device = torch.device(config.device)
         if self.device.type == "cuda":
-            if self.device.index is None:
+            if config.tp > 1:
+                self.device = torch.device("cuda", rank)
+            elif self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self.device)
+        if config.tp > 1:
+            parallel.init(rank, config.tp, port, self.device)
         self.dtype = getattr(torch, config.torch_dtype_name("dtype"))
         self.kv_dtype = getattr(torch, config.torch_dtype_name("kv_dtype"))
         self.block_size = config.block_size
         self.max_model_len = config.max_model_len or spec.max_position_embeddings
         t0 = time.perf_counter()
-        self.model = build_model(spec, self.max_model_len, self.dtype, self.device)
+        self.model = build_model(spec, self.max_model_len, self.dtype, self.device, config.quant)
         if config.load_format == "safetensors":
             self.model.load_safetensors(str(config.model_path))
         else:
@@ -55,7 +64,11 @@ class ModelRunner:
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
         s = self.config.model
-        return 2 * s.num_layers * s.num_kv_heads * s.head_dim * self.kv_dtype.itemsize
+        return 2 * s.num_layers * self.num_local_kv_heads * s.head_dim * self.kv_dtype.itemsize
+
+    @property
+    def num_local_kv_heads(self) -> int:
+        return self.model.model.layers[0].self_attn.num_kv_heads
 
     def _allocate_kv_cache(self) -> int:
         s = self.config.model
@@ -65,12 +78,14 @@ class ModelRunner:
             num_blocks = EngineConfig.CPU_DEFAULT_KV_BLOCKS
         if num_blocks is None:
             num_blocks = self._blocks_from_memory(block_bytes)
+        # Rank 0 schedules blocks for all ranks: every rank takes the smallest cache any of them can hold.
+        num_blocks = parallel.min_over_ranks(num_blocks)
         if num_blocks < 1:
             raise EngineError(f"no memory left for the KV cache ({self.weights_bytes / 1e9:.1f} GB of weights); "
                               "raise --gpu-memory-utilization or use a smaller model")
         # One extra block at the end takes the writes of padded rows in CUDA-graph batches.
         self.trash_slot = num_blocks * self.block_size
-        shape = (s.num_layers, num_blocks + 1, self.block_size, s.num_kv_heads, s.head_dim)
+        shape = (s.num_layers, num_blocks + 1, self.block_size, self.num_local_kv_heads, s.head_dim)
         self.k_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
         for i, layer in enumerate(self.model.model.layers):
@@ -84,7 +99,7 @@ class ModelRunner:
         torch.cuda.reset_peak_memory_stats()
         s = self.config.model
         # A one-block scratch cache takes the profiling step's K/V writes.
-        scratch = torch.zeros(2, 2, self.block_size, s.num_kv_heads, s.head_dim, dtype=self.kv_dtype,
+        scratch = torch.zeros(2, 2, self.block_size, self.num_local_kv_heads, s.head_dim, dtype=self.kv_dtype,
                               device=self.device)
         for layer in self.model.model.layers:
             layer.self_attn.k_cache, layer.self_attn.v_cache = scratch[0], scratch[1]
@@ -116,7 +131,7 @@ class ModelRunner:
                 "kv_capacity_tokens": self.num_kv_blocks * self.block_size,
                 "kv_bytes_per_token": self.kv_bytes_per_token(),
                 "kv_cache_bytes": self.num_kv_blocks * self.block_size * self.kv_bytes_per_token(),
-                "weights_bytes": self.weights_bytes, "max_model_len": self.max_model_len,
+                "weights_bytes": self.weights_bytes, "weight_dtype": self.config.quant, "tp": self.config.tp, "max_model_len": self.max_model_len,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs)}
 
@@ -125,8 +140,8 @@ class ModelRunner:
         t = torch.tensor(data, dtype=dtype, pin_memory=self.pinned)
         return t.to(self.device, non_blocking=True)
 
-    def _prepare(self, batch: ScheduledBatch, pad_to: int = 0):
-        """Flat token inputs: prefill chunks first, then decodes; decodes padded to `pad_to` rows for graphs."""
+    def _host_inputs(self, batch: ScheduledBatch, pad_to: int = 0) -> dict:
+        """Flat token inputs as host lists: prefill chunks first, then decodes, padded to `pad_to` rows."""
         bm_size = self.block_size
         ids, pos, slots = [], [], []
         prefill_seqs, prefill_tables = [], []
@@ -155,14 +170,20 @@ class ModelRunner:
         decode_ctx += [1] * pad
         width = max((len(t) for t in decode_tables), default=1)
         decode_tables = [t + [0] * (width - len(t)) for t in decode_tables] + [[0] * width] * pad
+        return dict(ids=ids, pos=pos, slots=slots, num_prefill=num_prefill, prefill_seqs=prefill_seqs,
+                    prefill_tables=prefill_tables, decode_tables=decode_tables, decode_ctx=decode_ctx,
+                    sample_rows=sample_rows)
+
+    def _device_inputs(self, h: dict):
         meta = AttentionMetadata(
-            slot_mapping=self._tensor(slots, torch.long), num_prefill_tokens=num_prefill, prefill_seqs=prefill_seqs,
-            prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in prefill_tables])
-        if decode_ctx:
-            meta.decode_block_tables = self._tensor(decode_tables, torch.int32)
-            meta.decode_context_lens = self._tensor(decode_ctx, torch.int32)
-            meta.decode_num_splits = decode_num_splits(len(decode_ctx), self.config.model.num_kv_heads, self.device)
-        return self._tensor(ids, torch.long), self._tensor(pos, torch.long), meta, sample_rows
+            slot_mapping=self._tensor(h["slots"], torch.long), num_prefill_tokens=h["num_prefill"],
+            prefill_seqs=h["prefill_seqs"],
+            prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in h["prefill_tables"]])
+        if h["decode_ctx"]:
+            meta.decode_block_tables = self._tensor(h["decode_tables"], torch.int32)
+            meta.decode_context_lens = self._tensor(h["decode_ctx"], torch.int32)
+            meta.decode_num_splits = decode_num_splits(len(h["decode_ctx"]), self.num_local_kv_heads, self.device)
+        return self._tensor(h["ids"], torch.long), self._tensor(h["pos"], torch.long), meta
 
     # ----------------------------------------------------------------------- forward
     @torch.inference_mode()
@@ -171,18 +192,37 @@ class ModelRunner:
         num_decode = sum(1 for _, n in batch.items if n == 1)
         graph_bs = next((b for b in sorted(self.graphs) if b >= num_decode), None)
         self.last_graph_bs = graph_bs if num_decode == len(batch.items) else None
-        if self.last_graph_bs is not None:
-            ids, pos, meta, rows = self._prepare(batch, pad_to=graph_bs)
-            logits = self._replay(graph_bs, ids, pos, meta)
-            logits = logits[self._tensor(rows, torch.long)] if len(rows) < graph_bs else logits
-        else:
-            ids, pos, meta, rows = self._prepare(batch)
-            hidden = self.model(ids, pos, meta)
-            logits = self.model.compute_logits(hidden[self._tensor(rows, torch.long)])
+        step = self._host_inputs(batch, pad_to=self.last_graph_bs or 0)
+        step["graph_bs"] = self.last_graph_bs
+        if self.config.tp > 1:
+            parallel.broadcast(step)
+        logits = self._execute(step)
         seqs = [seq for seq, n in batch.items if seq.num_computed_tokens + n == seq.num_tokens]
         if not seqs:
             return []
         return self._sample(logits, [s.params.temperature for s in seqs], seqs).tolist()
+
+    def _execute(self, step: dict) -> torch.Tensor:
+        """Logits of the sampled rows of one step (the same work on every rank)."""
+        ids, pos, meta = self._device_inputs(step)
+        rows, bs = step["sample_rows"], step["graph_bs"]
+        if bs is not None:
+            logits = self._replay(bs, ids, pos, meta)
+            return logits[self._tensor(rows, torch.long)] if len(rows) < bs else logits
+        hidden = self.model(ids, pos, meta)
+        return self.model.compute_logits(hidden[self._tensor(rows, torch.long)])
+
+    @torch.inference_mode()
+    def worker_loop(self) -> None:
+        """Ranks 1..: run rank 0's steps until it broadcasts None (shutdown)."""
+        while (step := parallel.broadcast()) is not None:
+            self._execute(step)
+
+    def shutdown(self) -> None:
+        if self.config.tp > 1:
+            if parallel.rank() == 0:
+                parallel.broadcast(None)
+            parallel.shutdown()
 
     def _sample(self, logits: torch.Tensor, temperatures: list[float], seqs: list[Sequence | None]):
         greedy = logits.argmax(dim=-1)
@@ -218,7 +258,7 @@ class ModelRunner:
             for bs in reversed(sizes):   # largest first, so the smaller graphs reuse its memory pool
                 meta = AttentionMetadata(slot_mapping=self.graph_slots[:bs], decode_block_tables=self.graph_tables[:bs],
                                          decode_context_lens=self.graph_ctx[:bs],
-                                         decode_num_splits=decode_num_splits(bs, self.config.model.num_kv_heads, dev))
+                                         decode_num_splits=decode_num_splits(bs, self.num_local_kv_heads, dev))
                 args = (self.graph_ids[:bs], self.graph_pos[:bs], meta)
                 self.model.compute_logits(self.model(*args))        # warm-up: Triton JIT, cuBLAS handles
                 graph = torch.cuda.CUDAGraph()

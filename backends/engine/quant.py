@@ -1,0 +1,118 @@
+"""How a Linear stores its weight and multiplies by it: as loaded (bf16/fp16/fp32), fp8 or int8.
+
+Quantization is per output channel (one scale per weight row), so each checkpoint shard or random block can be
+quantized as it arrives: the full-precision model never exists on the device. Schemes are stateless; the
+tensors live on the Linear (`weight`, `weight_scale`).
+
+fp8 (e4m3): activations are quantized per token at run time; on CUDA the GEMM is torch._scaled_mm (row-wise
+scales, bf16 out); elsewhere the same arithmetic in fp32 (quantized operands, fp32 product, both scales), so
+CPU tests see the rounding the GPU does. int8 is weight-only: int8 -> activation dtype, matmul, then the
+per-row scale on the output (cheaper than scaling the weight; saves memory, not bandwidth, without a kernel).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels import triton, use_triton
+
+if triton is not None:
+    import triton.language as tl
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max   # 448
+INT8_MAX = 127.0
+
+
+def quantize_rows(w: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q [n, k] qdtype, scale [n] fp32) with w ~= q * scale[:, None]."""
+    wf = w.float()
+    qmax = FP8_MAX if qdtype == FP8 else INT8_MAX
+    scale = wf.abs().amax(dim=1).clamp(min=1e-12) / qmax
+    q = (wf / scale[:, None]).clamp(-qmax, qmax)
+    return (q if qdtype == FP8 else q.round()).to(qdtype), scale
+
+
+class Unquantized:
+    def create(self, layer: nn.Module, out_features: int, in_features: int) -> None:
+        layer.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+
+    def store(self, layer: nn.Module, row: int, w: torch.Tensor) -> None:
+        layer.weight.data[row:row + w.shape[0]].copy_(w)
+
+    def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, layer.weight)
+
+
+class _PerRow(Unquantized):
+    qdtype: torch.dtype
+
+    def create(self, layer, out_features, in_features):
+        layer.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=self.qdtype), requires_grad=False)
+        layer.weight_scale = nn.Parameter(torch.empty(out_features, dtype=torch.float32), requires_grad=False)
+
+    def store(self, layer, row, w):
+        q, scale = quantize_rows(w, self.qdtype)
+        layer.weight.data[row:row + w.shape[0]].copy_(q)
+        layer.weight_scale.data[row:row + w.shape[0]].copy_(scale)
+
+
+class Int8(_PerRow):
+    qdtype = torch.int8
+
+    def apply(self, layer, x):
+        return F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
+
+
+class Fp8(_PerRow):
+    qdtype = FP8
+
+    def apply(self, layer, x):
+        xq, xs = quantize_tokens_fp8(x)
+        if x.is_cuda:
+            # _scaled_mm wants the second operand column-major: the [out, in] weight's transpose is exactly that.
+            return torch._scaled_mm(xq, layer.weight.t(), scale_a=xs, scale_b=layer.weight_scale[None, :],
+                                    out_dtype=x.dtype)
+        return ((xq.float() @ layer.weight.float().t()) * xs * layer.weight_scale).to(x.dtype)
+
+
+SCHEMES = {"none": Unquantized(), "fp8": Fp8(), "int8": Int8()}
+
+
+# --------------------------------------------------------------------------- per-token fp8 activations
+def quantize_tokens_fp8_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q [T, k] fp8, scale [T, 1] fp32)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+if triton is not None:
+    @triton.jit
+    def _quantize_tokens_fp8_kernel(x_ptr, q_ptr, s_ptr, n, stride_x, stride_q, FMAX: tl.constexpr,
+                                    BLOCK: tl.constexpr):
+        # One program per token: a pass for the row's absmax, a pass to scale and cast (one launch, not ~7).
+        row = tl.program_id(0).to(tl.int64)
+        amax = tl.zeros([BLOCK], tl.float32)
+        for c in range(0, n, BLOCK):
+            cols = c + tl.arange(0, BLOCK)
+            x = tl.load(x_ptr + row * stride_x + cols, mask=cols < n, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+        scale = tl.maximum(tl.max(amax, axis=0), 1e-12) / FMAX
+        tl.store(s_ptr + row, scale)
+        for c in range(0, n, BLOCK):
+            cols = c + tl.arange(0, BLOCK)
+            x = tl.load(x_ptr + row * stride_x + cols, mask=cols < n, other=0.0).to(tl.float32)
+            q = tl.minimum(tl.maximum(x / scale, -FMAX), FMAX)
+            tl.store(q_ptr + row * stride_q + cols, q.to(q_ptr.dtype.element_ty), mask=cols < n)
+
+
+def quantize_tokens_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not use_triton(x):
+        return quantize_tokens_fp8_torch(x)
+    x = x.contiguous()
+    q = torch.empty(x.shape, dtype=FP8, device=x.device)
+    scale = torch.empty(x.shape[0], 1, dtype=torch.float32, device=x.device)
+    _quantize_tokens_fp8_kernel[(x.shape[0],)](x, q, scale, x.shape[1], x.stride(0), q.stride(0),
+                                               FMAX=FP8_MAX, BLOCK=1024, num_warps=4)
+    return q, scale
