@@ -29,14 +29,15 @@ def engine_config_from_args(plan: str | None, model: str | None, **flags) -> Eng
             p = Plan.load(plan)
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot read plan {plan}: {e}".splitlines()[0])
-        if p.tp > 1 or p.pp > 1:
-            raise UsageError(f"plan {plan}: tp={p.tp} pp={p.pp}: the built-in engine runs one GPU per replica "
-                             "(tensor/pipeline parallelism is not supported yet)")
-        if p.weight_dtype not in ("bf16", "fp16") or p.kv_dtype not in ("bf16", "fp16"):
+        if p.pp > 1:
+            raise UsageError(f"plan {plan}: pp={p.pp}: the built-in engine has no pipeline parallelism")
+        if p.weight_dtype not in ("bf16", "fp16", "fp8", "int8") or p.kv_dtype not in ("bf16", "fp16", "fp8"):
             raise UsageError(f"plan {plan}: weights {p.weight_dtype}, KV {p.kv_dtype}: the built-in engine "
-                             "supports bf16/fp16 only (quantized weights and KV are not supported yet)")
+                             "supports bf16/fp16/fp8/int8 weights and bf16/fp16/fp8 KV")
         model = model or p.model
-        values = {"dtype": p.weight_dtype, "kv_dtype": p.kv_dtype, "max_num_seqs": p.max_num_seqs,
+        quantized = p.weight_dtype in ("fp8", "int8")
+        values = {"dtype": "bf16" if quantized else p.weight_dtype, "weight_dtype": p.weight_dtype,
+                  "kv_dtype": p.kv_dtype, "tp": p.tp, "max_num_seqs": p.max_num_seqs,
                   "max_num_batched_tokens": p.max_num_batched_tokens, "block_size": p.block_size,
                   "gpu_memory_utilization": p.gpu_memory_utilization, "max_model_len": p.max_model_len}
     if not model:
@@ -57,6 +58,10 @@ def serve(
                                         "folder with config.json (and safetensors, tokenizer.json)."),
     dtype: str | None = typer.Option(None, "--dtype", help="bf16 | fp16 | fp32 (default: bf16 on CUDA, "
                                         "fp32 on CPU)."),
+    weight_dtype: str | None = typer.Option(None, "--weight-dtype", help="bf16 | fp8 | int8: fp8 (e4m3, "
+                                               "per-channel, fp8 GEMMs) or int8 (weight-only) quantize at load."),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV cache: bf16 | fp16 | fp8 (default: dtype)."),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel GPUs (one process each, started here)."),
     max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Most sequences in a batch."),
     max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens",
                                                          help="Token budget of one step (chunked prefill)."),
@@ -78,7 +83,7 @@ def serve(
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
     config = engine_config_from_args(
-        plan, model, dtype=dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+        plan, model, dtype=dtype, weight_dtype=weight_dtype, kv_dtype=kv_dtype, tp=tp, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
         max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
         cuda_graphs=False if no_cuda_graphs else None)

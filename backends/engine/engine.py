@@ -53,6 +53,8 @@ class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
         self.workers = Workers(config) if config.tp > 1 else None
+        if self.workers:
+            log_json({"event": "tp_workers", "tp": config.tp, "pids": self.workers.pids})
         try:
             self.runner = ModelRunner(config, 0, self.workers and self.workers.port)
         except BaseException:
