@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        "Example: `plan recommend --model llama-70b --slo ttft=200ms`")
 # Tables stay readable when piped (rich would fall back to 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 def _emit_json(doc: dict) -> None:

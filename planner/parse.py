@@ -37,8 +37,9 @@ def parse_slo(text: str) -> SLO:
         raise UsageError(f"SLO percentile in {text!r} must be in (0, 100], e.g. ttft_p99=500ms")
     try:
         limit = parse_duration_s(value)
-    except UsageError as e:
-        raise UsageError(f"malformed SLO {text!r}: {e}; e.g. {', '.join(SLO_FORMS[:3])}") from None
+    except UsageError:
+        raise UsageError(f"malformed SLO {text!r}: the limit must be a positive duration; accepted forms are "
+                         f"METRIC=DURATION or METRIC_pNN=DURATION, e.g. {', '.join(SLO_FORMS)}") from None
     return SLO(metric=metric, limit_s=limit, percentile=percentile)
 
 

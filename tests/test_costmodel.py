@@ -1,0 +1,130 @@
+"""Cost and memory formulas against hand-computed values, and their monotonic properties."""
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from planner import catalog
+from planner.costmodel import (Batch, Deployment, allreduce_time_s, expected_active_experts, gemm_cost,
+                               prepare, step_time_s)
+from planner.memory import memory_breakdown, weight_bytes_per_gpu
+from planner.params import param_counts
+from planner.schemas import Efficiency, HardwareProfile, Interconnect
+
+# A round-number GPU so every expected value below can be worked out by hand.
+TOY = HardwareProfile(
+    name="TOY", memory_bytes=100e9, memory_bandwidth_bytes_per_s=1e12, peak_flops={"bf16": 1e15, "fp8": 2e15},
+    interconnect=Interconnect(kind="link", bandwidth_bytes_per_s=100e9), tdp_w=500, price_per_gpu_hour=2.0,
+    efficiency=Efficiency(gemm={"bf16": 0.5, "fp8": 0.5}, memory=0.5, kernel_overhead_s=0.0,
+                          allreduce_alpha_s=20e-6, allreduce_busbw_fraction=0.5, runtime_overhead_bytes=1e9))
+
+
+def test_gemm_memory_bound_by_hand():
+    # m=1, n=k=1000 bf16: bytes = 1000*1000*2 + 1000*2 + 1000*2 = 2.004e6 at 0.5 TB/s -> 4.008 us
+    c = gemm_cost(prepare(TOY), "g", 1, 1000, 1000)
+    assert c.flops == 2e6
+    assert c.bytes == pytest.approx(2.004e6)
+    assert c.time_s == pytest.approx(4.008e-6)
+    assert c.bound == "memory"
+
+
+def test_gemm_compute_bound_by_hand():
+    # m=n=k=4096: 2*4096^3 = 1.374e11 FLOP at 0.5 PFLOP/s = 274.9 us; bytes 3*4096^2*2 = 100.7 MB -> 201 us
+    c = gemm_cost(prepare(TOY), "g", 4096, 4096, 4096)
+    assert c.time_s == pytest.approx(2 * 4096 ** 3 / 0.5e15)
+    assert c.bound == "compute"
+
+
+def test_fp8_gemm_uses_fp8_peak_and_one_byte_weights():
+    c = gemm_cost(prepare(TOY), "g", 1, 1000, 1000, "fp8")
+    # weights 1e6 bytes, activations in 1000 (fp8), out 2000 -> 1.003e6 bytes at 0.5 TB/s
+    assert c.bytes == pytest.approx(1.003e6)
+    assert c.time_s == pytest.approx(2.006e-6)
+
+
+def test_allreduce_by_hand():
+    # alpha 20 us + 1e6 B * 2*3/4 / (100 GB/s * 0.5) = 20 us + 30 us
+    assert allreduce_time_s(TOY, 1e6, 4) == pytest.approx(50e-6)
+    assert allreduce_time_s(TOY, 1e6, 1) == 0.0
+
+
+def test_kv_bytes_per_token_gqa_mla_and_replication():
+    llama8 = catalog.load_model("llama-8b")
+    # 32 layers x 2 (K,V) x 8 heads x 128 dims x 2 bytes
+    assert Deployment(llama8).kv_bytes_per_token() == 32 * 2 * 8 * 128 * 2 == 131072
+    assert Deployment(llama8, tp=2).kv_bytes_per_token() == 65536
+    assert Deployment(llama8, tp=16).kv_bytes_per_token() == 32 * 2 * 1 * 128 * 2   # replicated KV heads
+    assert Deployment(llama8, kv_dtype="fp8").kv_bytes_per_token() == 65536
+    ds = catalog.load_model("deepseek-v3")
+    assert Deployment(ds).kv_bytes_per_token() == 61 * (512 + 64) * 2           # latent + rope key
+    assert Deployment(ds, tp=8).kv_bytes_per_token() == 61 * (512 + 64) * 2      # not sharded by TP
+
+
+def test_expected_active_experts():
+    assert expected_active_experts(8, 2, 1) == pytest.approx(2.0)
+    assert expected_active_experts(8, 2, 10_000) == pytest.approx(8.0)
+    # two tokens: 8 * (1 - (6/8)^2) = 3.5
+    assert expected_active_experts(8, 2, 2) == pytest.approx(3.5)
+
+
+def test_decode_attention_bytes_by_hand():
+    m = catalog.load_model("llama-8b")
+    d = Deployment(m)
+    b = Batch(decode_seqs=4, decode_ctx_tokens=4000)
+    ops = {o.name: o for o in __import__("planner.costmodel", fromlist=["x"]).step_ops(TOY, d, b)}
+    att = ops["attention_decode"]
+    # per layer: 4000 tokens x 4096 B of K+V (8 heads x 128 x 2 x 2 B) + q/o 4 seqs x 32 heads x 256 x 2 B
+    assert att.bytes == pytest.approx(4000 * 4096 + 4 * 32 * 256 * 2)
+    assert att.count == 32
+
+
+def test_weights_llama8b_bf16_match_param_count():
+    m = catalog.load_model("llama-8b")
+    assert weight_bytes_per_gpu(Deployment(m)) == pytest.approx(param_counts(m).total * 2)
+
+
+def test_memory_breakdown_by_hand():
+    m = catalog.load_model("llama-8b")
+    d = Deployment(m)
+    mem = memory_breakdown(TOY, d, 8192, 256, 0.9, 2048)
+    w = param_counts(m).total * 2
+    kv = 90e9 - w - mem.activation_bytes - 1e9
+    assert mem.kv_cache_bytes == pytest.approx(kv)
+    assert mem.kv_capacity_tokens == math.floor(kv / (131072 * 16)) * 16
+    assert mem.fits
+
+
+def test_70b_bf16_does_not_fit_one_80gb_gpu():
+    m = catalog.load_model("llama-70b")
+    h100 = catalog.load_hardware("h100", "datasheet")
+    mem = memory_breakdown(h100, Deployment(m), 8192, 256, 0.9, 2048)
+    assert not mem.fits and mem.shortfall_bytes > 60e9
+
+
+MODELS = ["llama-8b", "llama-70b", "mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gemma2-9b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), tp=st.sampled_from([1, 2, 4, 8]), batch=st.integers(1, 512),
+       ctx=st.integers(1, 32768), extra=st.integers(1, 256), prefill=st.integers(0, 4096))
+def test_step_time_never_decreases_with_batch_or_context(model, tp, batch, ctx, extra, prefill):
+    hw = catalog.load_hardware("h200")
+    d = Deployment(catalog.load_model(model), tp=tp)
+    base = Batch(prefill, 1 if prefill else 0, prefill * (prefill + 1) / 2, prefill, batch, batch * ctx)
+    more_batch = Batch(prefill, base.prefill_seqs, base.prefill_pairs, prefill, batch + extra,
+                       (batch + extra) * ctx)
+    more_ctx = Batch(prefill, base.prefill_seqs, base.prefill_pairs, prefill, batch, batch * (ctx + extra))
+    t = step_time_s(hw, d, base)
+    assert step_time_s(hw, d, more_batch) >= t * (1 - 1e-12)
+    assert step_time_s(hw, d, more_ctx) >= t * (1 - 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(MODELS + ["llama-405b", "qwen3-235b-a22b"]),
+       dtype=st.sampled_from(["bf16", "fp8", "int8", "int4"]), pp=st.sampled_from([1, 2, 4]))
+def test_weight_memory_monotonic_in_tp_and_dtype(model, dtype, pp):
+    m = catalog.load_model(model)
+    per_tp = [weight_bytes_per_gpu(Deployment(m, tp=tp, pp=pp, weight_dtype=dtype)) for tp in (1, 2, 4, 8)]
+    assert all(a >= b for a, b in zip(per_tp, per_tp[1:]))
+    assert weight_bytes_per_gpu(Deployment(m, pp=pp, weight_dtype="fp8")) <= \
+        weight_bytes_per_gpu(Deployment(m, pp=pp, weight_dtype="bf16"))
