@@ -285,7 +285,7 @@ def test_measured_profile_preferred(user_hw):
     assert catalog.load_hardware("h100", profile="measured").provenance.kind == "measured"
     assert catalog.load_hardware("h100", profile="datasheet").provenance.kind == "datasheet"
     with pytest.raises(UsageError, match="no measured profile"):
-        catalog.load_hardware("h200", profile="measured")
+        catalog.load_hardware("l4", profile="measured")
 
 
 def test_profile_path(user_hw):
