@@ -161,7 +161,10 @@ def test_plan_file_maps_onto_the_engine(tmp_path):
     cfg = engine_config_from_args(str(path), None, device="cpu", num_kv_blocks=8)
     assert (cfg.model.name, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.gpu_memory_utilization,
             cfg.num_kv_blocks, cfg.dtype) == ("Llama-3.1-8B", 64, 4096, 0.8, 8, "bf16")
-    for bad in ({"tp": 2, "num_gpus": 2}, {"weight_dtype": "fp8"}, {"kv_dtype": "int8"}):
+    Plan(model="llama-8b", hardware="H200", tp=2, num_gpus=2, weight_dtype="fp8", kv_dtype="fp8").dump(path)
+    cfg = engine_config_from_args(str(path), None, device="cpu")
+    assert (cfg.tp, cfg.dtype, cfg.weight_dtype, cfg.kv_dtype, cfg.quant) == (2, "bf16", "fp8", "fp8", "fp8")
+    for bad in ({"pp": 2, "num_gpus": 2}, {"kv_dtype": "int8"}):
         Plan(model="llama-8b", hardware="H200", **bad).dump(path)
         with pytest.raises(UsageError, match="not supported"):
             engine_config_from_args(str(path), None, device="cpu")

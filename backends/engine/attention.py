@@ -15,6 +15,9 @@ Public kernels (the profiler team times these directly):
       second small kernel. Pure torch elsewhere. CUDA-graph safe (no host sync, shapes fixed by B and W).
   paged_attention(q, k, v, k_cache, v_cache, meta, scale): one engine step's mix of prefill chunks and
       decodes (tokens of prefill sequences first, then one token per decoding sequence).
+
+An fp8 (e4m3) cache holds K/V divided by a per-tensor `kv_scale`; readers multiply it back in fp32 and attend
+in the query's dtype.
 """
 from __future__ import annotations
 
@@ -57,11 +60,17 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     return out.squeeze(0).transpose(0, 1)
 
 
-def gather_kv(k_cache, v_cache, block_table: torch.Tensor, context_len: int):
-    """Contiguous [context_len, KVH, D] copies of one sequence's cached K and V."""
+def dequantize_kv(x: torch.Tensor, kv_scale: float, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else (x.float() * kv_scale).to(dtype)
+
+
+def gather_kv(k_cache, v_cache, block_table: torch.Tensor, context_len: int, kv_scale: float = 1.0,
+              dtype: torch.dtype | None = None):
+    """Contiguous [context_len, KVH, D] copies of one sequence's cached K and V (in `dtype`, default the cache's)."""
+    dtype = dtype or k_cache.dtype
     k = k_cache[block_table].flatten(0, 1)[:context_len]
     v = v_cache[block_table].flatten(0, 1)[:context_len]
-    return k, v
+    return dequantize_kv(k, kv_scale, dtype), dequantize_kv(v, kv_scale, dtype)
 
 
 @functools.cache
@@ -78,11 +87,11 @@ def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) 
     return 1 << (n.bit_length() - 1)  # a power of two: the merge kernel spans the splits with tl.arange
 
 
-def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale):
+def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale=1.0):
     B, H, D = q.shape
     KVH = k_cache.shape[2]
-    k = k_cache[block_tables.long()].flatten(1, 2)            # [B, L, KVH, D]
-    v = v_cache[block_tables.long()].flatten(1, 2)
+    k = dequantize_kv(k_cache[block_tables.long()].flatten(1, 2), kv_scale, torch.float32)   # [B, L, KVH, D]
+    v = dequantize_kv(v_cache[block_tables.long()].flatten(1, 2), kv_scale, torch.float32)
     L = k.shape[1]
     qg = q.view(B, KVH, H // KVH, D).float()
     scores = torch.einsum("bhgd,blhd->bhgl", qg, k.float()) * scale
@@ -94,11 +103,11 @@ def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scal
 
 if triton is not None:
     @triton.jit
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2,
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
-                       NUM_SPLITS: tl.constexpr):
+                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr):
         b = tl.program_id(0)
         kvh = tl.program_id(1)
         split = tl.program_id(2)
@@ -125,6 +134,8 @@ if triton is not None:
             row = blk * stride_kb + (toks % BLOCK_SIZE) * stride_kt + kvh * stride_kh
             kvmask = tmask[:, None] & dmask[None, :]
             k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+            if KV_FP8:
+                k = (k.to(tl.float32) * kv_scale).to(q.dtype)
             s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -132,6 +143,8 @@ if triton is not None:
             alpha = tl.exp2(m - m_new)
             l = l * alpha + tl.sum(p, axis=1)
             v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+            if KV_FP8:
+                v = (v.to(tl.float32) * kv_scale).to(q.dtype)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         omask = gmask[:, None] & dmask[None, :]
@@ -163,7 +176,8 @@ if triton is not None:
         tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
 
 
-def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None):
+def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
+                            kv_scale=1.0):
     B, H, D = q.shape
     _, block_size, KVH, _ = k_cache.shape
     assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
@@ -177,37 +191,39 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
         part_o = part_ml = out
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634,
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=64 if block_d <= 128 else 32, NUM_SPLITS=num_splits,
-        num_warps=4)
+        KV_FP8=k_cache.dtype != q.dtype, num_warps=4)
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,
                                      BLOCK_D=block_d, NUM_SPLITS=num_splits)
     return out
 
 
-def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1):
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0):
     if use_triton(q):
-        return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits)
-    return decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale)
+        return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
+                                       kv_scale=kv_scale)
+    return decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
 
 
-def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float,
+                    kv_scale: float = 1.0) -> torch.Tensor:
     """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache."""
     n_pre = meta.num_prefill_tokens
     if n_pre == 0:
         return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                                scale, meta.decode_num_splits)
+                                scale, meta.decode_num_splits, kv_scale)
     out = torch.empty_like(q)
     for (start, q_len, ctx_len), table in zip(meta.prefill_seqs, meta.prefill_block_tables):
         if table is None:  # no cached prefix: this chunk's own K/V are all there is
             ks, vs = k[start:start + q_len], v[start:start + q_len]
         else:
-            ks, vs = gather_kv(k_cache, v_cache, table, ctx_len)
+            ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
         out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
     if q.shape[0] > n_pre:
         out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
-                                       meta.decode_context_lens, scale, meta.decode_num_splits)
+                                       meta.decode_context_lens, scale, meta.decode_num_splits, kv_scale)
     return out

@@ -30,10 +30,10 @@ def engine_config_from_args(plan: str | None, model: str | None, **flags) -> Eng
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot read plan {plan}: {e}".splitlines()[0])
         if p.pp > 1:
-            raise UsageError(f"plan {plan}: pp={p.pp}: the built-in engine has no pipeline parallelism")
+            raise UsageError(f"plan {plan}: pp={p.pp}: pipeline parallelism is not supported by the built-in engine")
         if p.weight_dtype not in ("bf16", "fp16", "fp8", "int8") or p.kv_dtype not in ("bf16", "fp16", "fp8"):
-            raise UsageError(f"plan {plan}: weights {p.weight_dtype}, KV {p.kv_dtype}: the built-in engine "
-                             "supports bf16/fp16/fp8/int8 weights and bf16/fp16/fp8 KV")
+            raise UsageError(f"plan {plan}: weights {p.weight_dtype}, KV {p.kv_dtype}: not supported by the "
+                             "built-in engine (weights bf16/fp16/fp8/int8, KV bf16/fp16/fp8)")
         model = model or p.model
         quantized = p.weight_dtype in ("fp8", "int8")
         values = {"dtype": "bf16" if quantized else p.weight_dtype, "weight_dtype": p.weight_dtype,

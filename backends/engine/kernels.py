@@ -112,7 +112,7 @@ def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: dict | None
 
 
 def qk_norm_rope_store_torch(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
-                             q_norm_w=None, k_norm_w=None, eps=1e-6):
+                             q_norm_w=None, k_norm_w=None, eps=1e-6, kv_scale=1.0):
     if q_norm_w is not None:
         q.copy_(rms_norm_torch(q, q_norm_w, eps))
         k.copy_(rms_norm_torch(k, k_norm_w, eps))
@@ -121,10 +121,12 @@ def qk_norm_rope_store_torch(q, k, v, positions, cos_sin, k_cache, v_cache, slot
     for x in (q, k):
         x1, x2 = x[..., :half].float(), x[..., half:].float()
         x.copy_(torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1))
-    store_kv_torch(k, v, k_cache, v_cache, slot_mapping)
+    store_kv_torch(k, v, k_cache, v_cache, slot_mapping, kv_scale)
 
 
-def store_kv_torch(k, v, k_cache, v_cache, slot_mapping):
+def store_kv_torch(k, v, k_cache, v_cache, slot_mapping, kv_scale=1.0):
+    if k_cache.dtype != k.dtype:    # fp8 cache: stored divided by its per-tensor scale
+        k, v = (k.float() / kv_scale).to(k_cache.dtype), (v.float() / kv_scale).to(v_cache.dtype)
     k_cache.view(-1, *k.shape[1:])[slot_mapping] = k
     v_cache.view(-1, *v.shape[1:])[slot_mapping] = v
 
@@ -158,7 +160,7 @@ if triton is not None:
     @triton.jit
     def _qk_norm_rope_store_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, cos_sin_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
                                    qw_ptr, kw_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt,
-                                   stride_vh, stride_cs, num_heads, num_kv_heads, eps,
+                                   stride_vh, stride_cs, num_heads, num_kv_heads, eps, inv_kv_scale,
                                    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_H: tl.constexpr,
                                    BLOCK_KVH: tl.constexpr, HAS_NORM: tl.constexpr):
         t = tl.program_id(0).to(tl.int64)
@@ -175,15 +177,19 @@ if triton is not None:
         h = tl.arange(0, BLOCK_KVH)[:, None]
         mask = (h < num_kv_heads) & (d < HALF)
         c = slot * num_kv_heads * 2 * HALF + h * 2 * HALF + d
-        tl.store(k_cache_ptr + c, k1, mask=mask)
-        tl.store(k_cache_ptr + c + HALF, k2, mask=mask)
+        # Scaled in fp32, then cast to the cache's dtype (exact for a bf16 cache, whose scale is 1).
+        kv_ty = k_cache_ptr.dtype.element_ty
+        tl.store(k_cache_ptr + c, (k1.to(tl.float32) * inv_kv_scale).to(kv_ty), mask=mask)
+        tl.store(k_cache_ptr + c + HALF, (k2.to(tl.float32) * inv_kv_scale).to(kv_ty), mask=mask)
         pv = v_ptr + t * stride_vt + h * stride_vh + d
-        tl.store(v_cache_ptr + c, tl.load(pv, mask=mask), mask=mask)
-        tl.store(v_cache_ptr + c + HALF, tl.load(pv + HALF, mask=mask), mask=mask)
+        v1 = tl.load(pv, mask=mask).to(tl.float32) * inv_kv_scale
+        v2 = tl.load(pv + HALF, mask=mask).to(tl.float32) * inv_kv_scale
+        tl.store(v_cache_ptr + c, v1.to(kv_ty), mask=mask)
+        tl.store(v_cache_ptr + c + HALF, v2.to(kv_ty), mask=mask)
 
 
 def qk_norm_rope_store_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
-                              q_norm_w=None, k_norm_w=None, eps=1e-6):
+                              q_norm_w=None, k_norm_w=None, eps=1e-6, kv_scale=1.0):
     T, H, D = q.shape
     KVH = k.shape[1]
     half = D // 2
@@ -193,14 +199,15 @@ def qk_norm_rope_store_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slo
         q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
         q_norm_w if has_norm else cos_sin, k_norm_w if has_norm else cos_sin,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos_sin.stride(0),
-        H, KVH, eps, HALF=half, BLOCK_HALF=triton.next_power_of_2(half), BLOCK_H=triton.next_power_of_2(H),
+        H, KVH, eps, 1.0 / kv_scale, HALF=half, BLOCK_HALF=triton.next_power_of_2(half), BLOCK_H=triton.next_power_of_2(H),
         BLOCK_KVH=triton.next_power_of_2(KVH), HAS_NORM=has_norm, num_warps=4)
 
 
 def qk_norm_rope_store(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,
-                       q_norm_w=None, k_norm_w=None, eps=1e-6):
+                       q_norm_w=None, k_norm_w=None, eps=1e-6, kv_scale=1.0):
     """In place on q [T,H,D] and k [T,KVH,D] (views of the fused qkv output): optional per-head RMSNorm
     (Qwen3), then rotate-half RoPE at `positions` [T]; then k and v [T,KVH,D] are written to the paged cache
-    ([num_blocks, block_size, KVH, D]) at flat token slots `slot_mapping` [T] (int64)."""
+    ([num_blocks, block_size, KVH, D]) at flat token slots `slot_mapping` [T] (int64), divided by `kv_scale`
+    when the cache is fp8."""
     fn = qk_norm_rope_store_triton if use_triton(q) else qk_norm_rope_store_torch
-    fn(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, q_norm_w, k_norm_w, eps)
+    fn(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, q_norm_w, k_norm_w, eps, kv_scale)

@@ -49,6 +49,9 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         # Set by the model runner once the cache is allocated: [num_blocks, block_size, kv_heads, head_dim].
         self.k_cache = self.v_cache = torch.empty(0)
+        # Per-tensor scale of an fp8 cache. 1.0 (vLLM's uncalibrated default) suits K/V of normed models,
+        # whose entries stay far below e4m3's 448.
+        self.kv_scale = 1.0
 
     def forward(self, positions, x, cos_sin, meta: AttentionMetadata):
         T = x.shape[0]
@@ -59,8 +62,8 @@ class Attention(nn.Module):
         v = qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, self.head_dim)
         qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
                            self.q_norm.weight if self.q_norm else None,
-                           self.k_norm.weight if self.k_norm else None, self.eps)
-        o = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale)
+                           self.k_norm.weight if self.k_norm else None, self.eps, self.kv_scale)
+        o = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale, self.kv_scale)
         return self.o_proj(o.reshape(T, q_size))
 
 
