@@ -3,11 +3,16 @@
 Pure functions: inputs in, numbers out, no I/O. Every operator of a transformer layer gets FLOPs and
 bytes moved per GPU, and
 
-    time = max(FLOPs / (peak x compute efficiency), bytes / (bandwidth x memory efficiency)) + launch overhead
+    time = max(FLOPs / (peak x compute efficiency), bytes / (bandwidth x memory efficiency), issue interval)
 
 Efficiencies come from the hardware profile: datasheet-era defaults, or curves a profiler measured
-(GEMM efficiency by token dimension M and dtype, bandwidth efficiency by bytes moved, all-reduce time
-by message size), interpolated linearly in log-x.
+(GEMM compute efficiency by token dimension M, GEMM bandwidth by weight bytes, copy bandwidth by bytes
+moved, all-reduce time by message size), interpolated linearly in log-x.
+
+Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
+finish faster than kernels are issued: one per `graph_kernel_overhead_s` under graph replay, one per
+`kernel_overhead_s` eager; that interval is each kernel's floor, and kernels the model does not price
+(rope, activation, residual adds) cost one interval each.
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -31,8 +36,9 @@ KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, a
 
 
 # --------------------------------------------------------------------------- interpolation of curves
-def _curve(points: list[CurvePoint]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    pts = sorted((math.log(max(p.x, 1e-12)), p.y) for p in points)
+def curve_points(points: list[CurvePoint], log_y: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A curve in the form interp_log reads; log_y stores log(y), for quantities that follow a power law."""
+    pts = sorted((math.log(max(p.x, 1e-12)), math.log(max(p.y, 1e-12)) if log_y else p.y) for p in points)
     return tuple(p[0] for p in pts), tuple(p[1] for p in pts)
 
 
@@ -58,10 +64,13 @@ class Hardware:
         self.name = hw.name
         self.bandwidth = hw.memory_bandwidth_bytes_per_s
         self.gemm_eff = dict(e.gemm)
-        self.gemm_curves = {k: _curve(v) for k, v in e.gemm_by_m.items() if v}
+        self.gemm_curves = {k: curve_points(v) for k, v in e.gemm_by_m.items() if v}
+        # Compute efficiency grows about linearly with M below a full tile: interpolate it log-log.
+        self.compute_curves = {k: curve_points(v, log_y=True) for k, v in e.gemm_compute_by_m.items() if v}
+        self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
         self.mem_eff = e.memory
-        self.mem_curve = _curve(e.memory_by_bytes) if e.memory_by_bytes else None
-        self.ar_curves = {int(k): _curve(v) for k, v in e.allreduce_by_bytes.items() if v}
+        self.mem_curve = curve_points(e.memory_by_bytes) if e.memory_by_bytes else None
+        self.ar_curves = {int(k): curve_points(v) for k, v in e.allreduce_by_bytes.items() if v}
         self.link_bw = hw.interconnect.bandwidth_bytes_per_s
         self.e = e
         self.kind = hw.provenance.kind
@@ -70,10 +79,25 @@ class Hardware:
         return self.profile.peak(dtype)
 
     def gemm_efficiency(self, dtype: str, m: float) -> float:
+        """Compute efficiency of a GEMM with M rows: the fitted compute-bound curve, else the older
+        median-over-shapes curve, else the scalar."""
+        curve = self.compute_curves.get(dtype)
+        if curve is not None:
+            return math.exp(interp_log(curve, m))
         curve = self.gemm_curves.get(dtype)
         if curve is not None:
             return interp_log(curve, m)
         return self.gemm_eff.get(dtype, self.gemm_eff.get("bf16", 0.8))
+
+    def gemm_memory_efficiency(self, dtype: str, weight_bytes: float, nbytes: float) -> float:
+        """Bandwidth fraction of a weight-streaming GEMM: by its weight bytes where measured, else that of
+        a copy of the same bytes."""
+        curve = self.gemm_mem_curves.get(dtype) or self.gemm_mem_curves.get("bf16")
+        return interp_log(curve, weight_bytes) if curve is not None else self.memory_efficiency(nbytes)
+
+    def issue_interval_s(self, graphs: bool) -> float:
+        """Shortest time per kernel: how fast kernels are issued, replayed from a CUDA graph or eagerly."""
+        return self.e.graph_kernel_overhead_s if graphs else self.e.kernel_overhead_s
 
     def memory_efficiency(self, nbytes: float) -> float:
         return interp_log(self.mem_curve, nbytes) if self.mem_curve else self.mem_eff
@@ -119,26 +143,44 @@ def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, co
     return (t_c, "compute") if t_c >= t_m else (t_m, "memory")
 
 
-def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
-              count: int = 1) -> OpCost:
-    """Y[m,n] = X[m,k] @ W[k,n] with W stored in `weight_dtype`."""
+def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str) -> tuple[float, float, float, str]:
+    """(FLOPs, bytes, seconds, bound) of Y[m,n] = X[m,k] @ W[k,n], W stored in `weight_dtype`, without
+    the issue floor. Weight-only int8/int4 run as the profiler times them: a dequantize pass (read the
+    quantized weights, write bf16), a bf16 GEMM, and the per-channel scale on the output."""
     cdt = COMPUTE_DTYPE[weight_dtype]
     flops = 2.0 * m * n * k
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
-    nbytes = n * k * WEIGHT_BYTES_PER_PARAM[weight_dtype] + m * k * act_in + m * n * ACT_BYTES
-    t, bound = roofline_s(hw, flops, nbytes, cdt, hw.gemm_efficiency(cdt, m))
-    return OpCost(name, flops, nbytes, t + hw.e.kernel_overhead_s, bound, count)
+    gemm_weight_bytes = n * k * WEIGHT_BYTES_PER_PARAM[cdt]
+    nbytes = gemm_weight_bytes + m * k * act_in + m * n * ACT_BYTES
+    t, bound = roofline_s(hw, flops, nbytes, cdt, hw.gemm_efficiency(cdt, m),
+                          hw.gemm_memory_efficiency(cdt, gemm_weight_bytes, nbytes))
+    if cdt != weight_dtype:
+        dequant_bytes = n * k * (WEIGHT_BYTES_PER_PARAM[weight_dtype] + ACT_BYTES)
+        scale_bytes = 2 * m * n * ACT_BYTES
+        t += (dequant_bytes / (hw.bandwidth * hw.e.dequant_memory)
+              + scale_bytes / (hw.bandwidth * hw.memory_efficiency(scale_bytes)))
+        nbytes += dequant_bytes + scale_bytes
+    return flops, nbytes, t, bound
+
+
+def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
+              count: int = 1, graphs: bool = True) -> OpCost:
+    """Y[m,n] = X[m,k] @ W[k,n] with W stored in `weight_dtype`; `graphs`: issued from a CUDA graph."""
+    flops, nbytes, t, bound = _gemm_kernel(hw, m, n, k, weight_dtype)
+    return OpCost(name, flops, nbytes, max(t, hw.issue_interval_s(graphs)), bound, count)
 
 
 def gemm_time_s(hw: HardwareProfile | Hardware, m: float, n: float, k: float, dtype: str = "bf16") -> float:
-    """Time of one GEMM (public helper; the profilers validate it against held-out measurements)."""
+    """Time of one GEMM under graph replay (public helper; the profilers validate it against held-out
+    measurements, timed that way)."""
     return gemm_cost(prepare(hw), "gemm", m, n, k, dtype).time_s
 
 
 def copy_time_s(hw: HardwareProfile | Hardware, nbytes: float) -> float:
-    """Time of a device-to-device copy moving `nbytes` (read + write counted)."""
+    """Time of a device-to-device copy moving `nbytes` (read + write counted), under graph replay. The
+    bandwidth curve was measured per kernel that way, so it already holds the kernel's fixed cost."""
     h = prepare(hw)
-    return nbytes / (h.bandwidth * h.memory_efficiency(nbytes)) + h.e.kernel_overhead_s
+    return max(nbytes / (h.bandwidth * h.memory_efficiency(nbytes)), h.issue_interval_s(True))
 
 
 def allreduce_time_s(hw: HardwareProfile | Hardware, nbytes: float, n_gpus: int) -> float:
@@ -232,6 +274,7 @@ def _layer_groups(m: ModelSpec) -> list[tuple[int, bool, bool]]:
 
 def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, count: int) -> list[OpCost]:
     m = d.model
+    floor_s = hw.issue_interval_s(graphs_hide_launches(d, b))
     heads = m.num_attention_heads / d.tp
     kv_tok = d.kv_bytes_per_token_layer()
     if m.is_mla:
@@ -249,7 +292,7 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
         flops = 2 * heads * (qk_p + v_p) * pairs
         nbytes = b.prefill_tokens * heads * (qk_p + v_p) * ACT_BYTES + kv_read * kv_tok
         t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
-        ops.append(OpCost("attention_prefill", flops, nbytes, t + hw.e.kernel_overhead_s, bound, count))
+        ops.append(OpCost("attention_prefill", flops, nbytes, max(t, floor_s), bound, count))
     if b.decode_seqs:
         ctx = b.decode_ctx_tokens
         if window:
@@ -257,32 +300,32 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
         flops = 2 * heads * (qk_d + v_d) * ctx
         nbytes = ctx * kv_tok + b.decode_seqs * heads * (qk_d + v_d) * ACT_BYTES
         t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
-        ops.append(OpCost("attention_decode", flops, nbytes, t + hw.e.kernel_overhead_s, bound, count))
+        ops.append(OpCost("attention_decode", flops, nbytes, max(t, floor_s), bound, count))
     return ops
 
 
-def _projection_ops(hw: Hardware, d: Deployment, tokens: int, count: int) -> list[OpCost]:
+def _projection_ops(hw: Hardware, d: Deployment, tokens: int, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
     if m.is_mla:
         heads = m.num_attention_heads / tp
         ops = []
         if m.q_lora_rank:
-            ops.append(gemm_cost(hw, "q_a_proj", tokens, m.q_lora_rank, h, wd, count))
+            ops.append(gemm_cost(hw, "q_a_proj", tokens, m.q_lora_rank, h, wd, count, graphs))
             ops.append(gemm_cost(hw, "q_b_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim),
-                                 m.q_lora_rank, wd, count))
+                                 m.q_lora_rank, wd, count, graphs))
         else:
             ops.append(gemm_cost(hw, "q_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), h,
-                                 wd, count))
-        ops.append(gemm_cost(hw, "kv_a_proj", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, wd, count))
+                                 wd, count, graphs))
+        ops.append(gemm_cost(hw, "kv_a_proj", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, wd, count, graphs))
         ops.append(gemm_cost(hw, "kv_b_proj", tokens, heads * (m.qk_nope_head_dim + m.v_head_dim),
-                             m.kv_lora_rank, wd, count))
-        ops.append(gemm_cost(hw, "o_proj", tokens, h, heads * m.v_head_dim, wd, count))
+                             m.kv_lora_rank, wd, count, graphs))
+        ops.append(gemm_cost(hw, "o_proj", tokens, h, heads * m.v_head_dim, wd, count, graphs))
         return ops
     q = m.num_attention_heads * m.head_dim / tp
     kv = d.kv_heads_per_gpu * m.head_dim
-    return [gemm_cost(hw, "qkv_proj", tokens, q + 2 * kv, h, wd, count),
-            gemm_cost(hw, "o_proj", tokens, h, q, wd, count)]
+    return [gemm_cost(hw, "qkv_proj", tokens, q + 2 * kv, h, wd, count, graphs),
+            gemm_cost(hw, "o_proj", tokens, h, q, wd, count, graphs)]
 
 
 def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> float:
@@ -290,34 +333,33 @@ def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> floa
     return num_experts * (1.0 - (1.0 - top_k / num_experts) ** tokens)
 
 
-def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int) -> list[OpCost]:
+def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
     if not is_moe:
         inter = m.intermediate_size / tp
-        return [gemm_cost(hw, "mlp_gate_up", tokens, 2 * inter, h, wd, count),
-                gemm_cost(hw, "mlp_down", tokens, h, inter, wd, count)]
+        return [gemm_cost(hw, "mlp_gate_up", tokens, 2 * inter, h, wd, count, graphs),
+                gemm_cost(hw, "mlp_down", tokens, h, inter, wd, count, graphs)]
     e, k = m.num_experts, m.num_experts_per_tok
     inter = (m.moe_intermediate_size or m.intermediate_size) / tp
     active = expected_active_experts(e, k, tokens)
     tokens_per_expert = tokens * k / active
-    ops = [gemm_cost(hw, "moe_router", tokens, e, h, "bf16", count)]
+    ops = [gemm_cost(hw, "moe_router", tokens, e, h, "bf16", count, graphs)]
     # Grouped GEMM: FLOPs of the routed tokens, weight bytes of the experts actually hit.
     for name, n_out, k_in in (("moe_gate_up", 2 * inter, h), ("moe_down", h, inter)):
-        one = gemm_cost(hw, name, tokens_per_expert, n_out, k_in, wd)
-        ops.append(OpCost(name, one.flops * active, one.bytes * active,
-                          (one.time_s - hw.e.kernel_overhead_s) * active + hw.e.kernel_overhead_s,
-                          one.bound, count))
+        flops, nbytes, t, bound = _gemm_kernel(hw, tokens_per_expert, n_out, k_in, wd)
+        ops.append(OpCost(name, flops * active, nbytes * active, max(t * active, hw.issue_interval_s(graphs)),
+                          bound, count))
     if m.num_shared_experts:
         s_inter = (m.shared_expert_intermediate_size or inter * tp * m.num_shared_experts) / tp
-        ops += [gemm_cost(hw, "shared_gate_up", tokens, 2 * s_inter, h, wd, count),
-                gemm_cost(hw, "shared_down", tokens, h, s_inter, wd, count)]
+        ops += [gemm_cost(hw, "shared_gate_up", tokens, 2 * s_inter, h, wd, count, graphs),
+                gemm_cost(hw, "shared_down", tokens, h, s_inter, wd, count, graphs)]
     return ops
 
 
-def _elementwise(hw: Hardware, name: str, nbytes: float, count: int) -> OpCost:
-    t = nbytes / (hw.bandwidth * hw.memory_efficiency(nbytes)) + hw.e.kernel_overhead_s
-    return OpCost(name, 0.0, nbytes, t, "memory", count)
+def _elementwise(hw: Hardware, name: str, nbytes: float, count: int, graphs: bool) -> OpCost:
+    t = nbytes / (hw.bandwidth * hw.memory_efficiency(nbytes))
+    return OpCost(name, 0.0, nbytes, max(t, hw.issue_interval_s(graphs)), "memory", count)
 
 
 def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[OpCost]:
@@ -329,29 +371,28 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         return []
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
+    graphs = graphs_hide_launches(d, b)
     ops: list[OpCost] = []
     for n, is_moe, window in _layer_groups(m):
         count = max(1, round(n * layer_frac))
         norms = 4 if m.post_norms else 2
-        ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count))
-        ops += _projection_ops(hw, d, tokens, count)
+        ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
+        ops += _projection_ops(hw, d, tokens, count, graphs)
         ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
-        ops += _mlp_ops(hw, d, tokens, is_moe, count)
+        ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
         if d.tp > 1:
             t = allreduce_time_s(hw, tokens * h * ACT_BYTES, d.tp)
             ops.append(OpCost("allreduce", 0.0, tokens * h * ACT_BYTES, t, "communication", 2 * count))
-    ops.append(_elementwise(hw, "embedding", tokens * h * ACT_BYTES * 2, 1))
+    ops.append(_elementwise(hw, "embedding", tokens * h * ACT_BYTES * 2, 1, graphs))
     # Logits only for sequences that sample this step (decodes and prefills that end their prompt).
-    ops.append(gemm_cost(hw, "lm_head", max(1, b.seqs), m.vocab_size / d.tp, h, "bf16", 1))
+    ops.append(gemm_cost(hw, "lm_head", max(1, b.seqs), m.vocab_size / d.tp, h, "bf16", 1, graphs))
     return ops
 
 
-def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch) -> float:
-    """Kernel launches not counted per operator, plus the engine's per-step host work."""
-    graphs = d.cuda_graphs and b.prefill_tokens == 0
-    per_kernel = hw.e.graph_kernel_overhead_s if graphs else 0.0
-    n_kernels = KERNELS_PER_LAYER * d.layers_per_stage
-    return n_kernels * per_kernel + hw.e.step_overhead_s
+def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int) -> float:
+    """Kernels the operators do not price (one issue interval each), plus the engine's per-step host work."""
+    unpriced = max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced_kernels)
+    return unpriced * hw.issue_interval_s(graphs_hide_launches(d, b)) + hw.e.step_overhead_s
 
 
 def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
@@ -369,13 +410,12 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
         return 0.0
     ops = step_ops(hw, d, b)
     per_stage = sum(o.time_s * o.count for o in ops)
-    if graphs_hide_launches(d, b):
-        per_stage -= hw.e.kernel_overhead_s * sum(o.count for o in ops if o.bound != "communication")
-    return d.pp * per_stage + p2p_time_s(hw, d, b) + launch_overhead_s(hw, d, b)
+    priced = sum(o.count for o in ops if o.bound != "communication")
+    return d.pp * per_stage + p2p_time_s(hw, d, b) + launch_overhead_s(hw, d, b, priced)
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:
-    """Decode-only steps replay a CUDA graph: eager launch latency disappears."""
+    """Decode-only steps replay a CUDA graph: kernels are issued at the graph rate, not the eager one."""
     return d.cuda_graphs and b.prefill_tokens == 0
 
 

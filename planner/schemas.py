@@ -119,6 +119,16 @@ class Efficiency(_Base):
     gemm: dict[str, float] = {"bf16": 0.80, "fp16": 0.80, "fp8": 0.72, "int8": 0.60, "fp32": 0.80}
     # GEMM efficiency as a function of the token dimension M, per compute dtype (measured).
     gemm_by_m: dict[str, list[CurvePoint]] = {}
+    # Fitted GEMM model (measured; the cost model falls back to gemm_by_m / memory_by_bytes without them).
+    # Compute-bound efficiency by M, per compute dtype: median over the shapes that are compute bound at
+    # that M (the best achieved where none is), so it is not dragged down by weight-streaming shapes.
+    gemm_compute_by_m: dict[str, list[CurvePoint]] = {}
+    # Memory-bound GEMMs (small M): fraction of bandwidth by the weight bytes of the GEMM, per stored
+    # weight dtype (bf16, fp8): big weight matrices stream near peak, small ones are latency bound.
+    gemm_memory_by_bytes: dict[str, list[CurvePoint]] = {}
+    # Weight-only int8/int4: the dequantize pass (read quantized weights, write bf16) as a fraction of
+    # bandwidth; 0.25 is what torch's cast reached on H100/H200.
+    dequant_memory: float = 0.25
     memory: float = 0.85                        # large streams
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []

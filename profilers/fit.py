@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
-from planner.costmodel import COMPUTE_DTYPE
+from planner.costmodel import COMPUTE_DTYPE, curve_points, interp_log
 from planner.schemas import CurvePoint
 
 SMALL_MESSAGE_BYTES = 64 << 10          # all-reduces at or under this are latency (alpha) bound
@@ -83,3 +83,71 @@ def allreduce_fit(sizes: list[int], seconds: list[float], n_gpus: int) -> tuple[
 
 def seconds_curve(sizes: list[int], seconds: list[float]) -> list[CurvePoint]:
     return [CurvePoint(x=float(b), y=float(t)) for b, t in sorted(zip(sizes, seconds))]
+
+
+# --------------------------------------------------------------------------- the cost model's GEMM fit
+SMALL_M = 32                    # at or under this M every measured GEMM streams its weights (memory bound)
+COMPUTE_BOUND_RATIO = 1.5       # a row is compute bound when it takes this much longer than its memory time
+
+
+def _gemm_bytes(row: dict) -> float:
+    """Bytes a GEMM kernel moves: weights, activations in (fp8 GEMMs read fp8 activations), bf16 out."""
+    act_in = 1 if row["dtype"] == "fp8" else 2
+    return row["weight_bytes"] + row["m"] * row["k"] * act_in + row["m"] * row["n"] * 2
+
+
+def gemm_memory_curves(rows: list[dict], bandwidth_bytes_per_s: float) -> dict[str, list[CurvePoint]]:
+    """gemm_memory_by_bytes: for GEMMs that run their own dtype's kernel (not weight-only int8), x =
+    weight bytes, y = median over the small-M rows of that weight size of bytes moved / time / bandwidth."""
+    small = [dict(r, bw=_gemm_bytes(r) / r["seconds"] / bandwidth_bytes_per_s) for r in rows
+             if r["m"] <= SMALL_M and compute_dtype(r["dtype"]) == r["dtype"]]
+    by_dtype: dict[str, list[dict]] = defaultdict(list)
+    for row in small:
+        by_dtype[row["dtype"]].append(row)
+    return {dtype: median_by(group, "weight_bytes", "bw") for dtype, group in by_dtype.items()}
+
+
+def gemm_compute_curves(rows: list[dict], memory_curves: dict[str, list[CurvePoint]],
+                        bandwidth_bytes_per_s: float) -> dict[str, list[CurvePoint]]:
+    """gemm_compute_by_m: at each M, the median efficiency of the rows that are compute bound (measured
+    time >= COMPUTE_BOUND_RATIO x the memory time the memory curve predicts); where none is, the best
+    efficiency achieved (every time is at least its compute time, so that is the tightest bound the data
+    gives). Capped so that compute time never falls as M grows (the cost model must be monotonic in M)."""
+    curves = {}
+    for dtype, mem in memory_curves.items():
+        mem_curve = curve_points(mem)
+        by_m: dict[float, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["dtype"] == dtype:
+                by_m[r["m"]].append(r)
+        points: list[CurvePoint] = []
+        for m, group in sorted(by_m.items()):
+            bound = [r["efficiency"] for r in group if r["seconds"] >= COMPUTE_BOUND_RATIO * _gemm_bytes(r) / (
+                bandwidth_bytes_per_s * interp_log(mem_curve, r["weight_bytes"]))]
+            eff = statistics.median(bound) if bound else max(r["efficiency"] for r in group)
+            if points:
+                eff = min(eff, points[-1].y * m / points[-1].x)
+            points.append(CurvePoint(x=float(m), y=float(eff)))
+        curves[dtype] = points
+    return curves
+
+
+def dequant_fraction(rows: list[dict], bandwidth_bytes_per_s: float) -> Optional[float]:
+    """dequant_memory: weight-only int8 minus bf16 at the same small-M shape is the dequantize pass,
+    which reads 1 and writes 2 bytes per weight; median of its bandwidth fraction. None without pairs."""
+    bf16 = {(r["m"], r["n"], r["k"]): r["seconds"] for r in rows if r["dtype"] == "bf16"}
+    fractions = [r["n"] * r["k"] * 3 / (r["seconds"] - bf16[key]) / bandwidth_bytes_per_s
+                 for r in rows if r["dtype"] == "int8" and r["m"] <= SMALL_M
+                 and (key := (r["m"], r["n"], r["k"])) in bf16 and r["seconds"] > bf16[key]]
+    return float(statistics.median(fractions)) if fractions else None
+
+
+def gemm_model_fields(rows: list[dict], bandwidth_bytes_per_s: float) -> dict:
+    """The Efficiency fields of the cost model's GEMM model, from annotated GEMM rows."""
+    memory = gemm_memory_curves(rows, bandwidth_bytes_per_s)
+    fields = {"gemm_memory_by_bytes": memory,
+              "gemm_compute_by_m": gemm_compute_curves(rows, memory, bandwidth_bytes_per_s)}
+    dequant = dequant_fraction(rows, bandwidth_bytes_per_s)
+    if dequant is not None:
+        fields["dequant_memory"] = dequant
+    return fields

@@ -107,6 +107,8 @@ def apply_measurements(base: HardwareProfile, raw: dict) -> tuple[Efficiency, di
         fit.annotate_gemm(raw["gemm"], base.peak_flops, bandwidth)
         eff.gemm_by_m = fit.gemm_curves(raw["gemm"])
         eff.gemm = {**eff.gemm, **{d: fit.plateau(c) for d, c in eff.gemm_by_m.items()}}
+        for name, value in fit.gemm_model_fields(raw["gemm"], bandwidth).items():
+            setattr(eff, name, value)
         measured["gemm"] = raw["gemm"]
         measured["gemm_impl"] = raw.get("gemm_impl", {})
     if raw.get("prefill") or raw.get("decode"):
