@@ -179,6 +179,7 @@ class LLMEngine:
 
     def close(self) -> None:
         if self.workers:
+            self.workers.stopping = True
             self.runner.shutdown()
             self.workers.stop()
             self.workers = None

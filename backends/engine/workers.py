@@ -56,7 +56,7 @@ class Workers:
     def __init__(self, config: EngineConfig):
         os.environ.update(parallel.SAFE_ENV)   # inherited by the spawned ranks, and used by rank 0
         self.port = _free_port()
-        self._stopping = False
+        self.stopping = False      # set before rank 0 broadcasts the shutdown: exits from then on are expected
         ctx = mp.get_context("spawn")          # CUDA cannot be used in a forked child
         self.procs = [ctx.Process(target=_worker_main, args=(config, rank, self.port, os.getpid()),
                                   name=f"tp-rank-{rank}", daemon=True) for rank in range(1, config.tp)]
@@ -66,9 +66,9 @@ class Workers:
         threading.Thread(target=self._watch, daemon=True, name="tp-watchdog").start()
 
     def _watch(self) -> None:
-        while not self._stopping:
+        while not self.stopping:
             for rank, p in enumerate(self.procs, start=1):
-                if p.exitcode is not None and not self._stopping:
+                if p.exitcode is not None and not self.stopping:
                     print(f"error: tensor-parallel rank {rank} exited (code {p.exitcode}); stopping the server",
                           file=sys.stderr, flush=True)
                     self.kill()
@@ -81,8 +81,8 @@ class Workers:
                 p.kill()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """After rank 0 broadcast the shutdown: let workers exit, kill any that do not."""
-        self._stopping = True
+        """After rank 0 broadcast the shutdown (with `stopping` set): let workers exit, kill any that do not."""
+        self.stopping = True
         deadline = time.monotonic() + timeout
         for p in self.procs:
             p.join(max(0.0, deadline - time.monotonic()))
