@@ -74,6 +74,8 @@ class Hardware:
         self.link_bw = hw.interconnect.bandwidth_bytes_per_s
         self.e = e
         self.kind = hw.provenance.kind
+        # GEMM shapes recur across steps, trials and simulated requests: cost each one once.
+        self.gemm_memo: dict[tuple, tuple[float, float, float, str]] = {}
 
     def peak(self, dtype: str) -> float:
         return self.profile.peak(dtype)
@@ -147,6 +149,10 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str) 
     """(FLOPs, bytes, seconds, bound) of Y[m,n] = X[m,k] @ W[k,n], W stored in `weight_dtype`, without
     the issue floor. Weight-only int8/int4 run as the profiler times them: a dequantize pass (read the
     quantized weights, write bf16), a bf16 GEMM, and the per-channel scale on the output."""
+    key = (m, n, k, weight_dtype)
+    hit = hw.gemm_memo.get(key)
+    if hit is not None:
+        return hit
     cdt = COMPUTE_DTYPE[weight_dtype]
     flops = 2.0 * m * n * k
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
@@ -160,7 +166,8 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str) 
         t += (dequant_bytes / (hw.bandwidth * hw.e.dequant_memory)
               + scale_bytes / (hw.bandwidth * hw.memory_efficiency(scale_bytes)))
         nbytes += dequant_bytes + scale_bytes
-    return flops, nbytes, t, bound
+    hw.gemm_memo[key] = result = (flops, nbytes, t, bound)
+    return result
 
 
 def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
