@@ -84,7 +84,9 @@ def recommend(
     else:
         render.print_recommendation(r, console)
         if out and r.best:
-            console.print(f"Plan written to {out}")
+            from planner.launch import builtin_command
+            console.print(f"Plan written to {out}; serve it with the built-in engine: {builtin_command(str(out))}, "
+                          f"or measure it: plan bench run --plan {out} --backend builtin", markup=False)
     if not r.ranked:
         raise typer.Exit(3)
 

@@ -1,40 +1,49 @@
-"""The command lines that deploy a plan: `vllm serve` flags (per vLLM 0.33's names) and the built-in engine."""
+"""The command lines that deploy a plan: `vllm serve` flags (vLLM 0.33's names, see the reference notes)
+and the built-in engine. The benchmark harness starts vLLM with these same flags."""
 from __future__ import annotations
 
 import shlex
 
 from planner.schemas import ModelSpec, Plan
 
+_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 
-def vllm_args(plan: Plan, max_model_len: int | None = None) -> list[str]:
-    """`vllm serve` flags for a plan (without the model argument)."""
-    args = ["--tensor-parallel-size", str(plan.tp)]
-    if plan.pp > 1:
-        args += ["--pipeline-parallel-size", str(plan.pp)]
+
+def vllm_args(plan: Plan, *, load_format: str | None = None) -> tuple[list[str], list[str]]:
+    """`vllm serve` flags for a plan (without the model argument), and notes on what vLLM cannot express."""
+    args = ["--tensor-parallel-size", str(plan.tp), "--pipeline-parallel-size", str(plan.pp)]
+    notes = []
+    if plan.replicas > 1:
+        args += ["--data-parallel-size", str(plan.replicas)]
     if plan.weight_dtype == "fp8":
-        args += ["--quantization", "fp8"]               # online dynamic fp8 from a bf16 checkpoint
+        args += ["--quantization", "fp8"]      # online dynamic fp8 on an unquantized checkpoint
+    elif plan.weight_dtype in _DTYPE:
+        args += ["--dtype", _DTYPE[plan.weight_dtype]]
+    else:
+        notes.append(f"weight_dtype {plan.weight_dtype}: vLLM has no online {plan.weight_dtype} weight-only "
+                     "mode; serve a pre-quantized checkpoint (GPTQ/AWQ; its config sets the quantization)")
     if plan.kv_dtype == "fp8":
         args += ["--kv-cache-dtype", "fp8"]
+    elif plan.kv_dtype == "int8":
+        notes.append("kv_dtype int8: vLLM has no int8 KV cache; it runs with the model dtype (auto)")
+    if not plan.chunked_prefill:
+        notes.append("chunked_prefill off: vLLM V1 always chunks prefill")
     args += ["--max-num-seqs", str(plan.max_num_seqs),
              "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
              "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}",
              "--block-size", str(plan.block_size)]
-    if max_model_len or plan.max_model_len:
-        args += ["--max-model-len", str(max_model_len or plan.max_model_len)]
-    return args
+    if plan.max_model_len:
+        args += ["--max-model-len", str(plan.max_model_len)]
+    if load_format:
+        args += ["--load-format", load_format]
+    return args, notes
 
 
-def vllm_command(plan: Plan, model: ModelSpec, max_model_len: int | None = None) -> str:
-    """The shell command that deploys one replica of the plan with vLLM, with notes where vLLM differs."""
-    cmd = shlex.join(["vllm", "serve", model.hf_id or model.name, *vllm_args(plan, max_model_len)])
-    notes = []
-    if plan.weight_dtype in ("int8", "int4"):
-        notes.append(f"# vLLM has no online {plan.weight_dtype} weight-only mode: serve a pre-quantized "
-                     f"{plan.weight_dtype} checkpoint (e.g. GPTQ/AWQ) of this model")
-    if plan.replicas > 1:
-        notes.append(f"# run {plan.replicas} replicas (one per {plan.gpus_per_replica} GPU(s)) behind a "
-                     f"load balancer, or add --data-parallel-size {plan.replicas} on one node")
-    return "\n".join([cmd, *notes])
+def vllm_command(plan: Plan, model: ModelSpec) -> str:
+    """The shell command that deploys the plan with vLLM, its notes as trailing comments."""
+    args, notes = vllm_args(plan)
+    return "\n".join([shlex.join(["vllm", "serve", model.hf_id or model.name, *args]),
+                      *(f"# {n}" for n in notes)])
 
 
 def builtin_command(plan_path: str) -> str:

@@ -12,7 +12,7 @@ from backends.harness import bench, results_db
 from backends.harness.cli import register
 from backends.harness.selfcheck import start_noop
 from backends.harness.servers import RunningServer
-from backends.harness.vllm_flags import vllm_args
+from planner.launch import vllm_args
 from planner.schemas import Plan
 
 PLAN = {"model": "Llama-3.1-8B", "hardware": "H100-SXM"}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.harness.process import ManagedServer, free_port
-from backends.harness.vllm_flags import vllm_args
+from planner.launch import vllm_args
 from planner.errors import PlanError, UsageError
 from planner.schemas import Plan
 
