@@ -177,7 +177,9 @@ class Evaluator:
             replicas = max(1, math.ceil(self.workload.rate_rps / (0.9 * pred.requests_per_s)))
             if replicas * tp * pp > self.space.max_gpus:
                 return self._reject(key, f"GPUs {replicas * tp * pp} exceed --max-gpus {self.space.max_gpus}")
-        plan = Plan(num_gpus=replicas * tp * pp, replicas=replicas, **base)
+        # vLLM refuses to start when one sequence of max_model_len would not fit the KV cache.
+        max_len = min(self.model.max_position_embeddings, pred.memory.kv_capacity_tokens)
+        plan = Plan(num_gpus=replicas * tp * pp, replicas=replicas, max_model_len=max_len, **base)
         if replicas > 1 or self.workload.rate_rps:
             pred = predict(self.model, hw, plan, self.workload)
         viol = violations(pred, self.slos)
