@@ -204,11 +204,11 @@ class ModelRunner:
 
     def _execute(self, step: dict) -> torch.Tensor:
         """Logits of the sampled rows of one step (the same work on every rank)."""
-        ids, pos, meta = self._device_inputs(step)
         rows, bs = step["sample_rows"], step["graph_bs"]
         if bs is not None:
-            logits = self._replay(bs, ids, pos, meta)
+            logits = self._replay(bs, step)
             return logits[self._tensor(rows, torch.long)] if len(rows) < bs else logits
+        ids, pos, meta = self._device_inputs(step)
         hidden = self.model(ids, pos, meta)
         return self.model.compute_logits(hidden[self._tensor(rows, torch.long)])
 
@@ -247,11 +247,16 @@ class ModelRunner:
         sizes = [b for b in GRAPH_BATCH_SIZES if b < max_bs] + [next(b for b in GRAPH_BATCH_SIZES if b >= max_bs)]
         n = sizes[-1]
         dev = self.device
-        self.graph_ids = torch.zeros(n, dtype=torch.long, device=dev)
-        self.graph_pos = torch.zeros(n, dtype=torch.long, device=dev)
-        self.graph_slots = torch.full((n,), self.trash_slot, dtype=torch.long, device=dev)
-        self.graph_ctx = torch.ones(n, dtype=torch.int32, device=dev)
+        # The graphs' inputs: ids, positions, slots and context lengths are the rows of one [4, n] int64 tensor
+        # (int64 context lengths: the decode kernel takes either), uploaded with one copy from a pinned
+        # twin; the block tables with a second. Building ~10 small tensors and copies per step instead made
+        # run() 0.30 ms (batch 1) to 1.6 ms (batch 256) longer than the replay on an H200; now 0.12 to 0.6.
+        self.graph_header = torch.tensor([[0], [0], [self.trash_slot], [1]], device=dev).repeat(1, n)
+        self.graph_ids, self.graph_pos, self.graph_slots, self.graph_ctx = self.graph_header
         self.graph_tables = torch.zeros(n, self.max_blocks_per_seq, dtype=torch.int32, device=dev)
+        self.staging_header = torch.empty_like(self.graph_header, device="cpu").pin_memory()
+        self.staging_tables = torch.empty(self.graph_tables.numel(), dtype=torch.int32).pin_memory()
+        self.staging_free = torch.cuda.Event()      # recorded once the last upload has read the staging buffers
         self.graph_logits: dict[int, torch.Tensor] = {}
         pool = None
         with torch.inference_mode():
@@ -268,14 +273,20 @@ class ModelRunner:
                 self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def _replay(self, bs: int, ids, pos, meta: AttentionMetadata) -> torch.Tensor:
-        self.graph_ids[:bs].copy_(ids)
-        self.graph_pos[:bs].copy_(pos)
-        self.graph_slots[:bs].copy_(meta.slot_mapping)
-        self.graph_ctx[:bs].copy_(meta.decode_context_lens)
-        tables = meta.decode_block_tables
+    def _replay(self, bs: int, h: dict) -> torch.Tensor:
+        """Uploads step `h`'s host inputs (padded to `bs` rows) into the graph's buffers and replays it."""
+        self.staging_free.synchronize()     # a worker rank does not sync per step: don't overwrite in flight
+        header = self.staging_header.numpy()
+        for i, key in enumerate(("ids", "pos", "slots", "decode_ctx")):
+            header[i, :bs] = h[key]
+        tables = h["decode_tables"]
+        width = len(tables[0])
+        staged = self.staging_tables[:bs * width].view(bs, width)
+        staged.numpy()[:] = tables
+        self.graph_header.copy_(self.staging_header, non_blocking=True)
         # Only the columns in use: the kernel never reads past a sequence's context.
-        self.graph_tables[:bs, :tables.shape[1]].copy_(tables)
+        self.graph_tables[:bs, :width].copy_(staged, non_blocking=True)
+        self.staging_free.record()
         self.graphs[bs].replay()
         return self.graph_logits[bs]
 
