@@ -12,16 +12,20 @@ Decode steps at 1k context, batch 1 and 64, CUDA graphs, median of a few steps, 
 with the all-reduce of one step's activations ([batch, hidden] bf16) timed by NCCL in a CUDA graph in the same
 run. MoE decode under CUDA graphs runs every expert (see backends/engine/moe.py), so its floor counts all
 expert weights. Results go to --out as JSON; a markdown table is printed.
+
+Each case runs in its own process (`--case`), under a time limit: a crash, an out-of-memory or a hung NCCL
+teardown costs that case only. A TP case that fails with CUDA graphs is retried once eagerly.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+from bench_engine import LLAMA_31_8B, copy_bandwidth, decode_batch
 
 from backends.engine import parallel
 from backends.engine.config import TINY, EngineConfig
 from backends.engine.engine import LLMEngine
-from bench_engine import LLAMA_31_8B, copy_bandwidth, decode_batch
 from planner.schemas import ModelSpec
 
 LLAMA_31_70B = LLAMA_31_8B.model_copy(update=dict(name="Llama-3.1-70B", hidden_size=8192, num_layers=80,
@@ -103,19 +107,19 @@ def allreduce_seconds(tp: int, device_type: str, numels: list[int]) -> dict[int,
 
 
 # --------------------------------------------------------------------------- decode
-def bench_case(label, spec, weight_dtype, tp, device, copy_bw, cuda_graphs: bool) -> dict:
+def bench_case(label, spec, weight_dtype, tp, device, cuda_graphs: bool, allreduce: dict[int, float]) -> dict:
+    copy_bw = copy_bandwidth(device)
     blocks = max(BATCHES) * (CTX // 16 + 2) + 16
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=spec, device=device.type, weight_dtype=weight_dtype, tp=tp,
                                     max_num_seqs=max(BATCHES), max_num_batched_tokens=2048,
                                     max_model_len=CTX + 64, num_kv_blocks=blocks, seed=0, cuda_graphs=cuda_graphs))
-    row = {"case": label, "model": spec.name, "weight_dtype": weight_dtype, "tp": tp,
-           "load_and_capture_s": time.perf_counter() - t0}
+    row = {"case": label, "model": spec.name, "weight_dtype": weight_dtype, "tp": tp, "cuda_graphs": cuda_graphs,
+           "copy_bandwidth_bytes_s": copy_bw, "load_and_capture_s": time.perf_counter() - t0}
     try:
         runner = engine.runner
         embed_bytes = spec.vocab_size * spec.hidden_size * runner.dtype.itemsize
         weight_bytes = runner.weights_bytes - (0 if spec.tie_word_embeddings else embed_bytes)
-        ar = allreduce_times.get(tp, {}) if tp > 1 else {}
         row["weight_bytes_per_gpu"] = weight_bytes
         row["decode"] = []
         for bs in BATCHES:
@@ -131,21 +135,30 @@ def bench_case(label, spec, weight_dtype, tp, device, copy_bw, cuda_graphs: bool
                 engine.block_manager.free(s)
             step = statistics.median(times)
             kv_bytes = bs * CTX * runner.kv_bytes_per_token()
-            allreduce = 2 * spec.num_layers * ar.get(bs * spec.hidden_size, 0.0)
-            floor = (weight_bytes + kv_bytes) / copy_bw + allreduce
+            reduce_s = 2 * spec.num_layers * allreduce.get(bs * spec.hidden_size, 0.0) if tp > 1 else 0.0
+            floor = (weight_bytes + kv_bytes) / copy_bw + reduce_s
             row["decode"].append({"batch": bs, "step_ms": step * 1e3, "floor_ms": floor * 1e3,
-                                  "allreduce_ms": allreduce * 1e3, "floor_over_step": floor / step,
+                                  "allreduce_ms": reduce_s * 1e3, "floor_over_step": floor / step,
                                   "cuda_graph": runner.last_graph_bs})
     finally:
         engine.close()
-        del engine
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     return row
 
 
-allreduce_times: dict[int, dict[int, float]] = {}
+def run_case(args, label: str, allreduce: dict[int, float], eager: bool) -> dict:
+    """One case in a child process (see the module docstring)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, __file__, "--case", label, "--case-out", out.name, "--device", args.device,
+               "--tp", str(args.tp), "--allreduce", json.dumps(allreduce)] + (["--eager"] if eager else [])
+        try:
+            proc = subprocess.run(cmd, check=False, timeout=args.case_timeout, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        except subprocess.TimeoutExpired:
+            return {"case": label, "error": f"timed out after {args.case_timeout} s"}
+        if proc.returncode:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            return {"case": label, "error": f"exit {proc.returncode}: {last[:200]}"}
+        return json.loads(Path(out.name).read_text())
 
 
 def markdown(results: dict) -> str:
@@ -160,6 +173,10 @@ def markdown(results: dict) -> str:
         for d in row["decode"]:
             lines.append(f"| {row['case']} | {d['batch']} | {d['step_ms']:.2f} | {d['floor_ms']:.2f} | "
                          f"{d['allreduce_ms']:.3f} | {d['floor_over_step']:.2f} | {row['load_and_capture_s']:.0f} |")
+    for row in results["cases"]:
+        if not row.get("cuda_graphs", True):
+            note = f" (CUDA graphs failed: {row['graph_error']})" if "graph_error" in row else ""
+            lines.append(f"\n{row['case']}: eager, no CUDA graphs{note}")
     if "fp8_speedup_batch1" in results:
         lines += ["", f"(a) fp8 / bf16 decode speed-up at batch 1: {results['fp8_speedup_batch1']:.2f}x "
                       "(target >= 1.7x)"]
@@ -172,26 +189,44 @@ def main() -> None:
     ap.add_argument("--only", default="a,b,c", help="sections, e.g. a or b,c")
     ap.add_argument("--device", default="cuda", help="cuda | cpu (cpu: tiny shapes, to check the script)")
     ap.add_argument("--out", default="bench_engine_scale.json")
-    ap.add_argument("--eager", action="store_true", help="no CUDA graphs (fallback if capture fails)")
+    ap.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    ap.add_argument("--case-timeout", type=int, default=240, help="seconds per case")
+    ap.add_argument("--case", help=argparse.SUPPRESS)          # internal: run one case in this process
+    ap.add_argument("--case-out", help=argparse.SUPPRESS)
+    ap.add_argument("--allreduce", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = torch.device(args.device)
-    tp = args.tp or (torch.cuda.device_count() if device.type == "cuda" else 2)
-    todo = [c for section in args.only.split(",") for c in cases(tp, device.type == "cpu")[section.strip()]]
+    args.tp = args.tp or (torch.cuda.device_count() if device.type == "cuda" else 2)
+    all_cases = cases(args.tp, device.type == "cpu")
+    if args.case:
+        label, spec, weight_dtype, tp = next(c for section in all_cases.values() for c in section if c[0] == args.case)
+        allreduce = {int(k): v for k, v in json.loads(args.allreduce).items()}
+        row = bench_case(label, spec, weight_dtype, tp, device, not args.eager, allreduce)
+        Path(args.case_out).write_text(json.dumps(row))
+        os._exit(0)          # skip interpreter teardown: the NCCL groups are gone with the process
+    todo = [c for section in args.only.split(",") for c in all_cases[section.strip()]]
 
-    results = {"device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "tp_available": tp, "context": CTX, "cases": []}
-    results["copy_bandwidth_bytes_s"] = copy_bw = copy_bandwidth(device)
+    # No CUDA in this process: every GPU is free for the cases.
+    results = {"torch": torch.__version__, "tp_available": args.tp, "context": CTX, "cases": []}
+    allreduce_times = {}
     for size in sorted({c[3] for c in todo if c[3] > 1}):
         hidden = sorted({c[1].hidden_size for c in todo if c[3] == size})
         allreduce_times[size] = allreduce_seconds(size, device.type, [b * h for b in BATCHES for h in hidden])
     results["allreduce_s"] = {str(k): {str(n): t for n, t in v.items()} for k, v in allreduce_times.items()}
     for label, spec, weight_dtype, case_tp in todo:
         print(f"-- {label}", file=sys.stderr, flush=True)
-        try:
-            results["cases"].append(bench_case(label, spec, weight_dtype, case_tp, device, copy_bw,
-                                                  not args.eager))
-        except Exception as e:   # one failing case (e.g. out of memory) still leaves the others' numbers
-            results["cases"].append({"case": label, "error": f"{type(e).__name__}: {e}".splitlines()[0][:200]})
+        row = run_case(args, label, allreduce_times.get(case_tp, {}), args.eager)
+        if "error" in row and case_tp > 1 and not args.eager:
+            print(f"   {row['error']}; retrying without CUDA graphs", file=sys.stderr, flush=True)
+            graph_error = row["error"]
+            row = run_case(args, label, allreduce_times.get(case_tp, {}), eager=True)
+            row["graph_error"] = graph_error
+        results["cases"].append(row)
+    ok = [r for r in results["cases"] if "decode" in r]
+    results["copy_bandwidth_bytes_s"] = ok[0]["copy_bandwidth_bytes_s"] if ok else 0.0
+    results["device_name"] = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"], check=False, capture_output=True,
+        text=True).stdout.strip() if device.type == "cuda" else "cpu"
     by_case = {r["case"]: r for r in results["cases"] if "decode" in r}
     if "8B bf16" in by_case and "8B fp8" in by_case:
         results["fp8_speedup_batch1"] = by_case["8B bf16"]["decode"][0]["step_ms"] / by_case["8B fp8"]["decode"][0]["step_ms"]

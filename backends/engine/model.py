@@ -141,8 +141,7 @@ class CausalLM(nn.Module):
             if "rotary_emb" in name or (name == "lm_head.weight" and self.spec.tie_word_embeddings):
                 continue
             for target, shard, part in checkpoint_targets(name, tensor):
-                module_name, _, leaf = target.rpartition(".")
-                module = self.get_submodule(module_name)
+                module = self.get_submodule(target.rpartition(".")[0])
                 if target not in params:
                     raise KeyError(f"checkpoint tensor {name} has no place in the model")
                 if isinstance(module, Linear):

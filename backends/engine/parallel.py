@@ -7,6 +7,7 @@ objects through a separate gloo group, so they never touch the GPU stream.
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 import torch.distributed as dist
@@ -74,8 +75,12 @@ def min_over_ranks(value: int) -> int:
     return int(t)
 
 
-def shutdown() -> None:
+def shutdown(timeout_s: float = 10.0) -> None:
+    """Destroys the process groups. NCCL's teardown can hang after collectives were captured in CUDA graphs
+    (pytorch#115388), so it gets `timeout_s` in a daemon thread; the process exiting frees the rest."""
     global _rank, _size, _control
     if dist.is_initialized():
-        dist.destroy_process_group()
+        t = threading.Thread(target=dist.destroy_process_group, daemon=True, name="destroy-process-group")
+        t.start()
+        t.join(timeout_s)
     _rank, _size, _control = 0, 1, None

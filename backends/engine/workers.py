@@ -40,7 +40,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker_main(config: EngineConfig, rank: int, port: int, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .model_runner import ModelRunner    # torch and the model after the safety nets are up
+    from .model_runner import ModelRunner  # torch and the model after the safety nets are up
     runner = ModelRunner(config, rank, port)
     runner.worker_loop()
     parallel.shutdown()
