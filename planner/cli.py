@@ -46,6 +46,8 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of tables."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the best plan as YAML (feeds `plan serve`, "
                                        "`plan bench`). e.g. plan.yaml"),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report "
+                                        "(charts inline, opens offline). e.g. report.html"),
     seed: int = typer.Option(0, "--seed", help="Search seed (same seed, same answer)."),
     trials: int = typer.Option(300, "--trials", help="Optuna trials. e.g. 1000 for a wider search"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL to share one study "
@@ -79,6 +81,9 @@ def recommend(
             bar.stop()
     if out and r.best:
         r.best.plan.dump(out)
+    if html:
+        import reports
+        reports.write_recommend_html(render.recommendation_json(r), html)
     if as_json:
         _emit_json(render.recommendation_json(r))
     else:
@@ -114,6 +119,8 @@ def compare(
     prices: Optional[Path] = typer.Option(None, "--prices", help="YAML/JSON {gpu: $ per GPU-hour} overriding "
                                           "catalog prices."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of a table."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report "
+                                        "(charts inline, opens offline). e.g. report.html"),
 ):
     from planner import catalog, render
     from planner.compare import compare as run_compare
@@ -126,6 +133,9 @@ def compare(
     names = parse_list(gpus) or [h.name for h in catalog.list_hardware(profile)]
     cmp = run_compare(model, names, slo, rate, input_tokens, output_tokens, max_gpus, objective, trials, seed,
                       profile, str(prices) if prices else None)
+    if html:
+        import reports
+        reports.write_compare_html(render.comparison_json(cmp), html)
     if as_json:
         _emit_json(render.comparison_json(cmp))
     else:
@@ -218,15 +228,69 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     console.print(t)
 
 
+@app.command(help="Fit the cost model's efficiency parameters for one GPU to measured engine runs and write a "
+                  "calibrated profile, with held-out residuals for prediction intervals.\n\n"
+                  "Examples:\n\n"
+                  "* `plan calibrate --gpu h200 --trace steps.jsonl --model llama-8b`\n\n"
+                  "* `plan calibrate --gpu h100 --trace step_trace.jsonl --run serving.json --out H100.cal.yaml "
+                  "--json`")
+def calibrate(
+    gpu: str = typer.Option(..., "--gpu", help="GPU type (`plan gpus`) or a profile YAML path. e.g. h200"),
+    trace: List[Path] = typer.Option([], "--trace", help="Engine step trace (JSON lines), repeatable. "
+                                     "e.g. steps.jsonl"),
+    run: List[Path] = typer.Option([], "--run", help="`plan bench run --json` file, repeatable: predicted by "
+                                   "the calibrated profile, its errors become the serving residuals."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model of traces without a config line. "
+                                        "e.g. llama-8b"),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel GPUs of traces without a config line."),
+    weight_dtype: str = typer.Option("bf16", "--weight-dtype", help="Weights of traces without a config line."),
+    kv_dtype: str = typer.Option("bf16", "--kv-dtype", help="KV cache of traces without a config line."),
+    params: Optional[str] = typer.Option(None, "--params", help="Comma-separated parameters to fit (default: "
+                                         "all). e.g. step_overhead_s,memory_scale"),
+    holdout: float = typer.Option(0.3, "--holdout", help="Fraction of points held out of the fit."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
+    profile: str = typer.Option("auto", "--profile", help="Profile to start from: auto, datasheet, measured."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibrated profile "
+                                       "(default: hw_profiles/measured/<GPU>.yaml)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
+):
+    from planner import calibrate as cal
+    from planner import catalog
+    from planner.costmodel import Deployment
+    from planner.parse import parse_list
+
+    base = catalog.load_hardware(gpu, profile)
+    default = Deployment(catalog.load_model(model), tp, 1, weight_dtype, kv_dtype) if model else None
+    names = tuple(parse_list(params)) if params else cal.DEFAULT_PARAMS
+    c = cal.calibrate(base, [str(t) for t in trace], [str(r) for r in run], default, names, holdout, seed,
+                      "plan calibrate " + " ".join(sys.argv[2:]))
+    path = out or Path(__file__).resolve().parents[1] / "hw_profiles" / "measured" / f"{base.name}.yaml"
+    c.profile.dump(path)
+    summary = {"gpu": base.name, "out": str(path), "params": c.params, "initial": c.initial,
+               "points": {"train": len(c.train), "test": len(c.test)},
+               "median_abs_error": c.profile.measured["calibration"]["median_abs_error"]}
+    if as_json:
+        _emit_json(summary)
+        return
+    console.print(f"{base.name}: {len(c.train)} points fitted, {len(c.test)} held out; profile written to {path}")
+    for k, v in c.params.items():
+        console.print(f"  {k:<24} {c.initial[k]:.4g} -> {v:.4g}")
+    for k, v in summary["median_abs_error"].items():
+        console.print(f"  held-out median |error| {k:<14} {v:.1%}")
+
+
 def _register_subcommands() -> None:
     """Commands that live with their packages; each imports torch/aiohttp lazily, inside the command."""
     from backends.engine.cli import register as engine
     from backends.harness.cli import register as harness
+    from backends.harness.results_db import list_runs
     from profilers.cli import register as profilers
     from reports.cli import register as reports
 
-    for register in (engine, harness, profilers, reports):
+    for register in (engine, harness, profilers):
         register(app)
+    # `plan report history --db` reads the harness's results database.
+    reports(app, history_loader=lambda path: list_runs(path, limit=500))
 
 
 _register_subcommands()

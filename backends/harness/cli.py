@@ -118,6 +118,8 @@ def run_cmd(
     max_dispatch_lag_ms: float = typer.Option(5.0, help="flag the client as the bottleneck above this p99"),
     json_out: Path | None = typer.Option(None, "--json", help="write the run(s) here"),
     per_request: bool = typer.Option(False, "--per-request", help="include per-request detail in --json"),
+    html: Path | None = typer.Option(None, "--html", help="also write a self-contained HTML report of the "
+                                     "(last) run, e.g. bench.html"),
     tag: str | None = typer.Option(None), db: Path | None = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
     no_db: bool = typer.Option(False, "--no-db", help="do not record the run"),
 ) -> None:
@@ -180,6 +182,9 @@ def run_cmd(
                 out = _json_doc(runs[0], per_request)
         if json_out:
             json_out.write_text(json.dumps(out, indent=1))
+        if html and runs:
+            import reports
+            reports.write_bench_html(runs[-1], html)   # before _json_doc strips the per-request samples
         worst = max((r["exit_code"] for r in runs), default=0)
         if worst:
             last = runs[-1]
