@@ -152,6 +152,7 @@ class Provenance(_Base):
     date: Optional[str] = None
     command: Optional[str] = None
     duration_s: Optional[float] = None
+    data_files: Optional[list[str]] = None      # calibrated profiles: the measured runs they were fitted to
 
 
 class HardwareProfile(_Base):

@@ -1,0 +1,182 @@
+"""ACCURACY.md from the raw output of benchmarks/bench_accuracy.py: predicted vs measured, per machine.
+
+  python benchmarks/accuracy_report.py benchmarks/results/accuracy/H200 benchmarks/results/accuracy/H100-SXM
+  python benchmarks/accuracy_report.py /tmp/acc --out /tmp/ACCURACY.md          # the CPU-tiny check
+
+Per machine directory (step.json, step_trace.jsonl, serving.json): the step points are split by a seeded
+split (--holdout of them held out); the calibration (planner.calibrate) is fitted on the rest; every held-out
+point is predicted three ways: calibrated, the measured profile it started from, and the datasheet profile.
+Serving runs are never fitted (their own trace is not used): the simulator predicts them from each profile.
+Memory: the engine's KV capacity (its `kv_cache` event) beside the memory model's, and any case that ran out
+of memory although the planner says it fits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from planner import calibrate as cal  # noqa: E402
+from planner.costmodel import Deployment  # noqa: E402
+from planner.memory import memory_breakdown  # noqa: E402
+from planner.schemas import HardwareProfile, ModelSpec  # noqa: E402
+
+KV_TARGET = 0.03
+SERVING_METRICS = {"TTFT p50 ms": "median_ttft_ms", "TTFT p90 ms": "p90_ttft_ms", "TPOT p50 ms": "median_tpot_ms",
+                   "output tok/s": "output_throughput"}
+
+
+def profiles(step: dict) -> dict[str, HardwareProfile]:
+    """label -> profile: the measured (or, for the CPU check, synthetic) one and the datasheet one."""
+    if step.get("hardware_profile"):
+        hw = HardwareProfile.model_validate(step["hardware_profile"])
+        return {"measured": hw, "datasheet": hw.model_copy(update={"efficiency": type(hw.efficiency)()})}
+    from planner import catalog
+    gpu = step["meta"]["gpu"]
+    return {"measured": catalog.load_hardware(gpu, "auto"), "datasheet": catalog.load_hardware(gpu, "datasheet")}
+
+
+def stats(errors: list[float]) -> str:
+    if not errors:
+        return "n=0"
+    a = np.abs(errors)
+    return f"n={len(a)}, median {np.median(a):.1%}, p90 {np.percentile(a, 90):.1%}"
+
+
+def step_section(name: str, c: cal.Calibration, base: dict[str, HardwareProfile]) -> list[str]:
+    test = c.test
+    preds = {"calibrated": cal.predict_steps(c.profile, test)}
+    preds.update({k: cal.predict_steps(hw, test) for k, hw in base.items()})
+    lines = [f"### {name}: step level (held-out points)", "",
+             f"Fitted on {len(c.train)} points, {len(test)} held out. Parameters: "
+             + ", ".join(f"`{k}` {c.initial[k]:.3g} -> {v:.3g}" for k, v in c.params.items()), "",
+             "| model | weights | TP | step | measured ms | " + " | ".join(f"{k} ms (err)" for k in preds) + " |",
+             "|---|---|---|---|---|" + "---|" * len(preds)]
+    errs = {k: [] for k in preds}
+    for i, p in enumerate(test):
+        b = p.batch
+        what = (f"prefill {b.prefill_tokens}" if p.kind == "prefill" else
+                f"decode {b.decode_seqs} x {b.decode_ctx_tokens // max(b.decode_seqs, 1)}" if p.kind == "decode"
+                else f"mixed {b.prefill_tokens}+{b.decode_seqs}")
+        cells = []
+        for k, v in preds.items():
+            e = p.time_s / v[i] - 1
+            errs[k].append(e)
+            cells.append(f"{v[i] * 1e3:.2f} ({e:+.1%})")
+        lines.append(f"| {p.deployment.model.name} | {p.deployment.weight_dtype} | {p.deployment.tp} | {what} | "
+                     f"{p.time_s * 1e3:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", "Relative error (measured / predicted - 1), absolute: "
+              + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+    return lines
+
+
+def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile]) -> list[str]:
+    lines = [f"### {name}: serving level (never fitted)", "",
+             "| load | rate req/s | metric | measured | " + " | ".join(hws) + " |", "|---|---|---|---|" + "---|" * len(hws)]
+    errs = {k: [] for k in hws}
+    for run in runs:
+        sims = {k: cal.simulate_run(hw, run) for k, hw in hws.items()}
+        rate = run["config"]["load"]["rate_rps"]
+        for label, key in SERVING_METRICS.items():
+            m = run["metrics"].get(key)
+            cells = []
+            for k, sim in sims.items():
+                p = sim.get(key)
+                ok = m is not None and p
+                cells.append(f"{p:.1f} ({m / p - 1:+.1%})" if ok else "-")
+                if ok:
+                    errs[k].append(m / p - 1)
+            lines.append(f"| {run.get('load_fraction', '')} | {rate:.2f} | {label} | "
+                         f"{m if m is None else round(m, 2)} | " + " | ".join(cells) + " |")
+    lines += ["", "Absolute relative error over all rows: " + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+    return lines
+
+
+def memory_section(name: str, step: dict, hw: HardwareProfile) -> list[str]:
+    lines = [f"### {name}: memory", "", "| model | weights | TP | engine KV tokens | predicted KV tokens | error | "
+             "planner: fits | ran |", "|---|---|---|---|---|---|---|---|"]
+    bad = []
+    for case in step["cases"]:
+        if "kv_cache" not in case and "error" not in case:
+            continue
+        spec = ModelSpec.model_validate(step_model(step, case))
+        eng = case.get("engine") or {}
+        d = Deployment(spec, case["tp"], 1, case["weight_dtype"], case.get("kv_dtype", "bf16"))
+        mem = memory_breakdown(hw, d, eng.get("max_num_batched_tokens", 8192), eng.get("max_num_seqs", 256),
+                               eng.get("gpu_memory_utilization", 0.9), 1, eng.get("block_size", 16))
+        kv = (case.get("kv_cache") or {}).get("kv_capacity_tokens")
+        err = f"{kv / mem.kv_capacity_tokens - 1:+.1%}" if kv and mem.kv_capacity_tokens else "-"
+        ran = "OOM" if case.get("oom") else ("error" if "error" in case else "ok")
+        if mem.fits and ran == "OOM":
+            bad.append(f"{spec.name} {case['weight_dtype']} TP{case['tp']}")
+        lines.append(f"| {spec.name} | {case['weight_dtype']} | {case['tp']} | {kv or '-'} | {mem.kv_capacity_tokens} | "
+                     f"{err} | {mem.fits} | {ran} |")
+    lines += ["", f"Target: within {KV_TARGET:.0%}. Planned as fitting but out of memory: "
+              + (", ".join(bad) if bad else "none") + ".", ""]
+    return lines
+
+
+def step_model(step: dict, case: dict) -> dict:
+    """The model spec a case ran (the trace's config lines carry it; the catalog knows the real shapes)."""
+    if step.get("hardware_profile"):
+        from backends.engine.config import TINY
+        return TINY.model_dump()
+    from planner.catalog import load_model
+    return load_model(case["model"]).model_dump()
+
+
+def machine(directory: Path, holdout: float, seed: int) -> list[str]:
+    step = json.loads((directory / "step.json").read_text())
+    base = profiles(step)
+    name = step["meta"].get("gpu") or "CPU (tiny)"
+    c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed)
+    lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
+             f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
+    lines += step_section(name, c, base)
+    serving = directory / "serving.json"
+    if serving.exists() and "runs" in json.loads(serving.read_text()):
+        lines += serving_section(name, cal.load_runs(serving), {"calibrated": c.profile, **base})
+    lines += memory_section(name, step, base["measured"])
+    return lines
+
+
+def report(dirs: list[Path], holdout: float, seed: int) -> str:
+    lines = ["# Cost-model accuracy: predicted vs measured", "",
+             "Produced by `benchmarks/accuracy_report.py` from the raw output of `benchmarks/bench_accuracy.py` "
+             "(built-in engine, dummy weights). Error = measured / predicted - 1. Step points are split by a seeded "
+             f"split (holdout {holdout:.0%}, seed {seed}); calibration (`plan calibrate`, planner/calibrate.py) "
+             "is fitted on the rest, and the held-out points are predicted by the calibrated profile, the measured "
+             "profile it started from, and the datasheet profile. Serving runs are never fitted.", ""]
+    for d in dirs:
+        lines += machine(d, holdout, seed)
+    lines += ["## Reproduce", "", "```bash",
+              "# H200 x4 machine (~5 min):",
+              "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
+              "# H100 x1 machine (~5 min):",
+              "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240 --tp 1",
+              "# here (no GPU), from the committed raw output:",
+              "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
+              "plan calibrate --gpu h200 --trace benchmarks/results/accuracy/H200/step_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200/serving.json", "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", type=Path, help="bench_accuracy.py output directories, one per machine")
+    p.add_argument("--out", type=Path, default=Path("ACCURACY.md"))
+    p.add_argument("--holdout", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    a.out.write_text(report(a.dirs, a.holdout, a.seed))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

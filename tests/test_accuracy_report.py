@@ -1,0 +1,35 @@
+"""benchmarks/accuracy_report.py on a bench_accuracy.py-shaped directory (synthetic, no torch)."""
+import importlib.util
+import json
+from pathlib import Path
+
+from planner import catalog
+from tests.test_calibrate import synthetic_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("accuracy_report", ROOT / "benchmarks" / "accuracy_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_report_on_synthetic_machine(tmp_path):
+    hw = catalog.load_hardware("h100", "datasheet")
+    spec = catalog.load_model("llama-8b")
+    synthetic_trace(tmp_path / "step_trace.jsonl", hw, spec)
+    case = {"model": spec.name, "weight_dtype": "bf16", "kv_dtype": "bf16", "tp": 1,
+            "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.9,
+                       "block_size": 16},
+            "kv_cache": {"kv_capacity_tokens": 400000}}
+    step = {"meta": {"gpu": "H100-SXM", "device_name": "synthetic", "device_count": 1, "command": "test"},
+            "cases": [case, {**case, "weight_dtype": "fp8", "kv_cache": None, "error": "CUDA out of memory", "oom": True}]}
+    (tmp_path / "step.json").write_text(json.dumps(step))
+    out = tmp_path / "ACCURACY.md"
+    assert _module().main([str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    for needle in ("step level (held-out points)", "calibrated ms (err)", "datasheet ms (err)", "median",
+                   "engine KV tokens", "Planned as fitting but out of memory: Llama-3.1-8B fp8 TP1", "## Reproduce"):
+        assert needle in text, needle
