@@ -89,7 +89,7 @@ def test_vllm_flags():
     plan = Plan(model="m", hardware="H100-SXM", num_gpus=8, tp=2, pp=2, replicas=2, weight_dtype="fp8",
                 kv_dtype="fp8", max_num_seqs=64, max_num_batched_tokens=4096, gpu_memory_utilization=0.85,
                 block_size=32, max_model_len=8192)
-    args, notes = vllm_args(plan)
+    args, notes = vllm_args(plan, load_format="dummy")
     flags = dict(zip(args[::2], args[1::2]))
     assert flags == {"--tensor-parallel-size": "2", "--pipeline-parallel-size": "2", "--data-parallel-size": "2",
                      "--quantization": "fp8", "--kv-cache-dtype": "fp8", "--max-num-seqs": "64",
