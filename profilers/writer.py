@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from planner.schemas import Efficiency, HardwareProfile, Interconnect, Provenance
+from planner.schemas import Efficiency, HardwareProfile, Interconnect, Provenance, Sourced
 from profilers import fit
 from profilers.device import DeviceInfo
 
@@ -153,8 +153,19 @@ def build_profile(device: DeviceInfo, raw: dict, command: str, duration_s: float
     eff, measured = apply_measurements(base, raw)
     measured = {"device": device.as_dict(), "run": run_info,
                 "datasheet": "synthetic" if synthetic else "catalog", **measured, "notes": notes}
-    return base.model_copy(update={"efficiency": eff, "measured": measured,
-                                   "provenance": provenance(device, command, duration_s)})
+    update = {"efficiency": eff, "measured": measured, "provenance": provenance(device, command, duration_s)}
+    if device.gpus:
+        update.update(device_memory(base, device.gpus[0].memory_bytes))
+    return base.model_copy(update=update)
+
+
+def device_memory(base: HardwareProfile, memory_bytes: float) -> dict:
+    """The memory the driver reports (what an engine can allocate), in place of the datasheet's rounded
+    figure: an H200 reports 150.75e9 bytes where the datasheet says 141 GB."""
+    today = datetime.date.today().isoformat()
+    return {"memory_bytes": float(memory_bytes),
+            "sources": {**base.sources, "memory_bytes": Sourced(value=float(memory_bytes),
+                                                                source="measured: NVML total memory", date=today)}}
 
 
 def merge_collectives(profile: HardwareProfile, results: dict[str, dict], device: DeviceInfo,
