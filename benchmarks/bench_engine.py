@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from backends.engine import gemv
 from backends.engine.config import EngineConfig, EngineError, SamplingParams, resolve_model
 from backends.engine.engine import LLMEngine
 from backends.engine.scheduler import ScheduledBatch
@@ -191,9 +192,11 @@ def bench_hf(spec, device, dtype, batch, n_in, n_out) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"## Built-in engine: {results['model']} on {results['device_name']}", "",
+    gemm = results["gemm_ceiling_flops"]
+    lines = [f"## Built-in engine: {results['model']} on {results['device_name']} "
+             f"(gemv {results['gemv']})", "",
              f"copy bandwidth {results['copy_bandwidth_bytes_s'] / 1e12:.2f} TB/s, "
-             f"GEMM ceiling {results['gemm_ceiling_flops'] / 1e12:.0f} TFLOP/s, "
+             + (f"GEMM ceiling {gemm / 1e12:.0f} TFLOP/s, " if gemm else "") +
              f"KV cache {results['kv_cache']['num_kv_blocks']} blocks "
              f"({results['kv_cache']['kv_capacity_tokens']} tokens)", "",
              "| decode batch | context | step ms | tok/s | floor ms | floor/step | graph |", "|---|---|---|---|---|---|---|"]
@@ -203,6 +206,8 @@ def markdown(results: dict) -> str:
         else:
             lines.append(f"| {r['batch']} | {r['context']} | {r['step_ms']:.2f} | {r['tok_s']:.0f} | "
                          f"{r['floor_ms']:.2f} | {r['floor_over_step']:.2f} | {r['cuda_graph']} |")
+    if "prefill" not in results:   # --decode-only
+        return "\n".join(lines)
     p = results["prefill"]
     lines += ["", f"prefill {p['tokens']} tokens: {p['time_ms']:.1f} ms, {p['tflops']:.0f} TFLOP/s "
                   f"({p['fraction_of_gemm']:.0%} of the GEMM ceiling)"]
@@ -227,11 +232,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer batch sizes and requests")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    ap.add_argument("--gemv", choices=gemv.BACKENDS, default=None,
+                    help="GEMM of <= 16-row bf16 inputs (default: env PLAN_ENGINE_GEMV, else cublas)")
+    ap.add_argument("--decode-only", action="store_true", help="only the decode steps (no prefill/offline/HF)")
+    ap.add_argument("--batches", default=None, help="decode batch sizes, e.g. 1,8 (default: the profile's)")
     args = ap.parse_args()
+    if args.gemv:
+        gemv.set_backend(args.gemv)
 
     started = time.perf_counter()
     device = torch.device(args.device)
-    profile = PROFILES["cpu" if device.type == "cpu" else "quick" if args.quick else "full"]
+    profile = dict(PROFILES["cpu" if device.type == "cpu" else "quick" if args.quick else "full"])
+    if args.batches:
+        profile["batches"] = [int(b) for b in args.batches.split(",")]
     try:
         spec = resolve_model(args.model)[0]
     except EngineError:
@@ -244,9 +257,9 @@ def main() -> None:
 
     results: dict = {"model": spec.name, "device": str(device), "profile": "quick" if args.quick else "full",
                      "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                     "torch": torch.__version__}
+                     "torch": torch.__version__, "gemv": gemv.backend()}
     results["copy_bandwidth_bytes_s"] = copy_bw = copy_bandwidth(device)
-    results["gemm_ceiling_flops"] = gemm = gemm_ceiling(device, dtype)
+    results["gemm_ceiling_flops"] = gemm = None if args.decode_only else gemm_ceiling(device, dtype)
 
     n, n_in, n_out = profile["offline"]
     ctx = profile["ctx"]
@@ -261,6 +274,12 @@ def main() -> None:
     results["engine_start_s"] = time.perf_counter() - t0
     results["kv_cache"] = engine.runner.kv_info()
     results["decode"] = bench_decode(engine, spec, profile["batches"], ctx, profile["steps"], copy_bw, device)
+    if args.decode_only:
+        engine.close()
+        results["wall_s"] = time.perf_counter() - started
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(markdown(results))
+        return
     results["prefill"] = bench_prefill(engine, spec, profile["prefill"], gemm, device)
     results["offline"] = bench_offline(engine, spec, n, n_in, n_out)
     engine.close()

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from bench_engine import LLAMA_31_8B, copy_bandwidth, decode_batch
 
+from backends.engine import gemv
 from backends.engine.attention import decode_attention
 from backends.engine.config import EngineConfig
 from backends.engine.engine import LLMEngine
@@ -96,16 +97,25 @@ def op_table(runner, bs: int, meta, bw: float) -> list[dict]:
             add(f"{name} {bs}x{ws[0].shape[1]}x{ws[0].shape[0]} [{lib}]",
                 lambda ws=ws, ins=ins: [F.linear(a, w) for a, w in zip(ins, ws)], len(ws), wbytes)
     torch.backends.cuda.preferred_blas_library("cublas")
+    if bs <= gemv.MAX_ROWS:   # the Triton skinny GEMM (PLAN_ENGINE_GEMV=triton), whatever the engine runs
+        for name, ws in gemms:
+            ins = [torch.randn(bs, ws[0].shape[1], device=dev, dtype=dt)] * len(ws)
+            add(f"{name} {bs}x{ws[0].shape[1]}x{ws[0].shape[0]} [triton {gemv.config(*ws[0].shape, dev)}]",
+                lambda ws=ws, ins=ins: [gemv.gemv(a, w) for a, w in zip(ins, ws)], len(ws),
+                sum(w.numel() * w.element_size() for w in ws))
 
     qkv = torch.randn(bs, (H + 2 * KVH) * D, device=dev, dtype=dt)
     q = qkv[:, :H * D].view(bs, H, D)
     k = qkv[:, H * D:(H + KVH) * D].view(bs, KVH, D)
     v = qkv[:, (H + KVH) * D:].view(bs, KVH, D)
     ctx_bytes = int(meta.decode_context_lens.sum()) * 2 * KVH * D * runner.k_cache.element_size()
-    add("decode_attention (+merge)",
-        lambda: [decode_attention(q, l.self_attn.k_cache, l.self_attn.v_cache, meta.decode_block_tables,
-                                  meta.decode_context_lens, attn0.scale, meta.decode_num_splits) for l in layers],
-        L, L * ctx_bytes)
+    # the engine's split count (*) beside the others: how many tokens each program should stream
+    for splits in sorted({1, 2, 4, 8, 16, meta.decode_num_splits}):
+        add(f"decode_attention (+merge) splits={splits}{'*' if splits == meta.decode_num_splits else ''}",
+            lambda splits=splits: [decode_attention(q, l.self_attn.k_cache, l.self_attn.v_cache,
+                                                    meta.decode_block_tables, meta.decode_context_lens,
+                                                    attn0.scale, splits) for l in layers],
+            L, L * ctx_bytes)
     pos = torch.full((bs,), 1024, device=dev, dtype=torch.long)
     add("qk_rope_store",
         lambda: [qk_norm_rope_store(q, k, v, pos, model.cos_sin, l.self_attn.k_cache, l.self_attn.v_cache,
@@ -152,7 +162,11 @@ def main() -> None:
     ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     ap.add_argument("--out", default="engine_decode_diag.json")
     ap.add_argument("--check-graphs", action="store_true", help="first: tiny model, graphs vs eager, greedy")
+    ap.add_argument("--gemv", choices=gemv.BACKENDS, default=None,
+                    help="GEMM of <= 16-row bf16 inputs (default: env PLAN_ENGINE_GEMV, else cublas)")
     args = ap.parse_args()
+    if args.gemv:
+        gemv.set_backend(args.gemv)
     if args.check_graphs:
         check_graphs()
     batches = [int(b) for b in args.batches.split(",")]
@@ -164,7 +178,8 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = LLMEngine(config)
     runner = engine.runner
-    out = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "copy_bw": bw,
+    out = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "gemv": gemv.backend(),
+           "copy_bw": bw,
            "engine_start_s": time.perf_counter() - t0, "batches": []}
     embed_bytes = spec.vocab_size * spec.hidden_size * runner.dtype.itemsize
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s, engine start {out['engine_start_s']:.1f} s", flush=True)

@@ -22,6 +22,7 @@ in the query's dtype.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -78,12 +79,17 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+# Cap on the splits per context. 16 splits of a 1k context leave each program one 64-token tile
+# (latency-bound); fewer give each program several tiles to stream, but fewer programs (env to tune).
+MAX_DECODE_SPLITS = int(os.environ.get("PLAN_ENGINE_DECODE_MAX_SPLITS", "16"))
+
+
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Splits of each context so small batches still give every SM a few programs (static per batch size)."""
     if device.type != "cuda":
         return 1
     sms = _num_sms(device)
-    n = max(1, min(16, (4 * sms) // (batch_size * num_kv_heads)))
+    n = max(1, min(MAX_DECODE_SPLITS, (4 * sms) // (batch_size * num_kv_heads)))
     return 1 << (n.bit_length() - 1)  # a power of two: the merge kernel spans the splits with tl.arange
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import gemv
 from .kernels import triton, use_triton
 
 if triton is not None:
@@ -42,6 +43,9 @@ class Unquantized:
         layer.weight.data[row:row + w.shape[0]].copy_(w)
 
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
+        if gemv.wanted(x, layer.weight):
+            return gemv.gemv(x, layer.weight)
         return F.linear(x, layer.weight)
 
 

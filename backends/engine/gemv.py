@@ -1,0 +1,104 @@
+"""Skinny GEMM (y = x W^T for x of at most 16 rows) as one Triton kernel that streams the weight once.
+
+At decode batch 1 every linear layer is a weight read; cuBLAS picks split-K plus a reduce kernel for the
+4096-wide outputs (o_proj, down), which leaves them at 0.6-0.9 of the bandwidth floor. Here each program owns
+BLOCK_N output rows of all M inputs and walks K in BLOCK_K chunks: no split-K, no second kernel, a fixed grid
+per shape (CUDA-graph safe). The rows of x are padded to 16 for tl.dot (tensor cores, and the software
+pipeliner keeps several weight tiles in flight); masked rows are never read.
+
+Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
+tensor-parallel ranks spawned afterwards agree).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from .kernels import triton, use_triton
+
+if triton is not None:
+    import triton.language as tl
+
+MAX_ROWS = 16
+BACKENDS = ("cublas", "triton")
+_backend = os.environ.get("PLAN_ENGINE_GEMV", "cublas")
+if _backend not in BACKENDS:
+    raise ValueError(f"PLAN_ENGINE_GEMV={_backend!r}: expected one of {BACKENDS}")
+
+
+def set_backend(name: str) -> None:
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"gemv backend {name!r}: expected one of {BACKENDS}")
+    _backend = os.environ["PLAN_ENGINE_GEMV"] = name
+
+
+def backend() -> str:
+    return _backend
+
+
+def wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the Triton GEMV takes this linear: chosen, CUDA, 2-D x of <= 16 rows, bf16/fp16 (an fp32
+    tl.dot would be tf32, less exact than cuBLAS)."""
+    return (_backend == "triton" and use_triton(x) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
+            and x.dtype == weight.dtype and x.dtype in (torch.bfloat16, torch.float16))
+
+
+@functools.cache
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+def config(n: int, k: int, device: torch.device) -> dict:
+    """Tile sizes by shape only: the widest BLOCK_N (fewer re-reads of x) that still gives every SM at least
+    two programs, so o_proj/down (N=4096) run 256 programs without split-K. A 16 KB weight tile per stage;
+    with x's 16 padded rows a stage is 20-32 KB of shared memory, so 3 stages leave room for 2 programs/SM."""
+    block_n = 64
+    while block_n > 16 and triton.cdiv(n, block_n) < 2 * _num_sms(device):
+        block_n //= 2
+    block_k = min(8192 // block_n, max(64, triton.next_power_of_2(k)))   # 128 at 64 rows .. 512 at 16
+    return dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=3)
+
+
+if triton is not None:
+    @triton.jit
+    def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm = tl.arange(0, BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        # Rows past N re-read row N-1 (stores are masked): weight loads need no N mask, so they stay wide.
+        rows = tl.minimum(rn, N - 1).to(tl.int64)
+        w_ptrs = w_ptr + rows[:, None] * stride_wn + rk[None, :]
+        x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :]
+        mmask = rm[:, None] < M
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_ptrs)
+                x = tl.load(x_ptrs, mask=mmask, other=0.0)
+            else:
+                kmask = rk[None, :] < K - k0
+                w = tl.load(w_ptrs, mask=kmask, other=0.0)
+                x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
+            acc += tl.dot(x, tl.trans(w))
+            w_ptrs += BLOCK_K
+            x_ptrs += BLOCK_K
+        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
+                 mask=mmask & (rn[None, :] < N))
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None) -> torch.Tensor:
+    """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`."""
+    M, K = x.shape
+    N = weight.shape[0]
+    assert M <= MAX_ROWS and weight.shape[1] == K and weight.stride(1) == 1
+    x = x if x.stride(1) == 1 else x.contiguous()
+    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    cfg = cfg or config(N, K, x.device)
+    _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
+        x, weight, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
+        EVEN_K=K % cfg["BLOCK_K"] == 0, **cfg)
+    return out
