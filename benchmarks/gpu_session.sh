@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One GPU lease, everything measured in it (device time is scarce: one call, bounded steps).
 #   bash benchmarks/gpu_session.sh single      # kernels check, engine benchmark, full + quick profile
+#   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
+#   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1) and a quick engine benchmark
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -19,5 +21,21 @@ single)
   step profile 200 python3 -m profilers.cli profile --out "$OUT/$GPU.yaml" --no-progress 2>&1 | tail -15
   step quick 75 python3 -m profilers.cli profile --quick --out "$OUT/$GPU.quick.yaml" --no-progress 2>&1 | tail -5
   python3 -m profilers.validate "$OUT/$GPU.yaml" > "$OUT/$GPU.validate.md" 2>&1; tail -30 "$OUT/$GPU.validate.md"
+  ;;
+multi)
+  N=$(nvidia-smi -L | wc -l)
+  for g in cublas triton; do
+    step "gemv-$g" 45 python3 benchmarks/bench_engine.py --decode-only --batches 1,8,64 --gemv $g \
+        --out "$OUT/gemv_$g.json" --trace /tmp/gemv_$g.jsonl 2>&1 | tail -8
+  done
+  step collectives 80 python3 -m profilers.cli profile --collectives-only --gpus "$N" --no-progress \
+      --merge-into "hw_profiles/measured/$GPU.yaml" --out "$OUT/$GPU.yaml" 2>&1 | tail -8
+  step scale 200 python3 benchmarks/bench_engine_scale.py --case-timeout 100 --out "$OUT/scale_${GPU}x$N.json" \
+      2>&1 | tail -25
+  step accuracy 200 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 100 2>&1 | tail -25
+  ;;
+accuracy)
+  step accuracy 250 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 130 --tp 1 2>&1 | tail -25
+  step engine 80 python3 benchmarks/bench_engine.py --quick --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -20
   ;;
 esac
