@@ -124,7 +124,7 @@ class ModelRunner:
         peak_bytes = torch.cuda.max_memory_allocated()
         non_torch_bytes = (total_bytes - free_bytes) - torch.cuda.memory_reserved()
         kv_bytes = total_bytes * self.config.gpu_memory_utilization - peak_bytes - non_torch_bytes
-        return int(kv_bytes // (2 * block_bytes)) if kv_bytes > 0 else 0
+        return int(kv_bytes // block_bytes) if kv_bytes > 0 else 0     # block_bytes counts K and V
 
     def kv_info(self) -> dict:
         return {"event": "kv_cache", "num_kv_blocks": self.num_kv_blocks, "block_size": self.block_size,
