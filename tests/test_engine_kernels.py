@@ -142,3 +142,20 @@ def test_gemv_against_matmul(M, N, K):
     assert out.shape == (M, N) and out.dtype == torch.bfloat16
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
     assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 1e-2
+
+
+@pytest.mark.parametrize("M", [1, 4, 16])
+@pytest.mark.parametrize("N,K", [(64, 128), (100, 200), (257, 1000)])
+def test_fp8_gemv_against_dequantized_matmul(M, N, K):
+    """The weight-only fp8 path: e4m3 rows with per-row scales, bf16 x, against dequantize-then-matmul."""
+    from backends.engine import gemv
+    from backends.engine.quant import FP8, quantize_rows
+    g = torch.Generator().manual_seed(M * 11 + N + K)
+    x = torch.randn(M, K, generator=g).to(DEVICE, torch.bfloat16)
+    q, scale = quantize_rows(torch.randn(N, K, generator=g) * 0.02, FP8)
+    q, scale = q.to(DEVICE), scale.to(DEVICE)
+    out = gemv.gemv(x, q, scale=scale)
+    ref = x.float() @ (q.float() * scale[:, None]).t()
+    assert out.shape == (M, N) and out.dtype == torch.bfloat16
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
+    assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 2e-2

@@ -6,6 +6,12 @@ BLOCK_N output rows of all M inputs and walks K in BLOCK_K chunks: no split-K, n
 per shape (CUDA-graph safe). The rows of x are padded to 16 for tl.dot (tensor cores, and the software
 pipeliner keeps several weight tiles in flight); masked rows are never read.
 
+fp8 (e4m3) weights with per-row scales take the same kernel weight-only: each tile is widened to x's dtype in
+registers (exact: e4m3 values are all representable in bf16/fp16), the product accumulates in fp32 and the row
+scale multiplies the result once. At decode batch 1 that streams half the bytes of bf16, where _scaled_mm
+would need x quantized (one more kernel), padded to 16 rows, and runs far below the bandwidth floor at small M.
+It is on by default (cuBLAS has no such kernel); PLAN_ENGINE_FP8_GEMV=0 keeps _scaled_mm for every M.
+
 Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
 tensor-parallel ranks spawned afterwards agree).
 """
@@ -26,6 +32,10 @@ BACKENDS = ("cublas", "triton")
 _backend = os.environ.get("PLAN_ENGINE_GEMV", "cublas")
 if _backend not in BACKENDS:
     raise ValueError(f"PLAN_ENGINE_GEMV={_backend!r}: expected one of {BACKENDS}")
+_fp8_env = os.environ.get("PLAN_ENGINE_FP8_GEMV", "1")
+if _fp8_env not in ("0", "1"):
+    raise ValueError(f"PLAN_ENGINE_FP8_GEMV={_fp8_env!r}: expected 0 or 1")
+_fp8 = _fp8_env == "1"
 
 
 def set_backend(name: str) -> None:
@@ -46,26 +56,36 @@ def wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and x.dtype == weight.dtype and x.dtype in (torch.bfloat16, torch.float16))
 
 
+def fp8_wanted(x: torch.Tensor) -> bool:
+    """Whether an fp8-weight linear takes the weight-only Triton GEMV: on (PLAN_ENGINE_FP8_GEMV, default 1),
+    CUDA, 2-D x of <= 16 rows in bf16/fp16."""
+    return (_fp8 and use_triton(x) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
+            and x.dtype in (torch.bfloat16, torch.float16))
+
+
 @functools.cache
 def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
-def config(n: int, k: int, device: torch.device) -> dict:
+def config(n: int, k: int, device: torch.device, weight_bytes: int = 2) -> dict:
     """Tile sizes by shape only: the widest BLOCK_N (fewer re-reads of x) that still gives every SM at least
     two programs, so o_proj/down (N=4096) run 256 programs without split-K. A 16 KB weight tile per stage;
-    with x's 16 padded rows a stage is 20-32 KB of shared memory, so 3 stages leave room for 2 programs/SM."""
+    with x's 16 padded rows a stage is 20-32 KB of shared memory, so 3 stages leave room for 2 programs/SM.
+    1-byte (fp8) weights keep the tile's shape (a wider BLOCK_K would double x's share of shared memory), so a
+    stage carries half the weight bytes: 4 stages (12-24 KB each, still 2 programs/SM) keep more in flight."""
     block_n = 64
     while block_n > 16 and triton.cdiv(n, block_n) < 2 * _num_sms(device):
         block_n //= 2
     block_k = min(8192 // block_n, max(64, triton.next_power_of_2(k)))   # 128 at 64 rows .. 512 at 16
-    return dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=3)
+    return dict(BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4, num_stages=3 if weight_bytes > 1 else 4)
 
 
 if triton is not None:
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+                     HAS_SCALE: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
@@ -83,22 +103,28 @@ if triton is not None:
                 kmask = rk[None, :] < K - k0
                 w = tl.load(w_ptrs, mask=kmask, other=0.0)
                 x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
-            acc += tl.dot(x, tl.trans(w))
+            # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
+            acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
+        if HAS_SCALE:
+            acc *= tl.load(s_ptr + rows)[None, :]
         tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
                  mask=mmask & (rn[None, :] < N))
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None) -> torch.Tensor:
-    """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`."""
+def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
+         scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`.
+    `scale` (fp32 [N]): per-row weight scales, for fp8 weights (out = x @ (weight * scale[:, None])^T)."""
     M, K = x.shape
     N = weight.shape[0]
     assert M <= MAX_ROWS and weight.shape[1] == K and weight.stride(1) == 1
     x = x if x.stride(1) == 1 else x.contiguous()
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
-    cfg = cfg or config(N, K, x.device)
+    assert scale is None or (scale.shape == (N,) and scale.stride(0) == 1)
+    cfg = cfg or config(N, K, x.device, weight.element_size())
     _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
-        x, weight, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
-        EVEN_K=K % cfg["BLOCK_K"] == 0, **cfg)
+        x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
+        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
     return out

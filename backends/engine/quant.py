@@ -4,9 +4,10 @@ Quantization is per output channel (one scale per weight row), so each checkpoin
 quantized as it arrives: the full-precision model never exists on the device. Schemes are stateless; the
 tensors live on the Linear (`weight`, `weight_scale`).
 
-fp8 (e4m3): activations are quantized per token at run time; on CUDA the GEMM is torch._scaled_mm (row-wise
-scales, bf16 out); elsewhere the same arithmetic in fp32 (quantized operands, fp32 product, both scales), so
-CPU tests see the rounding the GPU does. int8 is weight-only: int8 -> activation dtype, matmul, then the
+fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
+PLAN_ENGINE_FP8_GEMV=0 turns it off). Otherwise activations are quantized per token at run time; on CUDA the
+GEMM is torch._scaled_mm (row-wise scales, bf16 out); elsewhere the same arithmetic in fp32 (quantized
+operands, fp32 product, both scales), so CPU tests see the rounding the GPU does. int8 is weight-only: int8 -> activation dtype, matmul, then the
 per-row scale on the output (cheaper than scaling the weight; saves memory, not bandwidth, without a kernel).
 """
 from __future__ import annotations
@@ -73,6 +74,9 @@ class Fp8(_PerRow):
     qdtype = FP8
 
     def apply(self, layer, x):
+        # decode-sized x: weight-only Triton GEMV (fp8 tiles widened in registers), no activation quantization
+        if gemv.fp8_wanted(x):
+            return gemv.gemv(x, layer.weight, scale=layer.weight_scale)
         xq, xs = quantize_tokens_fp8(x)
         if x.is_cuda:
             # _scaled_mm wants the second operand column-major: the [out, in] weight's transpose is exactly that.
