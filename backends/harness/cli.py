@@ -70,6 +70,15 @@ def _save(doc: dict, db: Path | None, no_db: bool) -> None:
         doc["id"] = results_db.save_run(doc, db)
 
 
+def _default_vocab(model: str | None) -> int:
+    """Random ids stay below 1000 and inside the model's vocabulary, when the model is known here."""
+    from backends.engine.config import resolve_model   # torch-free
+    try:
+        return min(1000, resolve_model(model)[0].vocab_size) if model else 1000
+    except Exception:                                     # a served name only the server knows
+        return 1000
+
+
 def _json_doc(doc: dict, per_request: bool) -> dict:
     return doc if per_request else {k: v for k, v in doc.items() if k != "samples"}
 
@@ -105,7 +114,8 @@ def run_cmd(
     output_dist: str = typer.Option("fixed"), output_std: float = typer.Option(0.0),
     output_min: int | None = typer.Option(None), output_max: int | None = typer.Option(None),
     prompt_kind: str = typer.Option("ids", help="ids (token ids) | text"),
-    vocab_size: int = typer.Option(1000, help="random token ids are drawn below this"),
+    vocab_size: int | None = typer.Option(None, help="random token ids are drawn below this (default: "
+                                          "min(1000, the plan model's vocabulary))"),
     sharegpt: Path | None = typer.Option(None, help="ShareGPT-format JSON file of prompts"),
     tokenizer: Path | None = typer.Option(None, help="tokenizer.json (or its folder) to count tokens"),
     chat: bool = typer.Option(False, "--chat", help="use /v1/chat/completions (text prompts)"),
@@ -137,6 +147,8 @@ def run_cmd(
         if search_rate and not slos:
             raise UsageError("--search-rate needs at least one --slo")
         plan = _load_plan(plan_path)
+        if vocab_size is None:
+            vocab_size = _default_vocab(model or (plan.model if plan else None))
         load = LoadConfig(rate_rps=rate, arrival=arrival, burstiness=burstiness, max_concurrency=concurrency,
                           num_requests=num_requests if num_requests or duration else 100, duration_s=duration,
                           warmup_requests=warmup, request_timeout_s=request_timeout,

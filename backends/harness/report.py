@@ -1,6 +1,8 @@
 """Human-readable output of a run: metrics, the client's own health, prediction errors."""
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -8,12 +10,17 @@ from backends.harness.compare import MetricVerdict
 from backends.harness.metrics import LATENCY_METRICS, VARIANT_METRICS
 
 
+
+def _console() -> Console:
+    # Tables stay readable when piped (rich would fall back to 80 columns).
+    return Console(width=None if sys.stdout.isatty() else 140)
+
 def _f(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
 def print_run(run: dict, console: Console | None = None) -> None:
-    c = console or Console()
+    c = console or _console()
     m, cl = run["metrics"], run["client"]
     title = f"run {run.get('id', '')} [{run['backend']}] {run['status']}"
     if run.get("status_detail"):
@@ -52,7 +59,7 @@ def print_run(run: dict, console: Console | None = None) -> None:
 
 
 def print_verdicts(verdicts: list[MetricVerdict], overall: str, threshold: float, console: Console | None = None) -> None:
-    c = console or Console()
+    c = console or _console()
     t = Table("metric", "run median ms", "base median ms", "ratio", "interval", "verdict")
     for v in verdicts:
         interval = "-" if v.low is None else f"[{v.low:.3f}, {v.high:.3f}]"
@@ -69,4 +76,4 @@ def print_history(runs: list[dict], console: Console | None = None) -> None:
         t.add_row(str(r["id"]), r["created_at"], r["tag"] or "", r["backend"] or "", r["status"] or "",
                   r["model"] or "", _f(m.get("request_throughput")), _f(m.get("median_ttft_ms")),
                   _f(m.get("median_tpot_ms")), r["git_rev"] or "")
-    (console or Console()).print(t)
+    (console or _console()).print(t)
