@@ -36,6 +36,8 @@ multi)
   ;;
 accuracy)
   step accuracy 250 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 130 --tp 1 2>&1 | tail -25
-  step engine 80 python3 benchmarks/bench_engine.py --quick --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -20
+  step engine 80 python3 benchmarks/bench_engine.py --quick --no-hf --out "$OUT/engine_$GPU.json" \
+      --trace /tmp/engine.jsonl 2>&1 | tail -20
+  step scale 90 python3 benchmarks/bench_engine_scale.py --only a --out "$OUT/scale_${GPU}x1.json" 2>&1 | tail -12
   ;;
 esac
