@@ -27,6 +27,7 @@ from planner.memory import memory_breakdown  # noqa: E402
 from planner.schemas import HardwareProfile, ModelSpec  # noqa: E402
 
 KV_TARGET = 0.03
+OUTLIER = 3.0
 SERVING_METRICS = {"TTFT p50 ms": "median_ttft_ms", "TTFT p90 ms": "p90_ttft_ms", "TPOT p50 ms": "median_tpot_ms",
                    "output tok/s": "output_throughput"}
 
@@ -72,6 +73,52 @@ def step_section(name: str, c: cal.Calibration, base: dict[str, HardwareProfile]
                      f"{p.time_s * 1e3:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Relative error (measured / predicted - 1), absolute: "
               + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+    kinds = sorted({p.kind for p in test})
+    if len(kinds) > 1:
+        lines += ["By kind (median / p90 of absolute error): " + "; ".join(
+            f"{kind}: " + ", ".join(f"{k} {stats([e for p, e in zip(test, v) if p.kind == kind])}"
+                                    for k, v in errs.items()) for kind in kinds), ""]
+    if c.excluded:
+        whys = sorted({why for _, why in c.excluded})
+        lines += [f"Excluded from the fit and from the statistics above ({len(c.excluded)} points): "
+                  + "; ".join(whys) + ". Measured / calibrated prediction: " + ", ".join(
+                      f"{p.deployment.model.name} {p.deployment.weight_dtype} {p.kind} {p.batch.decode_seqs}x"
+                      f"{p.batch.decode_ctx_tokens // max(p.batch.decode_seqs, 1)} {p.time_s * 1e3:.2f} / {t * 1e3:.2f} ms"
+                      if p.kind == "decode" else f"{p.deployment.model.name} {p.deployment.weight_dtype} {p.kind} "
+                      f"{p.batch.prefill_tokens} {p.time_s * 1e3:.2f} / {t * 1e3:.2f} ms"
+                      for (p, _), t in zip(c.excluded, cal.predict_steps(c.profile, [p for p, _ in c.excluded]))), ""]
+    return lines
+
+
+def serving_steps_section(name: str, trace: Path, hws: dict[str, HardwareProfile]) -> list[str]:
+    """The engine's own steps under the serving load (never fitted): each step's composition predicted by each
+    profile. Separates per-step time errors from scheduling and queueing in the serving rows. Steps over
+    OUTLIER x their prediction (first-seen shapes compiling) are counted, not scored."""
+    points = cal.load_trace(trace)
+    if not points:
+        return []
+    meas = np.array([p.time_s for p in points])
+    lines = [f"### {name}: engine steps under serving load (never fitted)", "",
+             f"{len(points)} steps of the serving runs' engine trace, each predicted from its composition.", "",
+             "| steps | n | " + " | ".join(f"{k}: median err, p10..p90" for k in hws) + " |",
+             "|---|---|" + "---|" * len(hws)]
+    preds = {k: cal.predict_steps(hw, points) for k, hw in hws.items()}
+    first = next(iter(preds.values()))
+    ok = meas / first < OUTLIER
+    for label, sel in (("decode-only", [p.kind == "decode" for p in points]),
+                       ("with prefill", [p.kind != "decode" for p in points])):
+        sel = np.array(sel) & ok
+        if not sel.any():
+            continue
+        cells = []
+        for k, pr in preds.items():
+            e = meas[sel] / pr[sel] - 1
+            cells.append(f"{np.median(e):+.1%}, {np.percentile(e, 10):+.1%}..{np.percentile(e, 90):+.1%}")
+        lines.append(f"| {label} | {int(sel.sum())} | " + " | ".join(cells) + " |")
+    bad = meas[~ok]
+    lines += ["", f"Left out: {len(bad)} steps over {OUTLIER:g}x their prediction "
+              f"({', '.join(f'{t * 1e3:.0f} ms' for t in bad)}): first-seen step shapes compiling in the engine; "
+              "each one stalls every request in flight.", ""]
     return lines
 
 
@@ -79,6 +126,7 @@ def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile]
     lines = [f"### {name}: serving level (never fitted)", "",
              "| load | rate req/s | metric | measured | " + " | ".join(hws) + " |", "|---|---|---|---|" + "---|" * len(hws)]
     errs = {k: [] for k in hws}
+    by_metric = {label: {k: [] for k in hws} for label in SERVING_METRICS}
     for run in runs:
         sims = {k: cal.simulate_run(hw, run) for k, hw in hws.items()}
         rate = run["config"]["load"]["rate_rps"]
@@ -91,9 +139,13 @@ def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile]
                 cells.append(f"{p:.1f} ({m / p - 1:+.1%})" if ok else "-")
                 if ok:
                     errs[k].append(m / p - 1)
+                    by_metric[label][k].append(m / p - 1)
             lines.append(f"| {run.get('load_fraction', '')} | {rate:.2f} | {label} | "
                          f"{m if m is None else round(m, 2)} | " + " | ".join(cells) + " |")
     lines += ["", "Absolute relative error over all rows: " + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+    lines += ["Per metric, median absolute error over the loads: " + "; ".join(
+        f"{label}: " + ", ".join(f"{k} {np.median(np.abs(v)):.1%}" for k, v in by_metric[label].items() if v)
+        for label in SERVING_METRICS), ""]
     return lines
 
 
@@ -141,6 +193,8 @@ def machine(directory: Path, holdout: float, seed: int) -> list[str]:
     serving = directory / "serving.json"
     if serving.exists() and "runs" in json.loads(serving.read_text()):
         lines += serving_section(name, cal.load_runs(serving), {"calibrated": c.profile, **base})
+    if (directory / "serving_trace.jsonl").exists():
+        lines += serving_steps_section(name, directory / "serving_trace.jsonl", {"calibrated": c.profile, **base})
     lines += memory_section(name, step, base["measured"])
     return lines
 

@@ -10,9 +10,12 @@ Efficiencies come from the hardware profile: datasheet-era defaults, or curves a
 moved, all-reduce time by message size), interpolated linearly in log-x.
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
-finish faster than kernels are issued: one per `graph_kernel_overhead_s` under graph replay, one per
-`kernel_overhead_s` eager; that interval is each kernel's floor, and kernels the model does not price
-(rope, activation, residual adds) cost one interval each.
+run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
+(rope, activation, residual adds) cost that interval each. Decode-only steps replay a CUDA graph, so that is
+all. Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
+kernels already queued: such a step takes max(GPU time, kernels x kernel_overhead_s), launch bound for
+small prefills and GPU bound for large ones. On top of either comes the engine's host work per step:
+`step_overhead_s` plus `per_seq_overhead_s` per sequence in the step.
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -32,6 +35,7 @@ WEIGHT_BYTES_PER_PARAM = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "in
 KV_BYTES_PER_ELEMENT = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 # Weight-only int8/int4 dequantize into bf16 GEMMs; fp8 weights use fp8 tensor cores where the chip has them.
 COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "bf16", "int4": "bf16"}
+GEMM_TILE_M = 128                   # rows of a GEMM tile (cuBLAS / CUTLASS compute-bound kernels)
 KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
 
 
@@ -55,6 +59,15 @@ def interp_log(curve: tuple[tuple[float, ...], tuple[float, ...]], x: float) -> 
     return ys[i - 1] + t * (ys[i] - ys[i - 1])
 
 
+def _running_max(curve: tuple[tuple[float, ...], tuple[float, ...]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    xs, ys = curve
+    out, top = [], -math.inf
+    for y in ys:
+        top = max(top, y)
+        out.append(top)
+    return xs, tuple(out)
+
+
 class Hardware:
     """A hardware profile with its curves prepared for fast lookup (built once per profile)."""
 
@@ -70,7 +83,8 @@ class Hardware:
         self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
         self.mem_eff = e.memory
         self.mem_curve = curve_points(e.memory_by_bytes) if e.memory_by_bytes else None
-        self.ar_curves = {int(k): curve_points(v) for k, v in e.allreduce_by_bytes.items() if v}
+        # A larger message is never faster: the running max over the measured all-reduce curve (noise).
+        self.ar_curves = {int(k): _running_max(curve_points(v)) for k, v in e.allreduce_by_bytes.items() if v}
         self.link_bw = hw.interconnect.bandwidth_bytes_per_s
         self.e = e
         self.kind = hw.provenance.kind
@@ -158,7 +172,10 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str) 
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
     gemm_weight_bytes = n * k * WEIGHT_BYTES_PER_PARAM[cdt]
     nbytes = gemm_weight_bytes + m * k * act_in + m * n * ACT_BYTES
-    t, bound = roofline_s(hw, flops, nbytes, cdt, hw.gemm_efficiency(cdt, m),
+    # Tile quantization: above one tile, a GEMM computes whole GEMM_TILE_M-row tiles (the profiler's M are
+    # multiples of it; a mixed step's 1024 prompt tokens + 13 decodes run 9 tiles, not 8.1).
+    m_run = math.ceil(m / GEMM_TILE_M) * GEMM_TILE_M if m > GEMM_TILE_M else m
+    t, bound = roofline_s(hw, flops * m_run / m, nbytes, cdt, hw.gemm_efficiency(cdt, m_run),
                           hw.gemm_memory_efficiency(cdt, gemm_weight_bytes, nbytes))
     if cdt != weight_dtype:
         dequant_bytes = n * k * (WEIGHT_BYTES_PER_PARAM[weight_dtype] + ACT_BYTES)
@@ -281,7 +298,7 @@ def _layer_groups(m: ModelSpec) -> list[tuple[int, bool, bool]]:
 
 def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, count: int) -> list[OpCost]:
     m = d.model
-    floor_s = hw.issue_interval_s(graphs_hide_launches(d, b))
+    floor_s = hw.issue_interval_s(True)         # device-side minimum; eager issue is priced per step
     heads = m.num_attention_heads / d.tp
     kv_tok = d.kv_bytes_per_token_layer()
     if m.is_mla:
@@ -370,7 +387,7 @@ def _elementwise(hw: Hardware, name: str, nbytes: float, count: int, graphs: boo
 
 
 def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[OpCost]:
-    """Per-operator costs of one step on one GPU of the slowest pipeline stage (p2p excluded)."""
+    """Per-operator device costs of one step on one GPU of the slowest pipeline stage (p2p excluded)."""
     hw = prepare(hw)
     m = d.model
     tokens = b.tokens
@@ -378,7 +395,7 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         return []
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
-    graphs = graphs_hide_launches(d, b)
+    graphs = True                   # per-kernel floor: the device-side launch (eager issue: step_time_s)
     ops: list[OpCost] = []
     for n, is_moe, window in _layer_groups(m):
         count = max(1, round(n * layer_frac))
@@ -396,10 +413,24 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
     return ops
 
 
+def host_overhead_s(hw: Hardware, b: Batch) -> float:
+    """The engine's host work per step: fixed, plus per sequence in the step."""
+    return hw.e.step_overhead_s + hw.e.per_seq_overhead_s * b.seqs
+
+
 def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int) -> float:
-    """Kernels the operators do not price (one issue interval each), plus the engine's per-step host work."""
+    """Kernels the operators do not price (one device-side interval each), plus the engine's host work."""
     unpriced = max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced_kernels)
-    return unpriced * hw.issue_interval_s(graphs_hide_launches(d, b)) + hw.e.step_overhead_s
+    return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, b)
+
+
+def eager_kernels(d: Deployment, priced_kernels: int) -> int:
+    """Kernels the host issues for one eager step of one stage: the layer's kernels, plus an activation
+    quantize before each fp8 linear (4 per dense layer)."""
+    n = max(KERNELS_PER_LAYER * d.layers_per_stage, priced_kernels)
+    if COMPUTE_DTYPE.get(d.weight_dtype) == "fp8":
+        n += 4 * d.layers_per_stage
+    return n
 
 
 def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
@@ -411,14 +442,22 @@ def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
 
 
 def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> float:
-    """Wall time of one engine step: every pipeline stage in turn, plus launches and host work."""
+    """Wall time of one engine step: every pipeline stage in turn (eager stages no faster than the host
+    issues their kernels), plus host work."""
     hw = prepare(hw)
     if b.tokens <= 0:
         return 0.0
     ops = step_ops(hw, d, b)
-    per_stage = sum(o.time_s * o.count for o in ops)
-    priced = sum(o.count for o in ops if o.bound != "communication")
-    return d.pp * per_stage + p2p_time_s(hw, d, b) + launch_overhead_s(hw, d, b, priced)
+    per_stage = 0.0
+    priced = 0
+    for o in ops:
+        per_stage += o.time_s * o.count
+        if o.bound != "communication":
+            priced += o.count
+    per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
+    if not graphs_hide_launches(d, b):
+        per_stage = max(per_stage, eager_kernels(d, priced) * hw.e.kernel_overhead_s)
+    return d.pp * per_stage + p2p_time_s(hw, d, b) + host_overhead_s(hw, b)
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:

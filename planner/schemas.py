@@ -137,6 +137,8 @@ class Efficiency(_Base):
     kernel_overhead_s: float = 4e-6             # per kernel launch, eager, not hidden under CUDA graphs
     graph_kernel_overhead_s: float = 1.5e-6     # per kernel under CUDA graph replay
     step_overhead_s: float = 2.0e-4             # scheduler + sampling + host work per engine step
+    # Host work per sequence in a step (block tables, positions, sampling, detokenize): 0 unless calibrated.
+    per_seq_overhead_s: float = 0.0
     allreduce_alpha_s: float = 20e-6            # latency of one all-reduce
     allreduce_busbw_fraction: float = 0.75      # bus bandwidth / per-direction link bandwidth
     # measured all-reduce curves: number of GPUs -> [(message bytes, seconds)]

@@ -103,3 +103,22 @@ def test_cli_writes_profile_and_json(setup, tmp_path):
     doc = json.loads(r.stdout)
     assert set(doc["params"]) == {"step_overhead_s", "memory_scale"}
     assert HardwareProfile.load(out).provenance.kind == "calibrated"
+
+
+def test_fp8_decode_points_excluded_and_harness_arrivals(setup):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from planner.schemas import LengthDist, Workload
+    hw, spec, trace = setup
+    points = cal.load_trace(trace)
+    dec = next(p for p in points if p.kind == "decode")
+    pre = next(p for p in points if p.kind == "prefill")
+    fp8 = replace(dec, deployment=replace(dec.deployment, weight_dtype="fp8"))
+    assert cal.excluded_why(fp8) and not cal.excluded_why(dec) and not cal.excluded_why(
+        replace(pre, deployment=replace(pre.deployment, weight_dtype="fp8")))
+    w = Workload(input_tokens=LengthDist(mean=16), output_tokens=LengthDist(mean=4), rate_rps=10.0)
+    r = cal.harness_requests(w, 5, 3)
+    g = np.random.default_rng(3).gamma(1.0, 0.1, 5)
+    assert np.allclose(r.arrival_s, [0, *np.cumsum(g[:4])])     # backends/harness/runner.py's schedule
