@@ -39,5 +39,6 @@ accuracy)
   step engine 80 python3 benchmarks/bench_engine.py --quick --no-hf --out "$OUT/engine_$GPU.json" \
       --trace /tmp/engine.jsonl 2>&1 | tail -20
   step scale 90 python3 benchmarks/bench_engine_scale.py --only a --out "$OUT/scale_${GPU}x1.json" 2>&1 | tail -12
+  step gemv-sweep 150 python3 benchmarks/gemv_sweep.py --out "$OUT/gemv_sweep_$GPU.json" 2>&1 | tail -10
   ;;
 esac
