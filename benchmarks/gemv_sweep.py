@@ -24,7 +24,7 @@ import triton.testing
 from backends.engine.gemv import config, gemv
 
 SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
-GRID = dict(BLOCK_N=(16, 32, 64), BLOCK_K=(256, 512, 1024), num_warps=(4, 8), num_stages=(3, 4, 6))
+GRID = dict(BLOCK_N=(16, 32, 64), BLOCK_K=(256, 512), num_warps=(4, 8), num_stages=(3, 5))
 
 
 def copy_bandwidth() -> float:
