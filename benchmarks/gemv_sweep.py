@@ -21,10 +21,11 @@ import torch
 import triton
 import triton.testing
 
-from backends.engine.gemv import config, gemv
+from backends.engine.gemv import ROW_CONFIG, config, gemv, gemv_row
 
 SHAPES = {"qkv": (6144, 4096), "o_proj": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 GRID = dict(BLOCK_N=(16, 32, 64), BLOCK_K=(256, 512), num_warps=(4, 8), num_stages=(3, 5))
+ROW_GRID = dict(BLOCK_N=(8, 16, 32), BLOCK_K=(256, 512, 1024), num_warps=(4,), num_stages=(2, 4))
 
 
 def copy_bandwidth() -> float:
@@ -37,10 +38,11 @@ def copy_bandwidth() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gemv_sweep.json")
+    ap.add_argument("--fp8-only", action="store_true")
     a = ap.parse_args()
     bw = copy_bandwidth()
     rows = []
-    for dtype in ("bf16", "fp8"):
+    for dtype in ("fp8", "bf16") if not a.fp8_only else ("fp8",):
         for name, (n, k) in SHAPES.items():
             copies = max(2, int(4 * 60e6 // (n * k)) + 1)       # rotate enough copies to exceed L2 4x
             ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
@@ -64,6 +66,15 @@ def main() -> None:
                     continue
                 rows.append(dict(dtype=dtype, op=name, impl="triton", cfg=cfg, default=cfg == default, ms=ms,
                                  frac=nbytes / (ms * 1e-3) / bw))
+            if dtype == "fp8":                           # the one-row kernel the engine uses at batch 1
+                for vals in itertools.product(*ROW_GRID.values()):
+                    cfg = dict(zip(ROW_GRID, vals))
+                    ms = triton.testing.do_bench(lambda: gemv_row(x, next(it), scale, cfg), return_mode="median")
+                    rows.append(dict(dtype=dtype, op=name, impl="row", cfg=cfg, default=cfg == ROW_CONFIG, ms=ms,
+                                     frac=nbytes / (ms * 1e-3) / bw))
+                best_row = max((r for r in rows if r["op"] == name and r["impl"] == "row"), key=lambda r: r["frac"])
+                print(f"fp8 {name} row kernel: best {best_row['cfg']} {best_row['ms'] * 1e3:.1f} us = "
+                      f"{best_row['frac']:.2f} of copy bw", flush=True)
             best = max((r for r in rows if r["op"] == name and r["dtype"] == dtype and "ms" in r
                         and r["impl"] == "triton"), key=lambda r: r["frac"])
             dflt = [r for r in rows if r["op"] == name and r["dtype"] == dtype and r.get("default")]

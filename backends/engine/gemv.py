@@ -113,12 +113,59 @@ if triton is not None:
                  mask=mmask & (rn[None, :] < N))
 
 
+if triton is not None:
+    @triton.jit
+    def _gemv_row_kernel(x_ptr, w_ptr, s_ptr, out_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, HAS_SCALE: tl.constexpr):
+        # One input row: a multiply-add on CUDA cores into a [BLOCK_N, BLOCK_K] accumulator, reduced once at
+        # the end. No tensor-core operand layout, so fp8 tiles need no shuffle through shared memory.
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        rows = tl.minimum(rn, N - 1).to(tl.int64)
+        w_ptrs = w_ptr + rows[:, None] * stride_wn + rk[None, :]
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_ptrs)
+                x = tl.load(x_ptr + k0 + rk)
+            else:
+                kmask = rk < K - k0
+                w = tl.load(w_ptrs, mask=kmask[None, :], other=0.0)
+                x = tl.load(x_ptr + k0 + rk, mask=kmask, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+            w_ptrs += BLOCK_K
+        y = tl.sum(acc, axis=1)
+        if HAS_SCALE:
+            y *= tl.load(s_ptr + rows)
+        tl.store(out_ptr + rn, y.to(out_ptr.dtype.element_ty), mask=rn < N)
+
+
+ROW_CONFIG = dict(BLOCK_N=16, BLOCK_K=512, num_warps=4, num_stages=3)
+
+
+def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
+             cfg: dict | None = None) -> torch.Tensor:
+    """x [1, K] @ weight[N, K]^T for fp8 (or bf16) weights, without tensor cores (see _gemv_row_kernel)."""
+    K = x.shape[1]
+    N = weight.shape[0]
+    assert x.shape[0] == 1 and weight.shape[1] == K and weight.stride(1) == 1 and x.stride(1) == 1
+    assert scale is None or (scale.shape == (N,) and scale.stride(0) == 1)
+    out = torch.empty(1, N, dtype=x.dtype, device=x.device)
+    cfg = cfg or ROW_CONFIG
+    _gemv_row_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
+        x, weight, scale, out, N, K, weight.stride(0), EVEN_K=K % cfg["BLOCK_K"] == 0,
+        HAS_SCALE=scale is not None, **cfg)
+    return out
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
          scale: torch.Tensor | None = None) -> torch.Tensor:
     """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`.
     `scale` (fp32 [N]): per-row weight scales, for fp8 weights (out = x @ (weight * scale[:, None])^T)."""
     M, K = x.shape
     N = weight.shape[0]
+    if M == 1 and weight.element_size() == 1 and cfg is None and x.stride(1) == 1:
+        return gemv_row(x, weight, scale)
     assert M <= MAX_ROWS and weight.shape[1] == K and weight.stride(1) == 1
     x = x if x.stride(1) == 1 else x.contiguous()
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
