@@ -140,7 +140,8 @@ if triton is not None:
         tl.store(out_ptr + rn, y.to(out_ptr.dtype.element_ty), mask=rn < N)
 
 
-ROW_CONFIG = dict(BLOCK_N=16, BLOCK_K=512, num_warps=4, num_stages=3)
+# Best total over the four Llama-3.1-8B shapes in benchmarks/results/gemv_sweep_row_H200.json.
+ROW_CONFIG = dict(BLOCK_N=8, BLOCK_K=1024, num_warps=4, num_stages=2)
 
 
 def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None = None,
