@@ -44,7 +44,7 @@ class AttentionMetadata:
     # device int32 block table per prefill sequence with a cached prefix (None where the prefix is empty)
     prefill_block_tables: list[torch.Tensor | None] = field(default_factory=list)
     decode_block_tables: torch.Tensor | None = None   # [B, W] int32
-    decode_context_lens: torch.Tensor | None = None   # [B] int32, including the new token
+    decode_context_lens: torch.Tensor | None = None   # [B] int64, including the new token
     decode_num_splits: int = 1
 
 

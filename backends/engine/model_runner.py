@@ -181,7 +181,9 @@ class ModelRunner:
             prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in h["prefill_tables"]])
         if h["decode_ctx"]:
             meta.decode_block_tables = self._tensor(h["decode_tables"], torch.int32)
-            meta.decode_context_lens = self._tensor(h["decode_ctx"], torch.int32)
+            # int64 like the CUDA-graph header: one compiled decode kernel serves both paths (an int32 copy
+            # here compiled a second variant on the first eager step of each split count, ~0.4 s each).
+            meta.decode_context_lens = self._tensor(h["decode_ctx"], torch.long)
             meta.decode_num_splits = decode_num_splits(len(h["decode_ctx"]), self.num_local_kv_heads, self.device)
         return self._tensor(h["ids"], torch.long), self._tensor(h["pos"], torch.long), meta
 
