@@ -26,7 +26,7 @@ from planner.schemas import HardwareProfile, ModelSpec, Sourced
 MODELS_DIR = Path(__file__).parent / "data" / "models"
 HW_DIR = Path(hw_profiles.__file__).parent
 HW_PATH_ENV = "PLAN_HW_PATH"
-PROFILE_CHOICES = ("auto", "datasheet", "measured")
+PROFILE_CHOICES = ("auto", "datasheet", "measured", "calibrated")
 HF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "gemma2")
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser is ~10x faster
@@ -273,18 +273,21 @@ def list_hardware(profile: str = "auto") -> list[HardwareProfile]:
     return [load_hardware(name, profile) for name in sorted(index.files, key=str.lower)]
 
 
-def measured_profile_path(name: str) -> Path | None:
-    """The measured profile for a canonical GPU name, the user's directories first."""
+def measured_profile_path(name: str, kinds: tuple[str, ...] = ("calibrated", "measured")) -> Path | None:
+    """The first profile of `kinds` (sub-folders `calibrated/`, `measured/`) for a canonical GPU name: the
+    user's directories first; within one, a profile fitted to engine runs beats one from microbenchmarks."""
     for directory in reversed(_hw_dirs(_hw_path())):
-        path = directory / "measured" / f"{name}.yaml"
-        if path.is_file():
-            return path
+        for kind in kinds:
+            path = directory / kind / f"{name}.yaml"
+            if path.is_file():
+                return path
     return None
 
 
 def load_hardware(name: str, profile: str = "auto") -> HardwareProfile:
-    """A GPU by name or alias (or a YAML path). profile: "auto" prefers a measured profile when one
-    exists, "datasheet" and "measured" force one kind, anything else is a path to a profile YAML."""
+    """A GPU by name or alias (or a YAML path). profile: "auto" prefers a calibrated, then a measured
+    profile when one exists; "datasheet", "measured" and "calibrated" force one kind; anything else is a
+    path to a profile YAML."""
     if profile not in PROFILE_CHOICES:
         path = Path(profile).expanduser()
         if not path.is_file():
@@ -295,11 +298,11 @@ def load_hardware(name: str, profile: str = "auto") -> HardwareProfile:
     index = _hardware_index(_hw_path())
     canonical = index.resolve(name)
     if profile != "datasheet":
-        measured = measured_profile_path(canonical)
+        measured = measured_profile_path(canonical, ("calibrated", "measured") if profile == "auto" else (profile,))
         if measured is not None:
             return _load_file(HardwareProfile, measured)
-        if profile == "measured":
-            raise UsageError(f"no measured profile for {canonical}; expected hw_profiles/measured/{canonical}.yaml "
+        if profile != "auto":
+            raise UsageError(f"no {profile} profile for {canonical}; expected hw_profiles/{profile}/{canonical}.yaml "
                              f"(or under a ${HW_PATH_ENV} directory); use --profile datasheet")
     return _load_file(HardwareProfile, index.files[canonical])
 

@@ -288,6 +288,13 @@ def test_measured_profile_preferred(user_hw):
         catalog.load_hardware("l4", profile="measured")
 
 
+def test_calibrated_profile_preferred_over_measured():
+    assert catalog.load_hardware("h200").provenance.kind == "calibrated"
+    assert catalog.load_hardware("h200", profile="measured").provenance.kind == "measured"
+    with pytest.raises(UsageError, match="no calibrated profile"):
+        catalog.load_hardware("l4", profile="calibrated")
+
+
 def test_profile_path(user_hw):
     path = user_hw / "measured" / "H100-SXM.yaml"
     assert catalog.load_hardware("h100", profile=str(path)).provenance.kind == "measured"
