@@ -39,7 +39,7 @@ def profiles(step: dict) -> dict[str, HardwareProfile]:
         return {"measured": hw, "datasheet": hw.model_copy(update={"efficiency": type(hw.efficiency)()})}
     from planner import catalog
     gpu = step["meta"]["gpu"]
-    return {"measured": catalog.load_hardware(gpu, "auto"), "datasheet": catalog.load_hardware(gpu, "datasheet")}
+    return {"measured": catalog.load_hardware(gpu, "measured"), "datasheet": catalog.load_hardware(gpu, "datasheet")}
 
 
 def stats(errors: list[float]) -> str:
