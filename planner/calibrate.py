@@ -277,7 +277,6 @@ def harness_requests(workload: Workload, n: int, seed: int):
 def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
     """The simulator's metrics for the load a bench run applied, on the KV capacity the engine reported
     when the run says (so timing is checked apart from the memory model)."""
-    from planner.arrivals import synthetic
     from planner.simulator import simulate
 
     plan = Plan.model_validate(doc["plan"])

@@ -125,5 +125,6 @@ def predict(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, worklo
     return Prediction(
         ttft_s=op.ttft_s, tpot_s=op.step_s, e2e_s=op.ttft_s + (out - 1) * op.step_s,
         throughput_tok_s=served, tokens_per_s_per_gpu=served / plan.num_gpus,
-        requests_per_s=full.output_tok_s * plan.replicas / out, cost_per_million_tokens=cost_h / (served * 3600) * 1e6 if served else math.inf,
+        requests_per_s=full.output_tok_s * plan.replicas / out,
+        cost_per_million_tokens=cost_h / (served * 3600) * 1e6 if served else math.inf,
         cost_per_hour=cost_h, batch_size=op.batch, bottleneck=bottleneck, memory=mem, profile_kind=h.kind)

@@ -66,7 +66,8 @@ def _run(url: str, prompts: list[str], **cfg):
     async def go():
         client = HttpClient(url)
         specs = iter([RequestSpec(p, 1, 1) for p in prompts])
-        body = lambda s: json.dumps({"prompt": s.prompt}).encode()
+        def body(s):
+            return json.dumps({"prompt": s.prompt}).encode()
         try:
             return await run_load(client, specs, body, LoadConfig(num_requests=len(prompts), **cfg))
         finally:
@@ -106,7 +107,8 @@ def test_stop_signal_keeps_partial_results(fault_server):
         stop = StopSignal()
         asyncio.get_running_loop().call_later(0.5, stop.set, "interrupted", "interrupted by Ctrl-C")
         specs = iter([RequestSpec("ok", 1, 1)] * 1000)
-        body = lambda s: json.dumps({"prompt": s.prompt}).encode()
+        def body(s):
+            return json.dumps({"prompt": s.prompt}).encode()
         try:
             return await run_load(client, specs, body, LoadConfig(rate_rps=20.0, arrival="constant",
                                                                  num_requests=1000), stop=stop)

@@ -83,7 +83,8 @@ def serve(
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
     config = engine_config_from_args(
-        plan, model, dtype=dtype, weight_dtype=weight_dtype, kv_dtype=kv_dtype, tp=tp, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+        plan, model, dtype=dtype, weight_dtype=weight_dtype, kv_dtype=kv_dtype, tp=tp, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
         max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
         cuda_graphs=False if no_cuda_graphs else None)

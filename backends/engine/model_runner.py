@@ -131,7 +131,8 @@ class ModelRunner:
                 "kv_capacity_tokens": self.num_kv_blocks * self.block_size,
                 "kv_bytes_per_token": self.kv_bytes_per_token(),
                 "kv_cache_bytes": self.num_kv_blocks * self.block_size * self.kv_bytes_per_token(),
-                "weights_bytes": self.weights_bytes, "weight_dtype": self.config.quant, "tp": self.config.tp, "max_model_len": self.max_model_len,
+                "weights_bytes": self.weights_bytes, "weight_dtype": self.config.quant, "tp": self.config.tp,
+                "max_model_len": self.max_model_len,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs)}
 

@@ -7,7 +7,8 @@ tensors live on the Linear (`weight`, `weight_scale`).
 fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
 PLAN_ENGINE_FP8_GEMV=0 turns it off). Otherwise activations are quantized per token at run time; on CUDA the
 GEMM is torch._scaled_mm (row-wise scales, bf16 out); elsewhere the same arithmetic in fp32 (quantized
-operands, fp32 product, both scales), so CPU tests see the rounding the GPU does. int8 is weight-only: int8 -> activation dtype, matmul, then the
+operands, fp32 product, both scales), so CPU tests see the rounding the GPU does. int8 is weight-only:
+int8 -> activation dtype, matmul, then the
 per-row scale on the output (cheaper than scaling the weight; saves memory, not bandwidth, without a kernel).
 """
 from __future__ import annotations

@@ -130,7 +130,8 @@ def run_cmd(
     per_request: bool = typer.Option(False, "--per-request", help="include per-request detail in --json"),
     html: Path | None = typer.Option(None, "--html", help="also write a self-contained HTML report of the "
                                      "(last) run, e.g. bench.html"),
-    tag: str | None = typer.Option(None), db: Path | None = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
+    tag: str | None = typer.Option(None),
+    db: Path | None = typer.Option(None, help="results DB (default plan-results.db or $PLAN_RESULTS_DB)"),
     no_db: bool = typer.Option(False, "--no-db", help="do not record the run"),
 ) -> None:
     """Serve a plan on a backend, load it, print measured vs predicted, record the run."""
@@ -141,7 +142,8 @@ def run_cmd(
             raise UsageError(f"--backend {backend} needs --plan")
         if chat and prompt_kind == "ids" and not sharegpt:
             raise UsageError("--chat needs text prompts: add --prompt-kind text or --sharegpt")
-        if math.isinf(rate) and duration is not None and concurrency is None and not (sweep_concurrencies or sweep_rates or search_rate):
+        sweeping = sweep_concurrencies or sweep_rates or search_rate
+        if math.isinf(rate) and duration is not None and concurrency is None and not sweeping:
             raise UsageError("--duration at rate=inf would send without bound: add --rate or --concurrency")
         slos = [parse_slo(s) for s in slo]
         if search_rate and not slos:

@@ -18,7 +18,9 @@ _BLOCK = 1024
 _FIRST_ID = 10   # ids below this are special tokens (bos, eos, pad, unk) in every common vocabulary
 
 # Text prompts: common short words, most of them one token in any BPE vocabulary.
-_WORDS = (["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "it", "by", "at", "from", "be", "this", "are", "was", "an", "or", "have", "not", "but", "all", "can", "more", "one", "new", "out", "time", "about", "up", "who", "may", "over", "also", "use", "two", "will", "other"])
+_WORDS = ["the", "of", "and", "to", "in", "is", "for", "on", "that", "with", "as", "it", "by", "at", "from", "be",
+          "this", "are", "was", "an", "or", "have", "not", "but", "all", "can", "more", "one", "new", "out", "time",
+          "about", "up", "who", "may", "over", "also", "use", "two", "will", "other"]
 
 
 @dataclass(slots=True)
