@@ -46,13 +46,7 @@ if DEVICE == "cpu":
     _interp.InterpreterBuilder.create_dot = _create_dot_bf16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices: OpenMP threads only add contention (badly so on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rms_norm_with_residual():

@@ -13,12 +13,7 @@ from backends.engine.quant import FP8, quantize_rows, quantize_tokens_fp8_torch
 BOUNDS = {"fp8": 0.08, "int8": 0.02}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def engine(**kw) -> LLMEngine:

@@ -9,13 +9,7 @@ from backends.engine.config import TINY, EngineConfig, EngineError, SamplingPara
 from backends.engine.engine import LLMEngine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices: OpenMP threads only add contention (badly so on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_engine(**kw) -> LLMEngine:

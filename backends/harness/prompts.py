@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.harness.lengths import sample_lengths
+from planner.arrivals import sample_lengths   # one sampler: the simulator and the load draw alike
 from backends.harness.tokenizer import Tokenizer
 from planner.errors import UsageError
 from planner.schemas import LengthDist
