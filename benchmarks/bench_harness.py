@@ -34,8 +34,15 @@ def main() -> int:
     ap.add_argument("--ttft-ms", type=float, default=1.0)
     ap.add_argument("--itl-ms", type=float, default=1.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-pin", action="store_true", help="leave the client and server on any CPU")
     args = ap.parse_args()
     server = start_noop(args.tokens, args.ttft_ms, args.itl_ms)
+    cpus = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cpus) >= 2:
+        # One core each: on a 2-core machine the scheduler otherwise moves them onto one core, and the
+        # timing error then measures run-queue waits rather than the client.
+        os.sched_setaffinity(server.proc.pid, {cpus[1]})
+        os.sched_setaffinity(0, {cpus[0]})
     try:
         rows = [run_selfcheck(rate_rps=float(r), duration_s=args.duration, tokens=args.tokens, ttft_ms=args.ttft_ms,
                               itl_ms=args.itl_ms, warmup=500, server=server) for r in args.rates.split(",")]
