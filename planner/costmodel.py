@@ -259,6 +259,9 @@ class Deployment:
     weight_dtype: str = "bf16"
     kv_dtype: str = "bf16"
     cuda_graphs: bool = True        # decode-only steps replay CUDA graphs (vLLM and the built-in engine do)
+    # Batch sizes the graphs were captured at: a decode batch runs padded up to the next one (the built-in
+    # engine's; vLLM's are 1, 2, 4 then multiples of 8, a few percent apart at most).
+    graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -393,6 +396,8 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
     tokens = b.tokens
     if tokens <= 0:
         return []
+    if graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
+        tokens = padded_batch(d, tokens)
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
     graphs = True                   # per-kernel floor: the device-side launch (eager issue: step_time_s)
@@ -409,8 +414,15 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
             ops.append(OpCost("allreduce", 0.0, tokens * h * ACT_BYTES, t, "communication", 2 * count))
     ops.append(_elementwise(hw, "embedding", tokens * h * ACT_BYTES * 2, 1, graphs))
     # Logits only for sequences that sample this step (decodes and prefills that end their prompt).
-    ops.append(gemm_cost(hw, "lm_head", max(1, b.seqs), m.vocab_size / d.tp, h, "bf16", 1, graphs))
+    ops.append(gemm_cost(hw, "lm_head", max(1, b.seqs if b.prefill_tokens else tokens), m.vocab_size / d.tp, h,
+                         "bf16", 1, graphs))
     return ops
+
+
+def padded_batch(d: Deployment, n: int) -> int:
+    """The captured graph size a decode batch of n runs at (n itself beyond the largest)."""
+    i = bisect_left(d.graph_batch_sizes, n)
+    return d.graph_batch_sizes[i] if i < len(d.graph_batch_sizes) else n
 
 
 def host_overhead_s(hw: Hardware, b: Batch) -> float:
