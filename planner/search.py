@@ -240,14 +240,20 @@ def make_sampler(optuna, seed: int):
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA_POPULATION)
 
 
+def plan_key(p: Plan) -> tuple:
+    """A plan's point in the search space, in the order of `_dims` and `Evaluator.evaluate`."""
+    return (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens,
+            p.chunked_prefill)
+
+
 def _dims(space: Space) -> list[tuple]:
     return [tuple(h.name for h in space.hardware), space.tp, space.pp, space.weight_dtypes, space.kv_dtypes,
             space.max_num_seqs, space.max_num_batched_tokens, space.chunked_prefill]
 
 
 def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
-    """Coordinate descent from the best distinct plans TPE found: change one setting at a time while the
-    score improves. TPE finds the right region; this settles the last few percent cheaply."""
+    """Coordinate descent from the best distinct plans the sampler found: change one setting at a time while
+    the score improves. The sampler finds the right region; this settles the last few percent cheaply."""
     def score(key):
         c = ev.evaluate(*key)
         return c.rank_key if isinstance(c, Candidate) else INFEASIBLE
@@ -261,9 +267,7 @@ def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
             seen.add((c.plan.hardware, c.plan.tp))
             firsts.append(c)
     for c in firsts[:starts]:
-        p = c.plan
-        key = (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens,
-               p.chunked_prefill)
+        key = plan_key(c.plan)
         best = score(key)
         visited = {key}
         moved = True
@@ -283,9 +287,8 @@ def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
     scored = sorted((c for c in ev.cache.values() if isinstance(c, Candidate)), key=lambda c: c.rank_key)
     sched = list(itertools.product(*dims[5:]))
     for c in _dedupe(scored)[:SCHEDULER_GRID_STARTS]:
-        p = c.plan
         for combo in sched:
-            ev.evaluate(p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, *combo)
+            ev.evaluate(*plan_key(c.plan)[:5], *combo)
 
 
 def summarize(ev: Evaluator, trials: int, top: int) -> SearchResult:
