@@ -38,14 +38,19 @@ MODELS = {"1b": "Llama-3.2-1B", "8b": "Llama-3.1-8B", "14b": "Qwen2.5-14B", "70b
 # (model key, weight dtype, tp), most valuable first: the budget cuts the tail.
 CASES = [("8b", "bf16", 1), ("8b", "fp8", 1), ("1b", "bf16", 1), ("14b", "bf16", 1), ("70b", "fp8", 2),
          ("70b", "bf16", 4), ("14b", "fp8", 1), ("8b", "bf16", 2), ("14b", "bf16", 4), ("1b", "fp8", 1)]
-GRID = {  # prefill lengths, decode (batch, context) points, steps per point, engine limits
-    "gpu": dict(prefill=[512, 2048, 8192], decode=[(1, 128), (1, 8192), (8, 1024), (32, 2048), (64, 1024),
-                                                  (128, 4096), (256, 1024), (256, 4096)],
-                warmup=2, steps=4, prefill_reps=2, max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=8448),
-    "tiny": dict(prefill=[32, 128], decode=[(1, 64), (8, 128), (32, 256)], warmup=1, steps=3, prefill_reps=2,
-                 max_num_seqs=32, max_num_batched_tokens=256, max_model_len=512),
+GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps per point, engine limits
+    # Decode batches off the graph sizes run padded to the next one; mixed points are (prompt length, prompts
+    # per step, decoding sequences, their context): the eager steps continuous batching makes under load.
+    "gpu": dict(prefill=[128, 512, 1024, 2048, 4096, 8192],
+                decode=[(1, 128), (1, 8192), (3, 1024), (8, 1024), (12, 2048), (32, 2048), (48, 1024), (64, 1024),
+                        (96, 2048), (128, 4096), (160, 1024), (256, 1024), (256, 4096)],
+                mixed=[(512, 1, 16, 1024), (1024, 1, 48, 1024), (2048, 1, 8, 2048), (256, 4, 64, 1024),
+                       (1024, 2, 100, 1024), (2048, 3, 200, 1024)],
+                warmup=2, steps=5, prefill_reps=3, max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=8448),
+    "tiny": dict(prefill=[32, 128], decode=[(1, 64), (8, 128), (32, 256)], mixed=[(32, 1, 4, 64), (16, 2, 8, 64)],
+                 warmup=1, steps=3, prefill_reps=2, max_num_seqs=32, max_num_batched_tokens=256, max_model_len=512),
 }
-SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=150, fractions=(0.3, 0.6, 0.9)),
+SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=300, fractions=(0.3, 0.6, 0.9)),
            "tiny": dict(model="tiny", input=64, output=16, requests=20, fractions=(0.3, 0.6, 0.9))}
 TINY_CPU_RPS = 20.0          # tiny on CPU has no profile to predict its capacity: a fixed load
 CASE_TIMEOUT_S = 120         # grace beyond the budget left: a case that hangs (NCCL teardown) is killed
@@ -145,6 +150,27 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
             point = {"id": f"decode-{batch}x{ctx}", "kind": "decode", "batch": batch, "ctx": ctx}
             phase(point, g["warmup"], g["steps"],
                   lambda n, b=batch, c=ctx, p=point["id"]: inject_decodes(engine, b, c, n, f"{p}-{n}-{time.time_ns()}"))
+            out["points"].append(point)
+        for length, prompts, batch, ctx in g["mixed"]:
+            if time.perf_counter() > deadline:
+                out["skipped"].append({"mixed": [length, prompts, batch, ctx], "why": "gpu budget"})
+                continue
+            point = {"id": f"mixed-{prompts}x{length}+{batch}x{ctx}", "kind": "mixed", "prompt_len": length,
+                     "prompts": prompts, "batch": batch, "ctx": ctx}
+            n_steps = g["warmup"] + g["steps"]
+            inject_decodes(engine, batch, ctx, n_steps, f"{point['id']}-{time.time_ns()}")
+            first = engine.stats.num_steps + 1
+            for i in range(n_steps):
+                # fresh prompts every step (one token each: they finish in the step that prefills them)
+                for _ in range(prompts):
+                    engine.add_request([1 + i] * length, SamplingParams(max_tokens=1, ignore_eos=True))
+                engine.step()
+                if i + 1 == g["warmup"]:
+                    marks.append((first, engine.stats.num_steps, point["id"], True))
+                    measured_first = engine.stats.num_steps + 1
+            marks.append((measured_first, engine.stats.num_steps, point["id"], False))
+            point["steps"] = [measured_first, engine.stats.num_steps]
+            run_steps(engine)
             out["points"].append(point)
     finally:
         engine.close()

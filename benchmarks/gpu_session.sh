@@ -2,7 +2,7 @@
 # One GPU lease, everything measured in it (device time is scarce: one call, bounded steps).
 #   bash benchmarks/gpu_session.sh single      # kernels check, engine benchmark, full + quick profile
 #   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
-#   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1) and a quick engine benchmark
+#   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -35,10 +35,10 @@ multi)
   step accuracy 200 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 100 2>&1 | tail -25
   ;;
 accuracy)
-  step accuracy 250 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 130 --tp 1 2>&1 | tail -25
+  step accuracy 330 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 230 --tp 1 2>&1 | tail -25
   step engine 80 python3 benchmarks/bench_engine.py --quick --no-hf --out "$OUT/engine_$GPU.json" \
       --trace /tmp/engine.jsonl 2>&1 | tail -20
-  step scale 90 python3 benchmarks/bench_engine_scale.py --only a --out "$OUT/scale_${GPU}x1.json" 2>&1 | tail -12
-  step gemv-sweep 150 python3 benchmarks/gemv_sweep.py --out "$OUT/gemv_sweep_$GPU.json" 2>&1 | tail -10
+  step diag 80 python3 benchmarks/engine_decode_diag.py --batches 1,64 --steps 20 --out "$OUT/diag_$GPU.json" \
+      2>&1 | tail -40
   ;;
 esac

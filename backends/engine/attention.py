@@ -108,7 +108,10 @@ def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scal
 
 
 if triton is not None:
-    @triton.jit
+    # The block-table row stride is the graph buffers' fixed width under CUDA graphs but the step's widest
+    # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
+    # in the middle of serving (~0.3 s stalls on an H200, one per split count).
+    @triton.jit(do_not_specialize=["stride_bt"])
     def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,

@@ -70,6 +70,7 @@ class LLMEngine:
         self._ids = itertools.count()
         self.stats = EngineStats()
         self._trace = open(config.trace_path, "a") if config.trace_path else None
+        self._t_start = time.perf_counter()     # trace records' `start_s` counts from here
         log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3)})
 
     # ----------------------------------------------------------------------- requests
@@ -148,13 +149,16 @@ class LLMEngine:
         step_s = time.perf_counter() - t0
         self.stats.observe_step(step_s)
         if self._trace:
-            self._write_trace(batch, step_s, t2 - t1)
+            self._write_trace(batch, t0 - self._t_start, step_s, t2 - t1)
         return outputs
 
-    def _write_trace(self, batch, step_s: float, model_s: float) -> None:
+    def _write_trace(self, batch, start_s: float, step_s: float, model_s: float) -> None:
         pre = [(seq, n) for seq, n in batch.items if n > 1]
         dec_ctx = [seq.num_computed_tokens for seq, n in batch.items if n == 1]   # after this step's token
-        record = {"step": self.stats.num_steps, "time_s": round(step_s, 6), "model_time_s": round(model_s, 6),
+        # start_s: gaps between one step's end and the next one's start are time the engine spent outside
+        # step() (idle, or the server's own work), which a simulator of back-to-back steps must account for.
+        record = {"step": self.stats.num_steps, "start_s": round(start_s, 6), "time_s": round(step_s, 6),
+                  "model_time_s": round(model_s, 6),
                   "num_prefill_tokens": sum(n for _, n in pre), "num_prefill_seqs": len(pre),
                   "prefill_query_lens": [n for _, n in pre],
                   "prefill_context_lens": [seq.num_computed_tokens for seq, _ in pre],
