@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu_session.sh single      # kernels check, engine benchmark, full + quick profile
 #   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
+#   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -40,5 +41,9 @@ accuracy)
       --trace /tmp/engine.jsonl 2>&1 | tail -20
   step diag 80 python3 benchmarks/engine_decode_diag.py --batches 1,64 --steps 20 --out "$OUT/diag_$GPU.json" \
       2>&1 | tail -40
+  ;;
+serving)
+  step serving 200 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
+  step eager 120 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -40
   ;;
 esac

@@ -45,7 +45,7 @@ PARAM_BOUNDS = {
     "step_overhead_s": (1e-6, 5e-3),
     "per_seq_overhead_s": (1e-9, 5e-5),
     "graph_kernel_overhead_s": (1e-7, 2e-5),
-    "kernel_overhead_s": (1e-6, 5e-5),
+    "kernel_overhead_s": (1e-6, 5e-4),
     "attention_compute": (0.2, 0.9),
     "attention_memory": (0.2, 1.0),
     "gemm_compute_scale": (0.5, 1.5),

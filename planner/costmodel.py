@@ -37,6 +37,7 @@ KV_BYTES_PER_ELEMENT = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "bf16", "int4": "bf16"}
 GEMM_TILE_M = 128                   # rows of a GEMM tile (cuBLAS / CUTLASS compute-bound kernels)
 KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
+EAGER_KERNELS_PER_PREFILL_SEQ = 4   # per layer, issued by the host for each prefill sequence of an eager step
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -436,13 +437,15 @@ def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int
     return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, b)
 
 
-def eager_kernels(d: Deployment, priced_kernels: int) -> int:
-    """Kernels the host issues for one eager step of one stage: the layer's kernels, plus an activation
-    quantize before each fp8 linear (4 per dense layer)."""
-    n = max(KERNELS_PER_LAYER * d.layers_per_stage, priced_kernels)
+def eager_kernels(d: Deployment, b: Batch, priced_kernels: int) -> int:
+    """Kernels (and the host work around them) one eager step of one stage issues: the layer's kernels, an
+    activation quantize before each fp8 linear (4 per dense layer), and per layer the attention's own
+    launches: each prefill sequence is attended on its own (slices, GQA expansion, SDPA, the copy back),
+    and the decodes of a mixed step add the split-K decode kernel and its merge."""
+    per_layer = EAGER_KERNELS_PER_PREFILL_SEQ * b.prefill_seqs + (2 if b.decode_seqs else 0)
     if COMPUTE_DTYPE.get(d.weight_dtype) == "fp8":
-        n += 4 * d.layers_per_stage
-    return n
+        per_layer += 4
+    return max(KERNELS_PER_LAYER * d.layers_per_stage, priced_kernels) + per_layer * d.layers_per_stage
 
 
 def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
@@ -468,7 +471,7 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
             priced += o.count
     per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
     if not graphs_hide_launches(d, b):
-        per_stage = max(per_stage, eager_kernels(d, priced) * hw.e.kernel_overhead_s)
+        per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
     return d.pp * per_stage + p2p_time_s(hw, d, b) + host_overhead_s(hw, b)
 
 

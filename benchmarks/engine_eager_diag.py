@@ -1,0 +1,97 @@
+"""Eager (prefill and mixed) steps of the built-in engine on a GPU: first-use stalls and where the host time goes.
+
+  python benchmarks/engine_eager_diag.py --out eager_diag.json        # Llama-3.1-8B shape, dummy bf16
+
+(1) Chunked prefill: prompts longer than the token budget, so steps carry a chunk after a cached prefix; every
+step's time, the first chunked step beside the later ones (a first-use stall shows as an outlier).
+(2) A lone short prefill is launch bound: its wall time beside the GPU time of the same kernels (CUDA events),
+and torch.profiler's host ops of a few such steps ranked by self CPU time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from bench_engine import LLAMA_31_8B
+
+from backends.engine.config import EngineConfig, SamplingParams
+from backends.engine.engine import LLMEngine
+
+
+def step_all(engine: LLMEngine) -> None:
+    while engine.has_unfinished():
+        engine.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="eager_diag.json")
+    ap.add_argument("--budget", type=int, default=2048, help="max_num_batched_tokens")
+    args = ap.parse_args()
+    trace = Path("/tmp/eager_diag.jsonl")
+    trace.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    engine = LLMEngine(EngineConfig(model=LLAMA_31_8B, device="cuda", max_num_batched_tokens=args.budget,
+                                    max_model_len=8448, trace_path=str(trace)))
+    out: dict = {"engine_start_s": time.perf_counter() - t0, "device": torch.cuda.get_device_name(0)}
+
+    # (1) chunked prefills
+    for i in range(3):
+        engine.add_request([1 + i] * 3000, SamplingParams(max_tokens=2, ignore_eos=True))
+    step_all(engine)
+    steps = [json.loads(line) for line in trace.read_text().splitlines()]
+    chunked = [s for s in steps if any(c > q for q, c in zip(s["prefill_query_lens"], s["prefill_context_lens"]))]
+    out["chunked_steps_ms"] = [round(s["time_s"] * 1e3, 2) for s in chunked]
+    out["all_steps_ms"] = [round(s["time_s"] * 1e3, 2) for s in steps]
+
+    # (2) lone short prefills: wall vs GPU, host ops
+    def prefill(n: int = 128) -> None:
+        engine.add_request([5] * n, SamplingParams(max_tokens=1, ignore_eos=True))
+        step_all(engine)
+
+    for _ in range(3):
+        prefill()
+    walls, gpus = [], []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t = time.perf_counter()
+        start.record()
+        prefill()
+        end.record()
+        end.synchronize()
+        walls.append(time.perf_counter() - t)
+        gpus.append(start.elapsed_time(end) / 1e3)
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            prefill()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in prof.key_averages()) / 3
+    out["prefill128"] = {"wall_ms": statistics.median(walls) * 1e3, "events_ms": statistics.median(gpus) * 1e3,
+                         "gpu_busy_ms": busy_us / 1e3,
+                         "host_ops": [{"op": e.key, "calls_per_step": e.count / 3,
+                                       "self_cpu_us_per_step": e.self_cpu_time_total / 3,
+                                       "device_us_per_step": getattr(e, "self_device_time_total", 0.0) / 3}
+                                      for e in events[:30]]}
+    engine.close()
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"engine start {out['engine_start_s']:.1f} s; chunked steps ms: {out['chunked_steps_ms']}")
+    print(f"all steps ms: {out['all_steps_ms']}")
+    p = out["prefill128"]
+    print(f"prefill 128: wall {p['wall_ms']:.2f} ms, between events {p['events_ms']:.2f} ms, "
+          f"GPU busy {p['gpu_busy_ms']:.2f} ms")
+    print("| host op | calls/step | self CPU us/step | device us/step |\n|---|---|---|---|")
+    for e in p["host_ops"]:
+        print(f"| {e['op'][:60]} | {e['calls_per_step']:.0f} | {e['self_cpu_us_per_step']:.0f} | "
+              f"{e['device_us_per_step']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
