@@ -14,7 +14,7 @@ A few physically meaningful parameters are fitted by least squares on log(step t
 
 Parameters are bounded to physically sensible ranges (PARAM_BOUNDS); DEFAULT_PARAMS fits six of them.
 Points the engine runs on a path the model does not describe are left out of fit and test (excluded_why:
-fp8 decode until the engine has an fp8 GEMV) and reported as such.
+fp8 decode, whose weight-only GEMV kernels the model does not price yet) and reported as such.
 Steps are grouped into points (a trace record's `point` id, else one step per point); the median step time
 of a point is one observation, and a seeded split holds out whole points. A weak prior pulls each parameter
 towards the profile's value, so one the data cannot see (eager launches in a decode-only trace) stays put.
@@ -65,10 +65,11 @@ RUN_METRICS = {"ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms", "e2e": "mean_e2el
 
 def excluded_why(p: "StepPoint") -> str | None:
     """Why a point is left out of the fit and of the held-out statistics: steps the engine runs on a path the
-    cost model does not describe. fp8 decode: the built-in engine has no fp8 GEMV yet (it dequantizes or
-    runs a padded fp8 GEMM: slower than bf16 at batch 1, not weight streaming); back in when it lands."""
+    cost model does not describe. fp8 decode: at 1 row the engine streams fp8 weights through a CUDA-core
+    GEMV, at 2-16 rows through a tensor-core GEMV, above that through `_scaled_mm` with quantized activations;
+    the model prices all three as the last one."""
     if p.kind == "decode" and COMPUTE_DTYPE.get(p.deployment.weight_dtype) == "fp8":
-        return "fp8 decode: engine has no fp8 weight-streaming GEMV yet (slower than bf16 at batch 1)"
+        return "fp8 decode: the engine's fp8 GEMV kernels (1 row, 2-16 rows) are not priced by the cost model yet"
     return None
 
 
