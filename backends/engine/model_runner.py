@@ -121,8 +121,7 @@ class ModelRunner:
             self._sample(self.model.compute_logits(hidden[:rows]), [0.0] * rows, [None] * rows)
         torch.cuda.synchronize()
         del scratch, hidden
-        # The activations' blocks stay cached (the KV size below leaves their peak out): handed back here, the
-        # first full-budget step of a serving run had to map them again, a 0.93 s step on an H200.
+        torch.cuda.empty_cache()     # the activations' cached blocks would not fit the KV tensors anyway
         free_bytes, total_bytes = torch.cuda.mem_get_info()
         peak_bytes = torch.cuda.max_memory_allocated()
         non_torch_bytes = (total_bytes - free_bytes) - torch.cuda.memory_reserved()
@@ -250,9 +249,9 @@ class ModelRunner:
     @torch.inference_mode()
     def _warm_eager_step(self) -> None:
         """Runs one small mixed step at start: a prompt chunk after a cached prefix (gathered K/V, lower-right
-        causal SDPA) beside one decode. Without it the first chunked prefill of a serving run loaded kernels
-        mid-step (a 1.05 s step on an H200, stalling every request in flight). Blocks 0-2 are scratch here:
-        a block's K/V are written before they are read once it is allocated."""
+        causal SDPA) beside one eager decode, so those paths' first-use costs (kernel loading, cuDNN/SDPA
+        plans) are paid before requests wait. Blocks 0-2 are scratch here: a block's K/V are written before
+        they are read once it is allocated."""
         bs = self.block_size
         table, chunk = [0, 1], range(bs, 2 * bs)
         step = dict(ids=[1] * (bs + 1), pos=[*chunk, 0], slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
