@@ -267,6 +267,10 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
            "runs": []}
     with BenchSession(plan, None, opts) as session:
         doc["kv_cache"] = kv_event(session.server._managed.log_path)
+        # The engine's step features, from what it reported (the config line was written before it started).
+        lines = trace.read_text().splitlines(keepends=True)
+        trace.write_text("".join([json.dumps({**json.loads(lines[0]), **engine_features(doc["kv_cache"])}) + "\n",
+                                  *lines[1:]]))
         for i, frac in enumerate(s["fractions"]):
             load = LoadConfig(rate_rps=frac * capacity, arrival="poisson", num_requests=s["requests"],
                               warmup_requests=4 if i == 0 else 0, seed=i, deadline_s=120.0)
@@ -274,6 +278,12 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
             run.pop("samples", None)                 # per-request detail: too big for the device tool
             doc["runs"].append({"load_fraction": frac, **run})
     return doc
+
+
+def engine_features(kv: dict | None) -> dict:
+    """How the engine ran steps with prefill tokens (its kv_cache report), for the trace's config line."""
+    kv = kv or {}
+    return {"piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill"))}
 
 
 # --------------------------------------------------------------------------- CPU profile (tiny)
@@ -371,7 +381,8 @@ def main(argv=None) -> int:
         step["cases"].append({**case, **result})
         with trace_out.open("a") as f:
             f.write(json.dumps({"event": "config", "model": spec.model_dump(mode="json", exclude_none=True),
-                                "tp": tp, "weight_dtype": wd, "kv_dtype": "bf16"}) + "\n")
+                                "tp": tp, "weight_dtype": wd, "kv_dtype": "bf16",
+                                **engine_features(result.get("kv_cache"))}) + "\n")
             f.writelines(json.dumps(r) + "\n" for r in records)
         (out_dir / "step.json").write_text(json.dumps(step, indent=1, default=str))
         print(f"{spec.name} {wd} TP{tp}: {len(result.get('points', []))} points"

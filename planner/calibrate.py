@@ -120,8 +120,10 @@ def deployment_from(cfg: dict) -> Deployment:
         spec = load_model(model)
     else:
         raise UsageError("a trace config record needs `model` (a catalog name or a model spec)")
+    # Engines before piecewise graphs and varlen prefill wrote neither key: their eager steps were per-sequence.
     return Deployment(spec, int(cfg.get("tp", 1)), 1, cfg.get("weight_dtype", "bf16"), cfg.get("kv_dtype", "bf16"),
-                      bool(cfg.get("cuda_graphs", True)))
+                      bool(cfg.get("cuda_graphs", True)), piecewise_sizes=tuple(cfg.get("piecewise_sizes") or ()),
+                      varlen_prefill=bool(cfg.get("varlen_prefill", False)))
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -278,6 +280,7 @@ def harness_requests(workload: Workload, n: int, seed: int):
 def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
     """The simulator's metrics for the load a bench run applied, on the KV capacity the engine reported
     when the run says (so timing is checked apart from the memory model)."""
+    from planner.predict import deployment_of
     from planner.simulator import simulate
 
     plan = Plan.model_validate(doc["plan"])
@@ -288,8 +291,12 @@ def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
                         rate_rps=load.get("rate_rps"), concurrency=load.get("max_concurrency"),
                         arrival=load.get("arrival", "poisson"), burstiness=load.get("burstiness", 1.0))
     reqs = harness_requests(workload, int(load.get("num_requests") or 200), int(load.get("seed") or 0))
-    kv = (doc.get("kv_cache") or {}).get("kv_capacity_tokens")
-    return simulate(run_model(doc), hw, plan, reqs, kv_tokens=kv).metrics()
+    engine = doc.get("kv_cache") or {}
+    model = run_model(doc)
+    # What the engine reported of its prefill path (older engines reported neither: eager, per sequence).
+    d = replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
+                varlen_prefill=bool(engine.get("varlen_prefill")))
+    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d).metrics()
 
 
 def run_errors(hw: HardwareProfile, doc: dict, metrics: dict[str, str] = RUN_METRICS) -> dict[str, dict]:

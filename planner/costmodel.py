@@ -13,9 +13,11 @@ Kernel times are device times as the profiler measures them, under CUDA graph re
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
 (rope, activation, residual adds) cost that interval each. Decode-only steps replay a CUDA graph, so that is
 all. Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
-kernels already queued: such a step takes max(GPU time, kernels x kernel_overhead_s), launch bound for
-small prefills and GPU bound for large ones. On top of either comes the engine's host work per step:
-`step_overhead_s` plus `per_seq_overhead_s` per sequence in the step.
+kernels already queued: such a step takes max(GPU time, launches x kernel_overhead_s), launch bound for
+small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
+token bucket) the step runs padded to its bucket and the host issues one graph per layer plus the attention's
+own launches. On top of either comes the engine's host work per step: `step_overhead_s` plus
+`per_seq_overhead_s` per sequence in the step.
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -37,7 +39,14 @@ KV_BYTES_PER_ELEMENT = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "bf16", "int4": "bf16"}
 GEMM_TILE_M = 128                   # rows of a GEMM tile (cuBLAS / CUTLASS compute-bound kernels)
 KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
-EAGER_KERNELS_PER_PREFILL_SEQ = 4   # per layer, issued by the host for each prefill sequence of an eager step
+# Per layer, the host launches of an eager step's attention. Per-sequence SDPA (engines before varlen prefill):
+# slices, GQA expansion, SDPA and the copy back for each prefill sequence. Varlen: one flash call and its copy,
+# two K/V gathers when a chunk follows a cached prefix; the decodes of a mixed step add the split-K kernel,
+# its merge and their copy.
+EAGER_KERNELS_PER_PREFILL_SEQ = 4
+VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 2, 3
+# Token buckets of the built-in engine's piecewise CUDA graphs (backends/engine/piecewise.py runs these).
+PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1280, 1536, 2048)
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -263,6 +272,10 @@ class Deployment:
     # Batch sizes the graphs were captured at: a decode batch runs padded up to the next one (the built-in
     # engine's; vLLM's are 1, 2, 4 then multiples of 8, a few percent apart at most).
     graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    # Steps with prefill tokens: piecewise graphs at these token buckets (none: eager), one varlen attention call
+    # for all prefill chunks (else one per chunk). Older engine traces say neither.
+    piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
+    varlen_prefill: bool = True
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -399,6 +412,8 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         return []
     if graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
         tokens = padded_batch(d, tokens)
+    elif piecewise_bucket(d, b):
+        tokens = piecewise_bucket(d, b)
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
     graphs = True                   # per-kernel floor: the device-side launch (eager issue: step_time_s)
@@ -437,15 +452,29 @@ def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int
     return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, b)
 
 
+def piecewise_bucket(d: Deployment, b: Batch) -> int | None:
+    """The token bucket a step with prefill tokens runs at under piecewise graphs, or None (eager)."""
+    if not (d.cuda_graphs and d.piecewise_sizes and b.prefill_tokens) or d.model.is_moe:
+        return None
+    i = bisect_left(d.piecewise_sizes, b.tokens)
+    return d.piecewise_sizes[i] if i < len(d.piecewise_sizes) else None
+
+
 def eager_kernels(d: Deployment, b: Batch, priced_kernels: int) -> int:
-    """Kernels (and the host work around them) one eager step of one stage issues: the layer's kernels, an
-    activation quantize before each fp8 linear (4 per dense layer), and per layer the attention's own
-    launches: each prefill sequence is attended on its own (slices, GQA expansion, SDPA, the copy back),
-    and the decodes of a mixed step add the split-K decode kernel and its merge."""
-    per_layer = EAGER_KERNELS_PER_PREFILL_SEQ * b.prefill_seqs + (2 if b.decode_seqs else 0)
+    """Launches (and the host work around them) the host issues for one stage of a step with prefill tokens:
+    under piecewise graphs one graph per layer plus the attention's own launches; eagerly, the layer's kernels,
+    an activation quantize before each fp8 linear (4 per dense layer) and the attention's launches."""
+    layers = d.layers_per_stage
+    if d.varlen_prefill:
+        attn = VARLEN_PREFILL_KERNELS + (VARLEN_PREFIX_GATHER_KERNELS if b.prefill_kv_tokens > b.prefill_tokens else 0)
+        attn += MIXED_DECODE_KERNELS if b.decode_seqs else 0
+    else:
+        attn = EAGER_KERNELS_PER_PREFILL_SEQ * b.prefill_seqs + (2 if b.decode_seqs else 0)
+    if piecewise_bucket(d, b):
+        return layers + 1 + attn * layers
     if COMPUTE_DTYPE.get(d.weight_dtype) == "fp8":
-        per_layer += 4
-    return max(KERNELS_PER_LAYER * d.layers_per_stage, priced_kernels) + per_layer * d.layers_per_stage
+        attn += 4
+    return max(KERNELS_PER_LAYER * layers, priced_kernels) + attn * layers
 
 
 def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:

@@ -530,16 +530,16 @@ def kv_capacity_tokens(model: ModelSpec, hw: Hardware, plan: Plan, mean_context:
 
 def simulate(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, requests: Requests,
              router: Router = "round-robin", slos: Iterable[SLO] = (), warmup_fraction: float = 0.0,
-             kv_tokens: int | None = None) -> SimResult:
+             kv_tokens: int | None = None, deployment: Deployment | None = None) -> SimResult:
     """Serve `requests` with `plan.replicas` replicas behind `router`. `kv_tokens` overrides the KV capacity
-    per replica (memory model's by default)."""
+    per replica (memory model's by default); `deployment` the engine features the plan implies."""
     if router not in ROUTERS:
         raise ValueError(f"unknown router {router!r}: use {' or '.join(ROUTERS)}")
     h = prepare(hw)
     mean_ctx = float(requests.input_tokens.mean() + requests.output_tokens.mean())
     kv = kv_tokens if kv_tokens is not None else kv_capacity_tokens(model, h, plan, mean_ctx)
     cfg = EngineConfig.of(plan, kv)
-    timer = step_timer(h, deployment_of(model, plan))
+    timer = step_timer(h, deployment or deployment_of(model, plan))
     log = _Log(requests)
     reps = [Replica(i, timer, cfg, log) for i in range(plan.replicas)]
     # A request longer than the whole KV cache could never run: vLLM refuses it up front.

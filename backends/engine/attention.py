@@ -5,8 +5,11 @@ K/V live at flat slot `block_table[pos // block_size] * block_size + pos % block
 
 Public kernels (the profiler team times these directly):
   prefill_attention(q [Lq,H,D], k [Lk,KVH,D], v, scale) -> [Lq,H,D]
-      causal, queries are the last Lq of the Lk positions (bottom-right aligned). torch SDPA: the flash
-      backend on CUDA, math on CPU.
+      causal, queries are the last Lq of the Lk positions (bottom-right aligned). torch SDPA without its
+      cuDNN backend (which builds a plan per new sequence length: 0.4-0.9 s stalls mid-serving on an H200).
+  prefill_attention_varlen(q [Tq,H,D], k [Tk,KVH,D], v, cu_q, cu_k, max_q, max_k, scale) -> [Tq,H,D]
+      every prefill sequence of a step in one flash-attention call (CUDA): cu_q / cu_k are the int32 prefix
+      sums of the query and key lengths, GQA native, bottom-right causal.
   decode_attention(q [B,H,D], k_cache, v_cache, block_tables [B,W] int32, context_lens [B] int32, scale,
                    num_splits) -> [B,H,D]
       one query per sequence over its first context_lens[b] cached tokens. On CUDA a Triton split-K
@@ -27,12 +30,16 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from .kernels import triton, use_triton
 
 if triton is not None:
     import triton.language as tl
+
+
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -46,6 +53,13 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None   # [B, W] int32
     decode_context_lens: torch.Tensor | None = None   # [B] int64, including the new token
     decode_num_splits: int = 1
+    # Varlen prefill (CUDA): int32 prefix sums of query / key lengths, their maxima, and the cache slots of every
+    # prefill sequence's context (None when no sequence has a cached prefix: the step's own K/V are all there is).
+    prefill_cu_q: torch.Tensor | None = None
+    prefill_cu_k: torch.Tensor | None = None
+    prefill_max_q: int = 0
+    prefill_max_k: int = 0
+    prefill_kv_slots: torch.Tensor | None = None
 
 
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -54,11 +68,23 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     if KVH != H:  # GQA: SDPA's flash path wants equal head counts; the copy is small next to the matmuls
         k, v = k.repeat_interleave(H // KVH, dim=1), v.repeat_interleave(H // KVH, dim=1)
     q, k, v = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
-    if Lq == Lk:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(Lq, Lk), scale=scale)
+    with sdpa_kernel(SDPA_BACKENDS):
+        if Lq == Lk:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(Lq, Lk), scale=scale)
     return out.squeeze(0).transpose(0, 1)
+
+
+def varlen_supported(q: torch.Tensor) -> bool:
+    """torch's flash-attention kernel: CUDA, 16-bit, head_dim a multiple of 8 up to 256 (sm80+)."""
+    return (q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256
+            and torch.cuda.get_device_capability(q.device)[0] >= 8)
+
+
+def prefill_attention_varlen(q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: float) -> torch.Tensor:
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, max_q, max_k, 0.0, True, False,
+                                                   scale=scale)[0]
 
 
 def dequantize_kv(x: torch.Tensor, kv_scale: float, dtype: torch.dtype) -> torch.Tensor:
@@ -219,19 +245,31 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num
 
 
 def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float,
-                    kv_scale: float = 1.0) -> torch.Tensor:
-    """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache."""
+                    kv_scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache; the result goes
+    to `out` when given."""
     n_pre = meta.num_prefill_tokens
     if n_pre == 0:
-        return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                                scale, meta.decode_num_splits, kv_scale)
-    out = torch.empty_like(q)
-    for (start, q_len, ctx_len), table in zip(meta.prefill_seqs, meta.prefill_block_tables):
-        if table is None:  # no cached prefix: this chunk's own K/V are all there is
-            ks, vs = k[start:start + q_len], v[start:start + q_len]
+        o = decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                             scale, meta.decode_num_splits, kv_scale)
+        return o if out is None else out.copy_(o)
+    out = torch.empty_like(q) if out is None else out
+    if meta.prefill_cu_q is not None:
+        if meta.prefill_kv_slots is None:
+            ks, vs = k[:n_pre], v[:n_pre]
         else:
-            ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
-        out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
+            slots = meta.prefill_kv_slots
+            ks = dequantize_kv(k_cache.flatten(0, 1)[slots], kv_scale, q.dtype)
+            vs = dequantize_kv(v_cache.flatten(0, 1)[slots], kv_scale, q.dtype)
+        out[:n_pre] = prefill_attention_varlen(q[:n_pre], ks, vs, meta.prefill_cu_q, meta.prefill_cu_k,
+                                               meta.prefill_max_q, meta.prefill_max_k, scale)
+    else:
+        for (start, q_len, ctx_len), table in zip(meta.prefill_seqs, meta.prefill_block_tables):
+            if table is None:  # no cached prefix: this chunk's own K/V are all there is
+                ks, vs = k[start:start + q_len], v[start:start + q_len]
+            else:
+                ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
+            out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
     if q.shape[0] > n_pre:
         out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
                                        meta.decode_context_lens, scale, meta.decode_num_splits, kv_scale)

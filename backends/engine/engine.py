@@ -164,7 +164,8 @@ class LLMEngine:
                   "prefill_context_lens": [seq.num_computed_tokens for seq, _ in pre],
                   "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
                   "decode_context_len_max": max(dec_ctx, default=0),
-                  "cuda_graph_batch_size": self.runner.last_graph_bs, "num_preempted": batch.num_preempted}
+                  "cuda_graph_batch_size": self.runner.last_graph_bs,
+                  "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted}
         self._trace.write(json.dumps(record) + "\n")
         self._trace.flush()
 

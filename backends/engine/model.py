@@ -53,18 +53,28 @@ class Attention(nn.Module):
         # whose entries stay far below e4m3's 448.
         self.kv_scale = 1.0
 
-    def forward(self, positions, x, cos_sin, meta: AttentionMetadata):
-        T = x.shape[0]
+    def split(self, qkv):
+        """q [T,H,D], k, v [T,KVH,D]: views of the fused projection's output."""
+        T, hd = qkv.shape[0], self.head_dim
+        q_size, kv_size = self.num_heads * hd, self.num_kv_heads * hd
+        return (qkv[:, :q_size].view(T, self.num_heads, hd), qkv[:, q_size:q_size + kv_size].view(T, self.num_kv_heads, hd),
+                qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, hd))
+
+    def project(self, positions, x, cos_sin, meta: AttentionMetadata):
+        """The fused qkv projection, q/k RoPE'd in place, K/V stored in the cache: [T, (H + 2 KVH) D]."""
         qkv = self.qkv_proj(x)
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        q = qkv[:, :q_size].view(T, self.num_heads, self.head_dim)
-        k = qkv[:, q_size:q_size + kv_size].view(T, self.num_kv_heads, self.head_dim)
-        v = qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, self.head_dim)
+        q, k, v = self.split(qkv)
         qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
                            self.q_norm.weight if self.q_norm else None,
                            self.k_norm.weight if self.k_norm else None, self.eps, self.kv_scale)
-        o = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale, self.kv_scale)
-        return self.o_proj(o.reshape(T, q_size))
+        return qkv
+
+    def attend(self, qkv, meta: AttentionMetadata, out=None):
+        """Attention of the projected tokens: [T, H D] (into `out` when given)."""
+        q, k, v = self.split(qkv)
+        o = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale, self.kv_scale,
+                            None if out is None else out.view(q.shape))
+        return o.reshape(qkv.shape[0], self.num_heads * self.head_dim)
 
 
 class MLP(nn.Module):
@@ -88,14 +98,16 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
-    def forward(self, positions, x, residual, cos_sin, meta):
-        # The residual stream is carried separately so each norm fuses the preceding residual add.
+    # The residual stream is carried separately so each norm fuses the preceding residual add.
+    def pre_attention(self, positions, x, residual, cos_sin, meta):
         if residual is None:
             residual, x = x, self.input_layernorm(x)
         else:
             x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(positions, x, cos_sin, meta)
-        x, residual = self.post_attention_layernorm(x, residual)
+        return self.self_attn.project(positions, x, cos_sin, meta), residual
+
+    def post_attention(self, o, residual):
+        x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
         return self.mlp(x), residual
 
 
@@ -124,11 +136,28 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, hidden]."""
-        x, residual = self.model.embed_tokens(input_ids), None
-        for layer in self.model.layers:
-            x, residual = layer(positions, x, residual, self.cos_sin, meta)
-        x, _ = self.model.norm(x, residual)
-        return x
+        h, residual = self.piece(0, input_ids, positions, None, meta)
+        for i, layer in enumerate(self.model.layers):
+            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta), positions, residual, meta)
+        return h
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.model.layers) + 1
+
+    def piece(self, i: int, inp, positions, residual, meta: AttentionMetadata):
+        """The forward between attentions (what piecewise CUDA graphs capture), returning (output, residual).
+        Piece 0 embeds the token ids `inp` and projects layer 0's qkv; piece i finishes layer i-1 from its
+        attention output `inp` and projects layer i's qkv; the last finishes the last layer and applies the
+        final norm (output: hidden states)."""
+        layers = self.model.layers
+        if i == 0:
+            x, residual = self.model.embed_tokens(inp), None
+        else:
+            x, residual = layers[i - 1].post_attention(inp, residual)
+        if i == len(layers):
+            return self.model.norm(x, residual)[0], residual
+        return layers[i].pre_attention(positions, x, residual, self.cos_sin, meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

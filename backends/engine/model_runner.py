@@ -12,10 +12,11 @@ import time
 import torch
 
 from . import parallel
-from .attention import AttentionMetadata, decode_num_splits
+from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError
 from .model import build_model
+from .piecewise import PiecewiseGraphs, piecewise_sizes
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
@@ -58,10 +59,18 @@ class ModelRunner:
         self.max_blocks_per_seq = cdiv(self.max_model_len, self.block_size)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.last_graph_bs: int | None = None      # for the step trace
+        self.last_piecewise_size: int | None = None
+        self.piecewise: PiecewiseGraphs | None = None
+        self.varlen = self.device.type == "cuda" and varlen_supported(
+            torch.empty(1, 1, spec.head_dim, dtype=self.dtype, device=self.device))
         if self.device.type == "cuda" and self.num_kv_blocks >= 3:
             self._warm_eager_step()
         if config.cuda_graphs and self.device.type == "cuda":
             self._capture_graphs()
+            # MoE layers under capture run every expert over every token: fine for decode, not for prefill.
+            if not spec.is_moe:
+                self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
+                                                 self.trash_slot, self.device, self.graph_pool)
 
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
@@ -136,7 +145,9 @@ class ModelRunner:
                 "weights_bytes": self.weights_bytes, "weight_dtype": self.config.quant, "tp": self.config.tp,
                 "max_model_len": self.max_model_len,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-                "cuda_graph_batch_sizes": sorted(self.graphs)}
+                "cuda_graph_batch_sizes": sorted(self.graphs),
+                "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
+                "varlen_prefill": self.varlen}
 
     # ----------------------------------------------------------------------- inputs
     def _tensor(self, data, dtype) -> torch.Tensor:
@@ -173,21 +184,51 @@ class ModelRunner:
         decode_ctx += [1] * pad
         width = max((len(t) for t in decode_tables), default=1)
         decode_tables = [t + [0] * (width - len(t)) for t in decode_tables] + [[0] * width] * pad
-        return dict(ids=ids, pos=pos, slots=slots, num_prefill=num_prefill, prefill_seqs=prefill_seqs,
+        step = dict(ids=ids, pos=pos, slots=slots, num_prefill=num_prefill, prefill_seqs=prefill_seqs,
                     prefill_tables=prefill_tables, decode_tables=decode_tables, decode_ctx=decode_ctx,
                     sample_rows=sample_rows)
+        if self.varlen and prefill_seqs:
+            step.update(self._varlen_inputs(batch))
+        return step
 
-    def _device_inputs(self, h: dict):
+    def _varlen_inputs(self, batch: ScheduledBatch) -> dict:
+        """One flash-attention call for all prefill chunks: prefix sums of query and key lengths, and when any
+        chunk follows a cached prefix, the cache slots of every chunk's whole context (gathered as its keys)."""
+        bs = self.block_size
+        pre = [(seq, n) for seq, n in batch.items if n > 1]
+        cu_q, cu_k = [0], [0]
+        for seq, n in pre:
+            cu_q.append(cu_q[-1] + n)
+            cu_k.append(cu_k[-1] + seq.num_computed_tokens + n)
+        kv_slots = None
+        if any(seq.num_computed_tokens for seq, _ in pre):
+            kv_slots = [seq.block_table[p // bs] * bs + p % bs for seq, n in pre
+                        for p in range(seq.num_computed_tokens + n)]
+        return dict(cu_q=cu_q, cu_k=cu_k, max_q=max(n for _, n in pre),
+                    max_k=max(seq.num_computed_tokens + n for seq, n in pre), kv_slots=kv_slots)
+
+    def _device_inputs(self, h: dict, token_inputs: bool = True):
+        """(ids, positions, metadata) on the device; without `token_inputs` only what attention reads (the
+        piecewise graphs upload ids, positions and slots into their own buffers)."""
         meta = AttentionMetadata(
-            slot_mapping=self._tensor(h["slots"], torch.long), num_prefill_tokens=h["num_prefill"],
+            slot_mapping=self._tensor(h["slots"], torch.long) if token_inputs else None,
+            num_prefill_tokens=h["num_prefill"],
             prefill_seqs=h["prefill_seqs"],
             prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in h["prefill_tables"]])
+        if "cu_q" in h:
+            meta.prefill_cu_q = self._tensor(h["cu_q"], torch.int32)
+            meta.prefill_cu_k = self._tensor(h["cu_k"], torch.int32)
+            meta.prefill_max_q, meta.prefill_max_k = h["max_q"], h["max_k"]
+            if h["kv_slots"] is not None:
+                meta.prefill_kv_slots = self._tensor(h["kv_slots"], torch.long)
         if h["decode_ctx"]:
             meta.decode_block_tables = self._tensor(h["decode_tables"], torch.int32)
             # int64 like the CUDA-graph header: one compiled decode kernel serves both paths (an int32 copy
             # here compiled a second variant on the first eager step of each split count, ~0.4 s each).
             meta.decode_context_lens = self._tensor(h["decode_ctx"], torch.long)
             meta.decode_num_splits = decode_num_splits(len(h["decode_ctx"]), self.num_local_kv_heads, self.device)
+        if not token_inputs:
+            return None, None, meta
         return self._tensor(h["ids"], torch.long), self._tensor(h["pos"], torch.long), meta
 
     # ----------------------------------------------------------------------- forward
@@ -199,6 +240,8 @@ class ModelRunner:
         self.last_graph_bs = graph_bs if num_decode == len(batch.items) else None
         step = self._host_inputs(batch, pad_to=self.last_graph_bs or 0)
         step["graph_bs"] = self.last_graph_bs
+        self.last_piecewise_size = step["piecewise"] = (
+            self.piecewise.bucket(len(step["ids"])) if self.piecewise and self.last_graph_bs is None else None)
         if self.config.tp > 1:
             parallel.broadcast(step)
         logits = self._execute(step)
@@ -213,8 +256,13 @@ class ModelRunner:
         if bs is not None:
             logits = self._replay(bs, step)
             return logits[self._tensor(rows, torch.long)] if len(rows) < bs else logits
-        ids, pos, meta = self._device_inputs(step)
-        hidden = self.model(ids, pos, meta)
+        if step.get("piecewise"):
+            _, _, meta = self._device_inputs(step, token_inputs=False)
+            hidden = self.piecewise.run(step["piecewise"], step["ids"], step["pos"], step["slots"], meta,
+                                        self.trash_slot)
+        else:
+            ids, pos, meta = self._device_inputs(step)
+            hidden = self.model(ids, pos, meta)
         return self.model.compute_logits(hidden[self._tensor(rows, torch.long)])
 
     @torch.inference_mode()
@@ -248,15 +296,17 @@ class ModelRunner:
 
     @torch.inference_mode()
     def _warm_eager_step(self) -> None:
-        """Runs one small mixed step at start: a prompt chunk after a cached prefix (gathered K/V, lower-right
-        causal SDPA) beside one eager decode, so those paths' first-use costs (kernel loading, cuDNN/SDPA
-        plans) are paid before requests wait. Blocks 0-2 are scratch here: a block's K/V are written before
+        """Runs one small mixed step at start: a prompt chunk after a cached prefix (gathered K/V, bottom-right
+        causal flash attention) beside one eager decode, so those paths' first-use costs (kernel loading, cuBLAS
+        heuristics) are paid before requests wait. Blocks 0-2 are scratch here: a block's K/V are written before
         they are read once it is allocated."""
         bs = self.block_size
         table, chunk = [0, 1], range(bs, 2 * bs)
         step = dict(ids=[1] * (bs + 1), pos=[*chunk, 0], slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
                     num_prefill=bs, prefill_seqs=[(0, bs, 2 * bs)], prefill_tables=[table], decode_tables=[[2]],
                     decode_ctx=[1], sample_rows=[bs - 1, bs], graph_bs=None)
+        if self.varlen:
+            step.update(cu_q=[0, bs], cu_k=[0, 2 * bs], max_q=bs, max_k=2 * bs, kv_slots=list(range(2 * bs)))
         self._execute(step)
         torch.cuda.synchronize()
 
@@ -290,6 +340,7 @@ class ModelRunner:
                     self.graph_logits[bs] = self.model.compute_logits(self.model(*args))
                 pool = graph.pool()
                 self.graphs[bs] = graph
+        self.graph_pool = pool
         torch.cuda.synchronize()
 
     def _replay(self, bs: int, h: dict) -> torch.Tensor:
