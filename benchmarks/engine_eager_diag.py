@@ -6,6 +6,8 @@
 step's time, the first chunked step beside the later ones (a first-use stall shows as an outlier).
 (2) A lone short prefill is launch bound: its wall time beside the GPU time of the same kernels (CUDA events),
 and torch.profiler's host ops of a few such steps ranked by self CPU time.
+(3) Prompt lengths never seen before, each prefilled twice: a per-shape plan build (cuDNN SDPA did one per new
+sequence length, 0.4-0.9 s) shows as a first step far above the second.
 """
 from __future__ import annotations
 
@@ -80,6 +82,16 @@ def main() -> None:
                                        "self_cpu_us_per_step": e.self_cpu_time_total / 3,
                                        "device_us_per_step": getattr(e, "self_device_time_total", 0.0) / 3}
                                       for e in events[:30]]}
+    # (3) new prompt lengths: first and second prefill of each
+    new_lengths = []
+    for n in (700, 860, 999, 1500, 1777, 333):
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            prefill(n)
+            times.append(round((time.perf_counter() - t) * 1e3, 2))
+        new_lengths.append({"tokens": n, "first_ms": times[0], "second_ms": times[1]})
+    out["new_lengths"] = new_lengths
     engine.close()
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"engine start {out['engine_start_s']:.1f} s; chunked steps ms: {out['chunked_steps_ms']}")
@@ -87,6 +99,8 @@ def main() -> None:
     p = out["prefill128"]
     print(f"prefill 128: wall {p['wall_ms']:.2f} ms, between events {p['events_ms']:.2f} ms, "
           f"GPU busy {p['gpu_busy_ms']:.2f} ms")
+    print("new prompt lengths (first / second prefill, ms): " +
+          ", ".join(f"{r['tokens']}: {r['first_ms']}/{r['second_ms']}" for r in out["new_lengths"]))
     print("| host op | calls/step | self CPU us/step | device us/step |\n|---|---|---|---|")
     for e in p["host_ops"]:
         print(f"| {e['op'][:60]} | {e['calls_per_step']:.0f} | {e['self_cpu_us_per_step']:.0f} | "

@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
 #   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
+#   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -45,5 +46,9 @@ accuracy)
 serving)
   step serving 200 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   step eager 120 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -40
+  ;;
+smoke)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15
+  step eager 150 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -45
   ;;
 esac

@@ -58,8 +58,8 @@ def test_varlen_prefill_matches_per_sequence(kv_dtype):
     assert _rel(out, ref) < 1e-2
 
 
-@pytest.mark.parametrize("quant", ["none", "fp8"])
-def test_piecewise_graphs_match_eager(quant):
+@pytest.mark.parametrize("weight_dtype", ["auto", "fp8"])
+def test_piecewise_graphs_match_eager(weight_dtype):
     """The same requests through an engine with CUDA graphs (decode and piecewise) and one without: the greedy
     tokens agree, and prefill / mixed steps did run on the piecewise graphs."""
     import json
@@ -74,7 +74,7 @@ def test_piecewise_graphs_match_eager(quant):
                      max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
     prompts = [list(range(3 + i, 3 + i + n)) for i, n in enumerate((5, 40, 130, 300, 17, 600))]
     params = SamplingParams(max_tokens=12, ignore_eos=True)
-    cfg = dict(model=spec, dtype="bf16", quant=quant, num_kv_blocks=400, max_num_batched_tokens=512,
+    cfg = dict(model=spec, dtype="bf16", weight_dtype=weight_dtype, num_kv_blocks=400, max_num_batched_tokens=512,
                max_num_seqs=8, max_model_len=2048)
     eager = LLMEngine(EngineConfig(**cfg, cuda_graphs=False))
     expected = eager.generate(prompts, params)
