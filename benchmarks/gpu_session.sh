@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
 #   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
+#   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
+#                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -46,6 +48,17 @@ accuracy)
 serving)
   step serving 200 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   step eager 120 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -40
+  ;;
+full1)
+  R=$OUT/r; mkdir -p "$R"
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
+  step eager 100 python3 benchmarks/engine_eager_diag.py --out "$R/eager_diag_$GPU.json" 2>&1 | tail -45
+  step profile 100 python3 -m profilers.cli profile --out "$R/$GPU.yaml" --no-progress 2>&1 | tail -6
+  python3 -m profilers.validate "$R/$GPU.yaml" > "$R/$GPU.validate.md" 2>&1; tail -16 "$R/$GPU.validate.md"
+  step accuracy 300 python3 benchmarks/bench_accuracy.py --out-dir "$R" --gpu-budget-s 200 --tp 1 2>&1 | tail -10
+  step fp8 90 python3 benchmarks/bench_engine_scale.py --only a --case-timeout 80 --out "$R/scale_${GPU}x1.json" 2>&1 | tail -8
+  step engine 60 python3 benchmarks/bench_engine.py --quick --no-hf --out "$R/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -14
+  tar czf "$OUT/results.tar.gz" -C "$R" . && rm -rf "$R"
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

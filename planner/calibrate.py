@@ -9,12 +9,13 @@ A few physically meaningful parameters are fitted by least squares on log(step t
     kernel_overhead_s        host issue interval of an eager kernel (prefill / mixed steps: launch bound when small)
     attention_compute        prefill attention, fraction of bf16 peak
     attention_memory         decode attention, fraction of bandwidth
+    fp8_gemv_memory          the engine's weight-only fp8 decode GEMV, fraction of bandwidth
     gemm_compute_scale       multiplies every GEMM compute-efficiency curve of the profile
     memory_scale             multiplies every bandwidth-efficiency curve (copies, weight streaming, dequantize)
 
 Parameters are bounded to physically sensible ranges (PARAM_BOUNDS); DEFAULT_PARAMS fits six of them.
-Points the engine runs on a path the model does not describe are left out of fit and test (excluded_why:
-fp8 decode, whose weight-only GEMV kernels the model does not price yet) and reported as such.
+Points the engine ran on a path the model does not describe are left out of fit and test (excluded_why:
+fp8 decode in traces of engines before 2026-12-02) and reported as such.
 Steps are grouped into points (a trace record's `point` id, else one step per point); the median step time
 of a point is one observation, and a seeded split holds out whole points. A weak prior pulls each parameter
 towards the profile's value, so one the data cannot see (eager launches in a decode-only trace) stays put.
@@ -48,6 +49,7 @@ PARAM_BOUNDS = {
     "kernel_overhead_s": (1e-6, 5e-4),
     "attention_compute": (0.2, 0.9),
     "attention_memory": (0.2, 1.0),
+    "fp8_gemv_memory": (0.2, 1.0),
     "gemm_compute_scale": (0.5, 1.5),
     "memory_scale": (0.5, 1.2),
 }
@@ -55,7 +57,7 @@ PARAM_BOUNDS = {
 # step, like step_overhead_s) and gemm_compute_scale (the profiler measured the GEMM curves directly) keep
 # the profile's values unless named.
 DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "kernel_overhead_s", "attention_compute",
-                  "attention_memory", "memory_scale")
+                  "attention_memory", "memory_scale", "fp8_gemv_memory")
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see
 ROBUST_SCALE = 0.05          # soft-L1 knee on log-time residuals: points off by more than ~5% count linearly
 # bench metric -> residual key planner.uncertainty reads
@@ -64,12 +66,13 @@ RUN_METRICS = {"ttft": "mean_ttft_ms", "tpot": "mean_tpot_ms", "e2e": "mean_e2el
 
 
 def excluded_why(p: "StepPoint") -> str | None:
-    """Why a point is left out of the fit and of the held-out statistics: steps the engine runs on a path the
-    cost model does not describe. fp8 decode: at 1 row the engine streams fp8 weights through a CUDA-core
-    GEMV, at 2-16 rows through a tensor-core GEMV, above that through `_scaled_mm` with quantized activations;
-    the model prices all three as the last one."""
-    if p.kind == "decode" and COMPUTE_DTYPE.get(p.deployment.weight_dtype) == "fp8":
-        return "fp8 decode: the engine's fp8 GEMV kernels (1 row, 2-16 rows) are not priced by the cost model yet"
+    """Why a point is left out of the fit and of the held-out statistics: steps the engine ran on a path the
+    cost model does not describe. The model prices fp8 decode as the engine runs it since 2026-12-02 (weight-only
+    GEMV up to 16 rows, `fp8_gemv_memory`); traces of older engines (their config line has no
+    `varlen_prefill`) ran fp8 decode through other kernels."""
+    if (p.kind == "decode" and COMPUTE_DTYPE.get(p.deployment.weight_dtype) == "fp8"
+            and not p.deployment.varlen_prefill):
+        return "fp8 decode recorded by an engine before 2026-12-02, whose fp8 decode kernels the model does not describe"
     return None
 
 

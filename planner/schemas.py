@@ -129,6 +129,9 @@ class Efficiency(_Base):
     # Weight-only int8/int4: the dequantize pass (read quantized weights, write bf16) as a fraction of
     # bandwidth; 0.25 is what torch's cast reached on H100/H200.
     dequant_memory: float = 0.25
+    # The built-in engine's weight-only fp8 GEMV (decode, <= 16 rows): fraction of bandwidth streaming fp8
+    # weights. The H200 tile sweep measured 0.36-0.67 by layer shape; 0.5 unless calibrated.
+    fp8_gemv_memory: float = 0.5
     memory: float = 0.85                        # large streams
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []

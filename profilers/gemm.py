@@ -1,5 +1,5 @@
 """GEMM throughput for one LLM-shaped problem y[M,N] = x[M,K] @ W[N,K]^T in one of three paths:
-bf16 (F.linear), fp8 (torch._scaled_mm, e4m3, tensor-wise scales) and weight-only int8 (int8 weights
+bf16 (F.linear), fp8 (torch._scaled_mm, e4m3, row-wise scales) and weight-only int8 (int8 weights
 turned to bf16, then a bf16 matmul: backends/engine has no quantized linear yet, so this is the plain
 dequantize-then-matmul path it would start from)."""
 from __future__ import annotations
@@ -33,7 +33,9 @@ def _builder(point: GemmPoint, device: str):
     if point.dtype == "fp8":
         m_pad = -(-m // FP8_M_MULTIPLE) * FP8_M_MULTIPLE
         fp8 = torch.float8_e4m3fn
-        scale = torch.tensor(1.0, dtype=torch.float32, device=device)
+        # Row-wise scales (per token, per output channel): the built-in engine's and vLLM's fp8 scheme.
+        scale_a = torch.ones(m_pad, 1, dtype=torch.float32, device=device)
+        scale_b = torch.ones(1, n, dtype=torch.float32, device=device)
 
         def make():
             x = torch.randn(m_pad, k, device=device).to(fp8)
@@ -41,7 +43,7 @@ def _builder(point: GemmPoint, device: str):
             return x, w.t()                     # column-major weight, as _scaled_mm requires
 
         def op(x, w_t):
-            return torch._scaled_mm(x, w_t, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16,
+            return torch._scaled_mm(x, w_t, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16,
                                     use_fast_accum=True)
         return m_pad * k + n * k + 2 * m_pad * n, make, op
     if point.dtype == "int8":
@@ -68,7 +70,7 @@ def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
 
 def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out",
-            "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, tensor-wise scales, use_fast_accum, M padded to a "
+            "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M padded to a "
                    f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
                    f"not timed",
             "int8": "weight-only int8: int8 weight .to(bf16), F.linear, per-channel scale on the output; "

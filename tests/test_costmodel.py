@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from planner import catalog
-from planner.costmodel import (Batch, Deployment, allreduce_time_s, expected_active_experts, gemm_cost,
+from planner.costmodel import (Batch, Deployment, allreduce_time_s, expected_active_experts, gemm_cost, gemm_time_s,
                                prepare, step_time_s)
 from planner.memory import memory_breakdown, weight_bytes_per_gpu
 from planner.params import param_counts
@@ -36,10 +36,23 @@ def test_gemm_compute_bound_by_hand():
 
 
 def test_fp8_gemm_uses_fp8_peak_and_one_byte_weights():
-    c = gemm_cost(prepare(TOY), "g", 1, 1000, 1000, "fp8")
-    # weights 1e6 bytes, activations in 1000 (fp8), out 2000 -> 1.003e6 bytes at 0.5 TB/s
-    assert c.bytes == pytest.approx(1.003e6)
-    assert c.time_s == pytest.approx(2.006e-6)
+    # The bare kernel as the profiler times it: weights 1e6 bytes, activations in 1000 (fp8), out 2000
+    # -> 1.003e6 bytes at 0.5 of 1 TB/s
+    assert gemm_time_s(TOY, 1, 1000, 1000, "fp8") == pytest.approx(2.006e-6)
+
+
+def test_fp8_linear_as_the_engine_runs_it():
+    hw = prepare(TOY)
+    # <= 16 rows: weight-only GEMV, bf16 activations in and out, at fp8_gemv_memory of the bandwidth
+    c = gemm_cost(hw, "g", 1, 1000, 1000, "fp8")
+    assert c.bytes == pytest.approx(1e6 + 2 * 1000 * 2)
+    assert c.time_s == pytest.approx(1.004e6 / (1e12 * TOY.efficiency.fp8_gemv_memory))
+    # above: the per-token quantize kernel (read bf16, write fp8 + a fp32 scale per row) comes on top
+    bare = gemm_time_s(TOY, 64, 1000, 1000, "fp8")
+    c = gemm_cost(hw, "g", 64, 1000, 1000, "fp8")
+    quant_bytes = 64 * 1000 * 3 + 64 * 4
+    assert c.time_s == pytest.approx(bare + max(quant_bytes / (1e12 * TOY.efficiency.memory),
+                                                TOY.efficiency.graph_kernel_overhead_s))
 
 
 def test_allreduce_by_hand():

@@ -153,3 +153,12 @@ def test_fp8_gemv_against_dequantized_matmul(M, N, K):
     assert out.shape == (M, N) and out.dtype == torch.bfloat16
     assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
     assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 2e-2
+
+
+def test_copy_into():
+    g = torch.Generator().manual_seed(3)
+    for n in (1, 2047, 2048, 5000):
+        src = torch.randn(n, generator=g).to(DEVICE, DTYPE)
+        dst = torch.full_like(src, float("nan"))
+        kernels.copy_into(dst, src)
+        assert torch.equal(dst, src)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from .kernels import triton, use_triton
+from .kernels import copy_into, triton, use_triton
 
 if triton is not None:
     import triton.language as tl
@@ -261,8 +261,8 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
             slots = meta.prefill_kv_slots
             ks = dequantize_kv(k_cache.flatten(0, 1)[slots], kv_scale, q.dtype)
             vs = dequantize_kv(v_cache.flatten(0, 1)[slots], kv_scale, q.dtype)
-        out[:n_pre] = prefill_attention_varlen(q[:n_pre], ks, vs, meta.prefill_cu_q, meta.prefill_cu_k,
-                                               meta.prefill_max_q, meta.prefill_max_k, scale)
+        copy_into(out[:n_pre], prefill_attention_varlen(q[:n_pre], ks, vs, meta.prefill_cu_q, meta.prefill_cu_k,
+                                                        meta.prefill_max_q, meta.prefill_max_k, scale))
     else:
         for (start, q_len, ctx_len), table in zip(meta.prefill_seqs, meta.prefill_block_tables):
             if table is None:  # no cached prefix: this chunk's own K/V are all there is
@@ -271,6 +271,10 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
                 ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
             out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
     if q.shape[0] > n_pre:
-        out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
-                                       meta.decode_context_lens, scale, meta.decode_num_splits, kv_scale)
+        if use_triton(q):       # the split-K kernel writes its rows of `out` directly
+            decode_attention_triton(q[n_pre:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                                    scale, meta.decode_num_splits, out=out[n_pre:], kv_scale=kv_scale)
+        else:
+            out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
+                                           meta.decode_context_lens, scale, meta.decode_num_splits, kv_scale)
     return out

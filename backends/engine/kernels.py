@@ -93,6 +93,28 @@ def silu_and_mul(x):
     return (silu_and_mul_triton if use_triton(x) else silu_and_mul_torch)(x)
 
 
+# --------------------------------------------------------------------------- copy
+if triton is not None:
+    # n varies every step: not specialised on it (a new variant would compile mid-serving).
+    @triton.jit(do_not_specialize=["n"])
+    def _copy_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask), mask=mask)
+
+
+def copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """dst.copy_(src) for contiguous tensors of one dtype, as a kernel launch on CUDA: torch's device-to-device
+    copy goes through cudaMemcpyAsync, whose host cost (~45 us per call on the H200 hosts here) was the largest
+    host item of a piecewise-graph step (one per layer)."""
+    if use_triton(dst) and dst.is_contiguous() and src.is_contiguous() and dst.dtype == src.dtype:
+        n = dst.numel()
+        block = 2048
+        _copy_kernel[(triton.cdiv(n, block),)](src, dst, n, BLOCK=block)
+        return dst
+    return dst.copy_(src)
+
+
 # --------------------------------------------------------------------------- q/k norm + RoPE + KV store
 def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: dict | None, device) -> torch.Tensor:
     """[max_len, head_dim] fp32: cos of the head_dim/2 frequencies, then their sin (rotate-half RoPE)."""

@@ -6,7 +6,7 @@ tensors live on the Linear (`weight`, `weight_scale`).
 
 fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
 PLAN_ENGINE_FP8_GEMV=0 turns it off). Otherwise activations are quantized per token at run time; on CUDA the
-GEMM is torch._scaled_mm (row-wise scales, bf16 out); elsewhere the same arithmetic in fp32 (quantized
+GEMM is torch._scaled_mm (row-wise scales, fast accumulation, bf16 out); elsewhere the same arithmetic in fp32 (quantized
 operands, fp32 product, both scales), so CPU tests see the rounding the GPU does. int8 is weight-only:
 int8 -> activation dtype, matmul, then the
 per-row scale on the output (cheaper than scaling the weight; saves memory, not bandwidth, without a kernel).
@@ -81,8 +81,10 @@ class Fp8(_PerRow):
         xq, xs = quantize_tokens_fp8(x)
         if x.is_cuda:
             # _scaled_mm wants the second operand column-major: the [out, in] weight's transpose is exactly that.
+            # Fast accumulation, as vLLM's CUTLASS fp8 kernels do (and as the profiler times this call): without
+            # it Hopper promotes partial sums often and a 2k-token fp8 step ran barely faster than bf16.
             return torch._scaled_mm(xq, layer.weight.t(), scale_a=xs, scale_b=layer.weight_scale[None, :],
-                                    out_dtype=x.dtype)
+                                    out_dtype=x.dtype, use_fast_accum=True)
         return ((xq.float() @ layer.weight.float().t()) * xs * layer.weight_scale).to(x.dtype)
 
 
