@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
 #   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
+#   bash benchmarks/gpu_session.sh profile2    # one GPU: full profile (two attention head sizes), full engine benchmark
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -58,6 +59,13 @@ full1)
   step accuracy 300 python3 benchmarks/bench_accuracy.py --out-dir "$R" --gpu-budget-s 200 --tp 1 2>&1 | tail -10
   step fp8 90 python3 benchmarks/bench_engine_scale.py --only a --case-timeout 80 --out "$R/scale_${GPU}x1.json" 2>&1 | tail -8
   step engine 60 python3 benchmarks/bench_engine.py --quick --no-hf --out "$R/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -14
+  tar czf "$OUT/results.tar.gz" -C "$R" . && rm -rf "$R"
+  ;;
+profile2)
+  R=$OUT/r; mkdir -p "$R"
+  step profile 120 python3 -m profilers.cli profile --out "$R/$GPU.yaml" --no-progress 2>&1 | tail -6
+  python3 -m profilers.validate "$R/$GPU.yaml" > "$R/$GPU.validate.md" 2>&1; tail -16 "$R/$GPU.validate.md"
+  step engine 280 python3 benchmarks/bench_engine.py --out "$R/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -24
   tar czf "$OUT/results.tar.gz" -C "$R" . && rm -rf "$R"
   ;;
 smoke)

@@ -7,10 +7,12 @@ A few physically meaningful parameters are fitted by least squares on log(step t
     per_seq_overhead_s       host work per sequence in a step (grows the step with the batch)
     graph_kernel_overhead_s  issue interval of a kernel replayed from a CUDA graph (decode floor)
     kernel_overhead_s        host issue interval of an eager kernel (prefill / mixed steps: launch bound when small)
-    attention_compute        prefill attention, fraction of bf16 peak
+    attention_compute        prefill attention, fraction of bf16 peak (the scalar, for profiles without a curve)
+    attention_compute_scale  multiplies prefill attention's efficiency (its measured curve by length, or the scalar)
     attention_memory         decode attention, fraction of bandwidth
     fp8_gemv_memory          the engine's weight-only fp8 decode GEMV, fraction of bandwidth
     gemm_compute_scale       multiplies every GEMM compute-efficiency curve of the profile
+    gemm_knee                softness of the GEMM roofline corner (0: max of compute and memory time)
     memory_scale             multiplies every bandwidth-efficiency curve (copies, weight streaming, dequantize)
 
 Parameters are bounded to physically sensible ranges (PARAM_BOUNDS); DEFAULT_PARAMS fits six of them.
@@ -48,16 +50,18 @@ PARAM_BOUNDS = {
     "graph_kernel_overhead_s": (1e-7, 2e-5),
     "kernel_overhead_s": (1e-6, 5e-4),
     "attention_compute": (0.2, 0.9),
+    "attention_compute_scale": (0.5, 2.0),
     "attention_memory": (0.2, 1.0),
     "fp8_gemv_memory": (0.2, 1.0),
     "gemm_compute_scale": (0.5, 1.5),
+    "gemm_knee": (1e-3, 0.5),
     "memory_scale": (0.5, 1.2),
 }
 # Fitted by default: what the step traces can tell apart. graph_kernel_overhead_s (a constant per decode
 # step, like step_overhead_s) and gemm_compute_scale (the profiler measured the GEMM curves directly) keep
 # the profile's values unless named.
-DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "kernel_overhead_s", "attention_compute",
-                  "attention_memory", "memory_scale", "fp8_gemv_memory")
+DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "kernel_overhead_s", "attention_compute_scale",
+                  "attention_memory", "memory_scale", "fp8_gemv_memory", "gemm_knee")
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see
 ROBUST_SCALE = 0.05          # soft-L1 knee on log-time residuals: points off by more than ~5% count linearly
 # bench metric -> residual key planner.uncertainty reads
@@ -211,6 +215,11 @@ def apply_params(hw: HardwareProfile, params: dict[str, float]) -> HardwareProfi
     if c != 1.0:
         update.update(gemm={k: v * c for k, v in e.gemm.items()}, gemm_by_m=_scaled(e.gemm_by_m, c),
                       gemm_compute_by_m=_scaled(e.gemm_compute_by_m, c))
+    a = params.get("attention_compute_scale", 1.0)
+    if a != 1.0:
+        update.update(attention_compute=min(1.0, e.attention_compute * a),
+                      attention_compute_by_len={k: [{"x": p.x, "y": min(1.0, p.y * a)} for p in v]
+                                                for k, v in e.attention_compute_by_len.items()})
     m = params.get("memory_scale", 1.0)
     if m != 1.0:
         update.update(memory=e.memory * m, memory_by_bytes=[{"x": p.x, "y": p.y * m} for p in e.memory_by_bytes],

@@ -95,6 +95,7 @@ class Hardware:
         self.compute_curves = {k: curve_points(v, log_y=True) for k, v in e.gemm_compute_by_m.items() if v}
         self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
         self.mem_eff = e.memory
+        self.attn_curves = {int(k): curve_points(v, log_y=True) for k, v in e.attention_compute_by_len.items() if v}
         self.mem_curve = curve_points(e.memory_by_bytes) if e.memory_by_bytes else None
         # A larger message is never faster: the running max over the measured all-reduce curve (noise).
         self.ar_curves = {int(k): _running_max(curve_points(v)) for k, v in e.allreduce_by_bytes.items() if v}
@@ -123,6 +124,14 @@ class Hardware:
         a copy of the same bytes."""
         curve = self.gemm_mem_curves.get(dtype) or self.gemm_mem_curves.get("bf16")
         return interp_log(curve, weight_bytes) if curve is not None else self.memory_efficiency(nbytes)
+
+    def attention_compute_efficiency(self, seq_tokens: float, head_dim: int) -> float:
+        """Prefill attention's fraction of bf16 peak for causal sequences of `seq_tokens`: the measured curve of
+        the nearest head size (log-log: it grows about as a power of the length), else the scalar."""
+        if not self.attn_curves:
+            return self.e.attention_compute
+        d = min(self.attn_curves, key=lambda k: abs(math.log(k / head_dim)))
+        return math.exp(interp_log(self.attn_curves[d], seq_tokens))
 
     def issue_interval_s(self, graphs: bool) -> float:
         """Shortest time per kernel: how fast kernels are issued, replayed from a CUDA graph or eagerly."""
@@ -165,11 +174,17 @@ class OpCost:
 
 
 def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, compute_eff: float,
-               mem_eff: float | None = None) -> tuple[float, str]:
-    """max(compute time, memory time) and which one binds."""
+               mem_eff: float | None = None, knee: float = 0.0) -> tuple[float, str]:
+    """max(compute time, memory time) and which one binds. With `knee` s > 0 the corner is soft,
+    (t_c^(1/s) + t_m^(1/s))^s: a kernel near the crossover is limited by both at once (s = 0.25 adds 19% where
+    the two are equal, under 1% where one is twice the other)."""
     t_c = flops / (hw.peak(compute_dtype) * compute_eff) if flops else 0.0
     t_m = nbytes / (hw.bandwidth * (mem_eff if mem_eff is not None else hw.memory_efficiency(nbytes)))
-    return (t_c, "compute") if t_c >= t_m else (t_m, "memory")
+    bound = "compute" if t_c >= t_m else "memory"
+    if knee > 0.0 and t_c > 0.0:
+        hi, lo = max(t_c, t_m), min(t_c, t_m)
+        return hi * (1.0 + (lo / hi) ** (1.0 / knee)) ** knee, bound
+    return max(t_c, t_m), bound
 
 
 def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
@@ -196,7 +211,7 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     # multiples of it; a mixed step's 1024 prompt tokens + 13 decodes run 9 tiles, not 8.1).
     m_run = math.ceil(m / GEMM_TILE_M) * GEMM_TILE_M if m > GEMM_TILE_M else m
     t, bound = roofline_s(hw, flops * m_run / m, nbytes, cdt, hw.gemm_efficiency(cdt, m_run),
-                          hw.gemm_memory_efficiency(cdt, gemm_weight_bytes, nbytes))
+                          hw.gemm_memory_efficiency(cdt, gemm_weight_bytes, nbytes), hw.e.gemm_knee)
     if engine and cdt == "fp8":      # the per-token quantize kernel: read bf16 x, write fp8 x and its scales
         quant_bytes = m * k * (ACT_BYTES + 1) + m * FP32_BYTES
         t += max(quant_bytes / (hw.bandwidth * hw.memory_efficiency(quant_bytes)), hw.e.graph_kernel_overhead_s)
@@ -347,7 +362,10 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
             kv_read = min(kv_read, b.prefill_seqs * window + b.prefill_tokens)
         flops = 2 * heads * (qk_p + v_p) * pairs
         nbytes = b.prefill_tokens * heads * (qk_p + v_p) * ACT_BYTES + kv_read * kv_tok
-        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
+        # The length whose causal prefill has as many query-key pairs per sequence (L^2 / 2 each).
+        seq_tokens = math.sqrt(2 * pairs / max(b.prefill_seqs, 1))
+        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.attention_compute_efficiency(seq_tokens, qk_p),
+                              hw.e.attention_memory)
         ops.append(OpCost("attention_prefill", flops, nbytes, max(t, floor_s), bound, count))
     if b.decode_seqs:
         ctx = b.decode_ctx_tokens

@@ -126,6 +126,9 @@ class Efficiency(_Base):
     # Memory-bound GEMMs (small M): fraction of bandwidth by the weight bytes of the GEMM, per stored
     # weight dtype (bf16, fp8): big weight matrices stream near peak, small ones are latency bound.
     gemm_memory_by_bytes: dict[str, list[CurvePoint]] = {}
+    # Softness of a GEMM's roofline corner (planner.costmodel.roofline_s): 0 is max(compute, memory); fitted by
+    # `plan calibrate`, since the profiler's curves are each measured away from the corner.
+    gemm_knee: float = 0.0
     # Weight-only int8/int4: the dequantize pass (read quantized weights, write bf16) as a fraction of
     # bandwidth; 0.25 is what torch's cast reached on H100/H200.
     dequant_memory: float = 0.25
@@ -136,6 +139,8 @@ class Efficiency(_Base):
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []
     attention_compute: float = 0.55             # flash-attention prefill, fraction of bf16 peak
+    # ... by sequence length (measured; x = tokens of a causal prefill), per head size, preferred over the scalar
+    attention_compute_by_len: dict[str, list[CurvePoint]] = {}
     attention_memory: float = 0.80              # decode attention, fraction of bandwidth
     kernel_overhead_s: float = 4e-6             # per kernel launch, eager, not hidden under CUDA graphs
     graph_kernel_overhead_s: float = 1.5e-6     # per kernel under CUDA graph replay

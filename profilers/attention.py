@@ -24,8 +24,9 @@ def _engine():
 
 def implementation() -> str:
     if _engine() is not None:
-        return ("backends.engine.attention: prefill_attention (torch SDPA) and decode_attention over a "
-                f"paged KV cache (block size {BLOCK_SIZE}, shuffled block tables)")
+        return ("backends.engine.attention: prefill_attention_varlen (flash attention; prefill_attention, torch "
+                f"SDPA, where varlen is unsupported) and decode_attention over a paged KV cache (block size "
+                f"{BLOCK_SIZE}, shuffled block tables)")
     return ("torch SDPA (flash / memory-efficient / cuDNN kernels only) on a contiguous KV cache: "
             "backends.engine.attention could not be imported")
 
@@ -70,7 +71,12 @@ def measure_prefill(ctx: BenchContext, shape: AttentionShape, seq: int) -> dict:
                 torch.randn(kv_shape, dtype=torch.bfloat16, device=ctx.device))
     set_bytes = 2 * seq * d * (2 * h + 2 * hkv)                 # q, out, k, v in bf16
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes, max_sets=8))]
-    if engine:
+    if engine and engine.varlen_supported(sets[0][0]):
+        # What the engine runs for prefill chunks: one varlen flash call (here over one sequence), GQA native.
+        cu = torch.tensor([0, seq], dtype=torch.int32, device=ctx.device)
+        scale = d ** -0.5
+        op = lambda q, k, v: engine.prefill_attention_varlen(q, k, v, cu, cu, seq, seq, scale)  # noqa: E731
+    elif engine:
         scale = d ** -0.5
         op = lambda q, k, v: engine.prefill_attention(q, k, v, scale)     # noqa: E731
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -76,9 +76,10 @@ def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx,
                        raw["gemm"].append) for p in sweep.gemm_points()]
     if "attention" in names:
         raw["prefill"], raw["decode"], raw["attention_impl"] = [], [], attention.implementation()
-        steps += [Step("attention", f"prefill S={s}",
-                       lambda s=s: attention.measure_prefill(ctx, sweep.attention, s), raw["prefill"].append)
-                  for s in sweep.prefill_seqs]
+        shapes = [sweep.attention] + [replace(sweep.attention, head_dim=d) for d in sweep.prefill_head_dims]
+        steps += [Step("attention", f"prefill S={s} D={a.head_dim}",
+                       lambda s=s, a=a: attention.measure_prefill(ctx, a, s), raw["prefill"].append)
+                  for a in shapes for s in sweep.prefill_seqs]
         steps += [Step("attention", f"decode B={b} L={c}",
                        lambda b=b, c=c: attention.measure_decode(ctx, sweep.attention, b, c),
                        raw["decode"].append)

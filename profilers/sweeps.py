@@ -65,6 +65,8 @@ class Sweep:
     launch_kernels: int
     holdout_gemm: list[GemmPoint] = field(default_factory=list)
     holdout_copy: list[int] = field(default_factory=list)
+    # more head sizes for the prefill sweep (same heads): flash attention's rate depends on it
+    prefill_head_dims: tuple[int, ...] = ()
 
     def gemm_points(self) -> list[GemmPoint]:
         return [GemmPoint(m, layer.n, layer.k, dtype, layer.name)
@@ -94,6 +96,7 @@ FULL = Sweep(
     prefill_seqs=[512, 1024, 2048, 4096, 8192, 16384],
     decode_points=_decode_grid([1, 8, 32, 128], [512, 2048, 8192, 32768], 1 << 20),
     attention=LLAMA_8B_ATTENTION,
+    prefill_head_dims=(64,),
     collective_bytes=_pow2(4 << 10, 1 * GB),
     launch_kernels=1000,
     holdout_gemm=HOLDOUT_GEMM_GPU,

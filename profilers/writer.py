@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from planner.schemas import Efficiency, HardwareProfile, Interconnect, Provenance, Sourced
+from planner.schemas import CurvePoint, Efficiency, HardwareProfile, Interconnect, Provenance, Sourced
 from profilers import fit
 from profilers.device import DeviceInfo
 
@@ -68,8 +68,16 @@ def synthetic_datasheet(device: DeviceInfo, raw: dict) -> HardwareProfile:
 def _attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Efficiency) -> None:
     prefill, decode = raw.get("prefill", []), raw.get("decode", [])
     if prefill:
-        longest = sorted(prefill, key=lambda r: r["seq"])[-2:]
+        # The scalar from the first (primary) head size's longest sequences; a curve per head size.
+        primary = [r for r in prefill if r["head_dim"] == prefill[0]["head_dim"]]
+        longest = sorted(primary, key=lambda r: r["seq"])[-2:]
         eff.attention_compute = statistics.median(r["flops"] / r["seconds"] / peak_bf16 for r in longest)
+        # Flash attention's efficiency grows with the sequence (more query tiles per head, less diagonal waste)
+        # and with the head size.
+        eff.attention_compute_by_len = {
+            str(d): [CurvePoint(x=r["seq"], y=r["flops"] / r["seconds"] / peak_bf16)
+                     for r in sorted(prefill, key=lambda r: r["seq"]) if r["head_dim"] == d]
+            for d in sorted({r["head_dim"] for r in prefill})}
     if decode:
         biggest = sorted(decode, key=lambda r: r["kv_bytes"])[-2:]
         eff.attention_memory = statistics.median(r["kv_bytes"] / r["seconds"] / bandwidth for r in biggest)
