@@ -186,7 +186,8 @@ def machine(directory: Path, holdout: float, seed: int) -> list[str]:
     step = json.loads((directory / "step.json").read_text())
     base = profiles(step)
     name = step["meta"].get("gpu") or "CPU (tiny)"
-    c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed)
+    fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
+    c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
              f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
     lines += step_section(name, c, base)

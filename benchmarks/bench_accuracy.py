@@ -14,7 +14,7 @@ costs a few steps, not a 2M-token prefill. Every step is traced; the trace is th
 `--gpu-budget-s`: no new case or point starts after it; what was measured is saved after every case.
 
 Files in --out-dir (the device tool returns at most 8): step.json, step_trace.jsonl, serving.json,
-serving_trace.jsonl.
+serving_trace.jsonl (the predicted runs), serving_fit_trace.jsonl (the calibration run's steps).
 """
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps
     "tiny": dict(prefill=[32, 128], decode=[(1, 64), (8, 128), (32, 256)], mixed=[(32, 1, 4, 64), (16, 2, 8, 64)],
                  warmup=1, steps=3, prefill_reps=2, max_num_seqs=32, max_num_batched_tokens=256, max_model_len=512),
 }
-SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=300, fractions=(0.3, 0.6, 0.9)),
-           "tiny": dict(model="tiny", input=64, output=16, requests=20, fractions=(0.3, 0.6, 0.9))}
+# `fit`: one more run first, at another load and seed, whose engine steps are calibration data (its own trace
+# file); the `fractions` runs are only ever predicted.
+SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=300, fractions=(0.3, 0.6, 0.9), fit=0.75),
+           "tiny": dict(model="tiny", input=64, output=16, requests=20, fractions=(0.3, 0.6, 0.9), fit=0.75)}
 TINY_CPU_RPS = 20.0          # tiny on CPU has no profile to predict its capacity: a fixed load
 CASE_TIMEOUT_S = 120         # grace beyond the budget left: a case that hangs (NCCL teardown) is killed
 
@@ -253,7 +255,7 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
     capacity = capacity or TINY_CPU_RPS
     trace = out_dir / "serving_trace.jsonl"
     trace.write_text(json.dumps({"event": "config", "model": spec.model_dump(mode="json", exclude_none=True),
-                                 "tp": 1, "weight_dtype": "bf16", "kv_dtype": "bf16"}) + "\n")
+                                 "tp": 1, "weight_dtype": "bf16", "kv_dtype": "bf16", "served": True}) + "\n")
     log_dir = Path(tempfile.mkdtemp(prefix="acc-serving-"))
     extra = ["--trace", str(trace)] + (["--num-kv-blocks", "2048"] if args.device == "cpu" else [])
     opts = BenchOptions(backend="builtin",
@@ -271,13 +273,31 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
         lines = trace.read_text().splitlines(keepends=True)
         trace.write_text("".join([json.dumps({**json.loads(lines[0]), **engine_features(doc["kv_cache"])}) + "\n",
                                   *lines[1:]]))
+        fit = session.measure(LoadConfig(rate_rps=s["fit"] * capacity, arrival="poisson", num_requests=s["requests"],
+                                         warmup_requests=4, seed=10, deadline_s=120.0))
+        doc["fit_run"] = {"load_fraction": s["fit"], "metrics": fit.get("metrics"), "config": fit.get("config")}
+        lines = trace.read_text().splitlines(keepends=True)
+        (out_dir / "serving_fit_trace.jsonl").write_text("".join([lines[0], *map(bucket_point, lines[1:])]))
+        trace.write_text(lines[0])
         for i, frac in enumerate(s["fractions"]):
             load = LoadConfig(rate_rps=frac * capacity, arrival="poisson", num_requests=s["requests"],
-                              warmup_requests=4 if i == 0 else 0, seed=i, deadline_s=120.0)
+                              warmup_requests=0, seed=i, deadline_s=120.0)
             run = session.measure(load)
             run.pop("samples", None)                 # per-request detail: too big for the device tool
             doc["runs"].append({"load_fraction": frac, **run})
     return doc
+
+
+def bucket_point(line: str) -> str:
+    """A served step trace line with a `point` id by composition (kind, 16-sequence decode buckets, 1k-token
+    prefill buckets), so the run's thousands of steps become a few dozen median observations."""
+    rec = json.loads(line)
+    if "step" not in rec:
+        return line
+    kind = "mixed" if rec["num_prefill_tokens"] and rec["num_decode_seqs"] else (
+        "prefill" if rec["num_prefill_tokens"] else "decode")
+    rec["point"] = f"served-{kind}-{rec['num_decode_seqs'] // 16}-{rec['num_prefill_tokens'] // 1024}"
+    return json.dumps(rec) + "\n"
 
 
 def engine_features(kv: dict | None) -> dict:

@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
 #   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
 #   bash benchmarks/gpu_session.sh profile2    # one GPU: full profile (two attention head sizes), full engine benchmark
+#   bash benchmarks/gpu_session.sh grid        # one GPU: the accuracy grid and serving runs (with the fit run) only
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -67,6 +68,9 @@ profile2)
   python3 -m profilers.validate "$R/$GPU.yaml" > "$R/$GPU.validate.md" 2>&1; tail -16 "$R/$GPU.validate.md"
   step engine 280 python3 benchmarks/bench_engine.py --out "$R/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -24
   tar czf "$OUT/results.tar.gz" -C "$R" . && rm -rf "$R"
+  ;;
+grid)
+  step accuracy 420 python3 benchmarks/bench_accuracy.py --out-dir "$OUT" --gpu-budget-s 200 --tp 1 2>&1 | tail -12
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

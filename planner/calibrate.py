@@ -5,12 +5,14 @@ A few physically meaningful parameters are fitted by least squares on log(step t
 
     step_overhead_s          host work per engine step (scheduling, inputs, sampling, the sync)
     per_seq_overhead_s       host work per sequence in a step (grows the step with the batch)
+    served_per_seq_overhead_s  more of it behind the streaming HTTP server (seen only in served traces)
     graph_kernel_overhead_s  issue interval of a kernel replayed from a CUDA graph (decode floor)
     kernel_overhead_s        host issue interval of an eager kernel (prefill / mixed steps: launch bound when small)
     attention_compute        prefill attention, fraction of bf16 peak (the scalar, for profiles without a curve)
     attention_compute_scale  multiplies prefill attention's efficiency (its measured curve by length, or the scalar)
     attention_memory         decode attention, fraction of bandwidth
-    fp8_gemv_memory          the engine's weight-only fp8 decode GEMV, fraction of bandwidth
+    fp8_gemv_memory          the engine's weight-only fp8 decode GEMV at one row, fraction of bandwidth
+    fp8_gemv_rows_memory     ... at 2-16 rows (another kernel)
     gemm_compute_scale       multiplies every GEMM compute-efficiency curve of the profile
     gemm_knee                softness of the GEMM roofline corner (0: max of compute and memory time)
     memory_scale             multiplies every bandwidth-efficiency curve (copies, weight streaming, dequantize)
@@ -47,21 +49,26 @@ from planner.schemas import HardwareProfile, LengthDist, ModelSpec, Plan, Worklo
 PARAM_BOUNDS = {
     "step_overhead_s": (1e-6, 5e-3),
     "per_seq_overhead_s": (1e-9, 5e-5),
+    "served_per_seq_overhead_s": (1e-9, 2e-4),
     "graph_kernel_overhead_s": (1e-7, 2e-5),
     "kernel_overhead_s": (1e-6, 5e-4),
     "attention_compute": (0.2, 0.9),
     "attention_compute_scale": (0.5, 2.0),
     "attention_memory": (0.2, 1.0),
     "fp8_gemv_memory": (0.2, 1.0),
+    "fp8_gemv_rows_memory": (0.1, 1.0),
     "gemm_compute_scale": (0.5, 1.5),
     "gemm_knee": (1e-3, 0.5),
     "memory_scale": (0.5, 1.2),
 }
 # Fitted by default: what the step traces can tell apart. graph_kernel_overhead_s (a constant per decode
-# step, like step_overhead_s) and gemm_compute_scale (the profiler measured the GEMM curves directly) keep
-# the profile's values unless named.
-DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "kernel_overhead_s", "attention_compute_scale",
-                  "attention_memory", "memory_scale", "fp8_gemv_memory", "gemm_knee")
+# step, like step_overhead_s) keeps the profile's value unless named.
+DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "kernel_overhead_s", "attention_compute_scale",
+                  "attention_memory", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
+                  "fp8_gemv_rows_memory", "gemm_knee")
+# A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
+# GPU time (max(GPU, launches x interval) has no slope there) and a hard roofline corner (no slope at knee 0).
+ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15}
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see
 ROBUST_SCALE = 0.05          # soft-L1 knee on log-time residuals: points off by more than ~5% count linearly
 # bench metric -> residual key planner.uncertainty reads
@@ -130,7 +137,7 @@ def deployment_from(cfg: dict) -> Deployment:
     # Engines before piecewise graphs and varlen prefill wrote neither key: their eager steps were per-sequence.
     return Deployment(spec, int(cfg.get("tp", 1)), 1, cfg.get("weight_dtype", "bf16"), cfg.get("kv_dtype", "bf16"),
                       bool(cfg.get("cuda_graphs", True)), piecewise_sizes=tuple(cfg.get("piecewise_sizes") or ()),
-                      varlen_prefill=bool(cfg.get("varlen_prefill", False)))
+                      varlen_prefill=bool(cfg.get("varlen_prefill", False)), served=bool(cfg.get("served", False)))
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -252,7 +259,11 @@ def fit(hw: HardwareProfile, points: list[StepPoint], names=DEFAULT_PARAMS) -> d
     init = initial_params(hw, names)
     lo = np.log([PARAM_BOUNDS[n][0] for n in names])
     hi = np.log([PARAM_BOUNDS[n][1] for n in names])
-    x0 = np.clip(np.log([max(init[n], PARAM_BOUNDS[n][0]) for n in names]), lo + 1e-9, hi - 1e-9)
+
+    def start(values: dict[str, float]) -> np.ndarray:
+        return np.clip(np.log([max(values[n], PARAM_BOUNDS[n][0]) for n in names]), lo + 1e-9, hi - 1e-9)
+
+    x0 = start(init)                    # the prior pulls towards the profile's values from either start
     log_meas = np.log([p.time_s for p in points])
     prior = math.sqrt(PRIOR_WEIGHT)
 
@@ -260,9 +271,13 @@ def fit(hw: HardwareProfile, points: list[StepPoint], names=DEFAULT_PARAMS) -> d
         pred = predict_steps(apply_params(hw, dict(zip(names, np.exp(x)))), points)
         return np.concatenate([np.log(pred) - log_meas, prior * (x - x0)])
 
-    res = least_squares(residuals, x0, bounds=(lo, hi), loss="soft_l1", f_scale=ROBUST_SCALE, diff_step=1e-3,
-                        x_scale=1.0, ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=100 * len(names))
-    return dict(zip(names, (float(v) for v in np.exp(res.x))))
+    starts = [x0]
+    if any(n in ALTERNATIVE_START for n in names):
+        starts.append(start({**init, **{k: v for k, v in ALTERNATIVE_START.items() if k in names}}))
+    best = min((least_squares(residuals, x, bounds=(lo, hi), loss="soft_l1", f_scale=ROBUST_SCALE, diff_step=1e-3,
+                              x_scale=1.0, ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=100 * len(names))
+                for x in starts), key=lambda r: r.cost)
+    return dict(zip(names, (float(v) for v in np.exp(best.x))))
 
 
 # --------------------------------------------------------------------------- serving runs
@@ -307,7 +322,7 @@ def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
     model = run_model(doc)
     # What the engine reported of its prefill path (older engines reported neither: eager, per sequence).
     d = replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
-                varlen_prefill=bool(engine.get("varlen_prefill")))
+                varlen_prefill=bool(engine.get("varlen_prefill")), served=True)
     return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d).metrics()
 
 
@@ -352,7 +367,9 @@ def residuals_of(rows: list[dict], run_rows: list[dict]) -> dict[str, list[float
 
 def calibrate(hw: HardwareProfile, traces: list[str | Path], runs: list[str | Path] = (),
               default: Deployment | None = None, names=DEFAULT_PARAMS, holdout: float = 0.3, seed: int = 0,
-              command: str | None = None, exclude: bool = True) -> Calibration:
+              command: str | None = None, exclude: bool = True, fit_traces: list[str | Path] = ()) -> Calibration:
+    """`traces` are split into fitted and held-out points; `fit_traces` (a served run's steps, say) are only
+    ever fitted."""
     if not traces:
         raise UsageError("give at least one step trace (--trace steps.jsonl)")
     if not 0 <= holdout < 1:
@@ -364,6 +381,7 @@ def calibrate(hw: HardwareProfile, traces: list[str | Path], runs: list[str | Pa
         excluded = []
     docs = [(str(r), d) for r in runs for d in load_runs(r)]
     train, test = split(points, holdout, seed)
+    train += [p for t in fit_traces for p in load_trace(t, default) if not (exclude and excluded_why(p))]
     params = fit(hw, train, tuple(names))
     out = apply_params(hw, params)
     rows = step_rows(out, train, "train") + step_rows(out, test, "test")
@@ -380,7 +398,7 @@ def calibrate(hw: HardwareProfile, traces: list[str | Path], runs: list[str | Pa
     prov = hw.provenance.model_copy(update={
         "kind": "calibrated", "date": dt.datetime.now().isoformat(timespec="seconds"), "command": command,
         "duration_s": None,
-        "data_files": [str(p) for p in (*traces, *runs)]})
+        "data_files": [str(p) for p in (*traces, *fit_traces, *runs)]})
     profile = out.model_copy(update={"measured": measured, "provenance": prov})
     return Calibration(profile, params, initial_params(hw, names), train, test, residuals, rows + run_rows,
                        excluded)

@@ -17,7 +17,7 @@ kernels already queued: such a step takes max(GPU time, launches x kernel_overhe
 small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
 token bucket) the step runs padded to its bucket and the host issues one graph per layer plus the attention's
 own launches. On top of either comes the engine's host work per step: `step_overhead_s` plus
-`per_seq_overhead_s` per sequence in the step.
+`per_seq_overhead_s` per sequence in the step, and `served_per_seq_overhead_s` more behind a streaming server.
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -202,7 +202,8 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     flops = 2.0 * m * n * k
     if engine and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
         nbytes = n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
-        hw.gemm_memo[key] = result = (flops, nbytes, nbytes / (hw.bandwidth * hw.e.fp8_gemv_memory), "memory")
+        eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
+        hw.gemm_memo[key] = result = (flops, nbytes, nbytes / (hw.bandwidth * eff), "memory")
         return result
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
     gemm_weight_bytes = n * k * WEIGHT_BYTES_PER_PARAM[cdt]
@@ -306,6 +307,7 @@ class Deployment:
     # for all prefill chunks (else one per chunk). Older engine traces say neither.
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
     varlen_prefill: bool = True
+    served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -474,15 +476,16 @@ def padded_batch(d: Deployment, n: int) -> int:
     return d.graph_batch_sizes[i] if i < len(d.graph_batch_sizes) else n
 
 
-def host_overhead_s(hw: Hardware, b: Batch) -> float:
-    """The engine's host work per step: fixed, plus per sequence in the step."""
-    return hw.e.step_overhead_s + hw.e.per_seq_overhead_s * b.seqs
+def host_overhead_s(hw: Hardware, d: Deployment, b: Batch) -> float:
+    """The engine's host work per step: fixed, plus per sequence in the step (more of it when served)."""
+    per_seq = hw.e.per_seq_overhead_s + (hw.e.served_per_seq_overhead_s if d.served else 0.0)
+    return hw.e.step_overhead_s + per_seq * b.seqs
 
 
 def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int) -> float:
     """Kernels the operators do not price (one device-side interval each), plus the engine's host work."""
     unpriced = max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced_kernels)
-    return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, b)
+    return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, d, b)
 
 
 def piecewise_bucket(d: Deployment, b: Batch) -> int | None:
@@ -534,7 +537,7 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
     per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
     if not graphs_hide_launches(d, b):
         per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
-    return d.pp * per_stage + p2p_time_s(hw, d, b) + host_overhead_s(hw, b)
+    return d.pp * per_stage + p2p_time_s(hw, d, b) + host_overhead_s(hw, d, b)
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:

@@ -132,9 +132,11 @@ class Efficiency(_Base):
     # Weight-only int8/int4: the dequantize pass (read quantized weights, write bf16) as a fraction of
     # bandwidth; 0.25 is what torch's cast reached on H100/H200.
     dequant_memory: float = 0.25
-    # The built-in engine's weight-only fp8 GEMV (decode, <= 16 rows): fraction of bandwidth streaming fp8
-    # weights. The H200 tile sweep measured 0.36-0.67 by layer shape; 0.5 unless calibrated.
+    # The built-in engine's weight-only fp8 GEMVs (decode): fraction of bandwidth streaming fp8 weights, for one
+    # row (a CUDA-core kernel; the H200 tile sweep measured 0.36-0.67 by layer shape) and for 2-16 rows (a
+    # tensor-core kernel, rows padded to 16). 0.5 unless calibrated.
     fp8_gemv_memory: float = 0.5
+    fp8_gemv_rows_memory: float = 0.5
     memory: float = 0.85                        # large streams
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []
@@ -147,6 +149,9 @@ class Efficiency(_Base):
     step_overhead_s: float = 2.0e-4             # scheduler + sampling + host work per engine step
     # Host work per sequence in a step (block tables, positions, sampling, detokenize): 0 unless calibrated.
     per_seq_overhead_s: float = 0.0
+    # ... and more of it under an HTTP server streaming every token (its event loop shares the interpreter with
+    # the engine loop): 0 unless calibrated from a served run's step trace.
+    served_per_seq_overhead_s: float = 0.0
     allreduce_alpha_s: float = 20e-6            # latency of one all-reduce
     allreduce_busbw_fraction: float = 0.75      # bus bandwidth / per-direction link bandwidth
     # measured all-reduce curves: number of GPUs -> [(message bytes, seconds)]
