@@ -63,7 +63,8 @@ PARAM_BOUNDS = {
 }
 # Fitted by default: what the step traces can tell apart. graph_kernel_overhead_s (a constant per decode
 # step, like step_overhead_s) keeps the profile's value unless named.
-DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "kernel_overhead_s", "attention_compute_scale",
+DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "kernel_overhead_s",
+                  "attention_compute_scale",
                   "attention_memory", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
                   "fp8_gemv_rows_memory", "gemm_knee")
 # A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
