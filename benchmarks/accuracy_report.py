@@ -206,18 +206,23 @@ def report(dirs: list[Path], holdout: float, seed: int) -> str:
              "(built-in engine, dummy weights). Error = measured / predicted - 1. Step points are split by a seeded "
              f"split (holdout {holdout:.0%}, seed {seed}); calibration (`plan calibrate`, planner/calibrate.py) "
              "is fitted on the rest, and the held-out points are predicted by the calibrated profile, the measured "
-             "profile it started from, and the datasheet profile. Serving runs are never fitted.", ""]
+             "profile it started from, and the datasheet profile. Where the machine has a `serving_fit_trace.jsonl` "
+             "(a fourth served run, at another load and seed, made only for this), its engine steps, bucketed by "
+             "composition, are fitted too: they are what shows the server's own per-sequence host work. The three "
+             "serving runs reported are never fitted.", ""]
     for d in dirs:
         lines += machine(d, holdout, seed)
     lines += ["## Reproduce", "", "```bash",
-              "# H200 x4 machine (~5 min):",
+              "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid):",
+              "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 200 --tp 1",
+              "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
-              "# H100 x1 machine (~5 min):",
-              "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240 --tp 1",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "plan calibrate --gpu h200 --trace benchmarks/results/accuracy/H200/step_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200/serving.json", "```", ""]
+              "# the shipped calibrated profile (all points of the machine):",
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 

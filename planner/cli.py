@@ -238,6 +238,8 @@ def calibrate(
     gpu: str = typer.Option(..., "--gpu", help="GPU type (`plan gpus`) or a profile YAML path. e.g. h200"),
     trace: List[Path] = typer.Option([], "--trace", help="Engine step trace (JSON lines), repeatable. "
                                      "e.g. steps.jsonl"),
+    fit_trace: List[Path] = typer.Option([], "--fit-trace", help="Step trace that is only fitted, never held "
+                                         "out (a served run's steps, say), repeatable."),
     run: List[Path] = typer.Option([], "--run", help="`plan bench run --json` file, repeatable: predicted by "
                                    "the calibrated profile, its errors become the serving residuals."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model of traces without a config line. "
@@ -263,7 +265,7 @@ def calibrate(
     default = Deployment(catalog.load_model(model), tp, 1, weight_dtype, kv_dtype) if model else None
     names = tuple(parse_list(params)) if params else cal.DEFAULT_PARAMS
     c = cal.calibrate(base, [str(t) for t in trace], [str(r) for r in run], default, names, holdout, seed,
-                      "plan calibrate " + " ".join(sys.argv[2:]))
+                      "plan calibrate " + " ".join(sys.argv[2:]), fit_traces=[str(t) for t in fit_trace])
     path = out or Path(__file__).resolve().parents[1] / "hw_profiles" / "measured" / f"{base.name}.yaml"
     c.profile.dump(path)
     summary = {"gpu": base.name, "out": str(path), "params": c.params, "initial": c.initial,
