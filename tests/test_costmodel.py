@@ -141,3 +141,51 @@ def test_weight_memory_monotonic_in_tp_and_dtype(model, dtype, pp):
     assert all(a >= b for a, b in zip(per_tp, per_tp[1:]))
     assert weight_bytes_per_gpu(Deployment(m, pp=pp, weight_dtype="fp8")) <= \
         weight_bytes_per_gpu(Deployment(m, pp=pp, weight_dtype="bf16"))
+
+
+def test_steps_with_prefill_run_at_the_piecewise_bucket():
+    from planner.costmodel import piecewise_bucket
+    m = catalog.load_model("llama-8b")
+    d = Deployment(m)
+    assert piecewise_bucket(d, Batch.of([(100, 0)])) == 128
+    assert piecewise_bucket(d, Batch.of([(1000, 0)], [500] * 30)) == 1280      # decodes count as tokens
+    assert piecewise_bucket(d, Batch.of([(3000, 0)])) is None                  # above the largest: eager
+    assert piecewise_bucket(Deployment(m, cuda_graphs=False), Batch.of([(100, 0)])) is None
+    assert piecewise_bucket(Deployment(catalog.load_model("mixtral-8x7b")), Batch.of([(100, 0)])) is None
+    # A piecewise step is priced at its bucket: 129 tokens cost what 256 do on the GPU side.
+    h = prepare(TOY)
+    eager = Deployment(m, piecewise_sizes=())
+    assert step_time_s(h, d, Batch.of([(129, 0)])) > step_time_s(h, eager, Batch.of([(129, 0)]))
+
+
+def test_soft_roofline_corner():
+    from planner.costmodel import roofline_s
+    h = prepare(TOY)
+    # 1e9 FLOP at 0.5 of 1 PFLOP/s = 2 us; 1e6 bytes at 0.5 of 1 TB/s = 2 us: equal, the knee adds 2^s
+    hard, _ = roofline_s(h, 1e9, 1e6, "bf16", 0.5, 0.5)
+    soft, _ = roofline_s(h, 1e9, 1e6, "bf16", 0.5, 0.5, knee=0.25)
+    assert hard == pytest.approx(2e-6)
+    assert soft == pytest.approx(2e-6 * 2 ** 0.25)
+    far, _ = roofline_s(h, 1e9, 4e6, "bf16", 0.5, 0.5, knee=0.25)             # memory 4x compute
+    assert far == pytest.approx(8e-6, rel=0.01)
+
+
+def test_prefill_attention_efficiency_by_length_and_head_size():
+    curves = {"64": [{"x": 512, "y": 0.05}, {"x": 8192, "y": 0.25}],
+              "128": [{"x": 512, "y": 0.1}, {"x": 8192, "y": 0.4}]}
+    h = prepare(TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(
+        update={"attention_compute_by_len": Efficiency(attention_compute_by_len=curves).attention_compute_by_len})}))
+    assert h.attention_compute_efficiency(512, 128) == pytest.approx(0.1)
+    assert h.attention_compute_efficiency(8192, 64) == pytest.approx(0.25)
+    assert h.attention_compute_efficiency(8192, 96) in (pytest.approx(0.4), pytest.approx(0.25))   # nearest size
+    assert h.attention_compute_efficiency(2048, 128) == pytest.approx(0.2, rel=1e-6)   # log-log: 0.1 * 4^0.5
+    assert prepare(TOY).attention_compute_efficiency(2048, 128) == TOY.efficiency.attention_compute   # no curve
+
+
+def test_served_steps_pay_the_servers_per_sequence_work():
+    eff = TOY.efficiency.model_copy(update={"served_per_seq_overhead_s": 1e-5})
+    h = prepare(TOY.model_copy(update={"efficiency": eff}))
+    m = catalog.load_model("llama-8b")
+    b = Batch.of([], [1000] * 40)
+    served, offline = step_time_s(h, Deployment(m), b), step_time_s(h, Deployment(m, served=False), b)
+    assert served - offline == pytest.approx(40 * 1e-5)
