@@ -214,7 +214,9 @@ class ModelRunner:
             slot_mapping=self._tensor(h["slots"], torch.long) if token_inputs else None,
             num_prefill_tokens=h["num_prefill"],
             prefill_seqs=h["prefill_seqs"],
-            prefill_block_tables=[None if t is None else self._tensor(t, torch.int32) for t in h["prefill_tables"]])
+            # per-sequence block tables only for the per-sequence path (varlen gathers by slot instead)
+            prefill_block_tables=[None if t is None or "cu_q" in h else self._tensor(t, torch.int32)
+                                  for t in h["prefill_tables"]])
         if "cu_q" in h:
             meta.prefill_cu_q = self._tensor(h["cu_q"], torch.int32)
             meta.prefill_cu_k = self._tensor(h["cu_k"], torch.int32)

@@ -18,16 +18,14 @@ from planner.costmodel import PIECEWISE_TOKEN_SIZES
 
 from .attention import AttentionMetadata
 
-# Token buckets (planner.costmodel prices steps at them): padding costs at most ~25% above 256 tokens; above the
-# largest bucket a step is GPU bound for the models this engine runs (8B: an eager 2k-token step is ~50 ms of
-# GPU work against ~20 ms of launches), so it runs eagerly.
-PIECEWISE_SIZES = PIECEWISE_TOKEN_SIZES
-
 
 def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
-    """The buckets an engine with a `max_tokens` step budget captures."""
-    sizes = [s for s in PIECEWISE_SIZES if s < max_tokens]
-    return tuple(sizes + [s for s in PIECEWISE_SIZES if s >= max_tokens][:1])
+    """The buckets an engine with a `max_tokens` step budget captures. The token buckets live with the cost model
+    that prices steps at them: padding costs at most ~25% above 256 tokens; above the largest bucket a step is GPU
+    bound for the models this engine runs (8B: an eager 2k-token step is ~50 ms of GPU work against ~20 ms of
+    launches), so it runs eagerly."""
+    sizes = [s for s in PIECEWISE_TOKEN_SIZES if s < max_tokens]
+    return tuple(sizes + [s for s in PIECEWISE_TOKEN_SIZES if s >= max_tokens][:1])
 
 
 class PiecewiseGraphs:
