@@ -447,8 +447,8 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         return []
     if graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
         tokens = padded_batch(d, tokens)
-    elif piecewise_bucket(d, b):
-        tokens = piecewise_bucket(d, b)
+    elif bucket := piecewise_bucket(d, b):
+        tokens = bucket
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
     graphs = True                   # per-kernel floor: the device-side launch (eager issue: step_time_s)
