@@ -482,12 +482,6 @@ def host_overhead_s(hw: Hardware, d: Deployment, b: Batch) -> float:
     return hw.e.step_overhead_s + per_seq * b.seqs
 
 
-def launch_overhead_s(hw: Hardware, d: Deployment, b: Batch, priced_kernels: int) -> float:
-    """Kernels the operators do not price (one device-side interval each), plus the engine's host work."""
-    unpriced = max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced_kernels)
-    return unpriced * hw.issue_interval_s(True) + host_overhead_s(hw, d, b)
-
-
 def piecewise_bucket(d: Deployment, b: Batch) -> int | None:
     """The token bucket a step with prefill tokens runs at under piecewise graphs, or None (eager)."""
     if not (d.cuda_graphs and d.piecewise_sizes and b.prefill_tokens) or d.model.is_moe:
