@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -50,18 +51,35 @@ def test_tp2_greedy_tokens_match_tp1(kind, tmp_path):
     assert outs[1] == outs[2]
 
 
-def start_server(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "backends.engine.server", "--model", "tiny", "--device", "cpu",
-                             "--tp", "2", "--port", "0", *args], stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    pids = None
-    for line in proc.stderr:
-        if line.startswith("{"):
-            event = json.loads(line)
-            pids = event.get("pids", pids)
-            if event.get("event") == "listening":
-                return proc, pids
-    raise AssertionError(f"server did not start (rc {proc.wait()})")
+@pytest.fixture
+def start_server():
+    """Starts `plan serve --tp 2` on CPU; returns (process, worker pids, stderr lines so far). stderr is drained
+    by a thread for the rest of the run (both ranks write to the pipe: a full pipe would block them at exit),
+    and a server a test leaves running is killed."""
+    procs = []
+
+    def start(*args):
+        proc = subprocess.Popen([sys.executable, "-m", "backends.engine.server", "--model", "tiny", "--device",
+                                 "cpu", "--tp", "2", "--port", "0", *args], stderr=subprocess.PIPE, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        procs.append(proc)
+        lines, pids = [], None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("{"):
+                event = json.loads(line)
+                pids = event.get("pids", pids)
+                if event.get("event") == "listening":
+                    proc.stderr_reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+                    proc.stderr_reader.start()
+                    return proc, pids, lines
+        raise AssertionError(f"server did not start (rc {proc.wait()})")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def gone(pid: int, timeout: float = 15.0) -> bool:
@@ -77,25 +95,25 @@ def gone(pid: int, timeout: float = 15.0) -> bool:
     return False
 
 
-def test_a_dead_rank_stops_the_server_with_one_line():
-    proc, (worker,) = start_server()
+def test_a_dead_rank_stops_the_server_with_one_line(start_server):
+    proc, (worker,), lines = start_server()
     os.kill(worker, signal.SIGKILL)
     rc = proc.wait(timeout=20)
-    err = proc.stderr.read()
+    proc.stderr_reader.join(timeout=10)      # to the end of the pipe
     assert rc != 0
-    assert "error: tensor-parallel rank 1 exited" in err
+    assert "error: tensor-parallel rank 1 exited" in "".join(lines)
 
 
-def test_ctrl_c_stops_every_rank():
-    proc, (worker,) = start_server()
+def test_ctrl_c_stops_every_rank(start_server):
+    proc, (worker,), _ = start_server()
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     assert gone(worker)
 
 
-def test_a_killed_server_leaves_no_orphan():
-    proc, (worker,) = start_server()
+def test_a_killed_server_leaves_no_orphan(start_server):
+    proc, (worker,), _ = start_server()
     proc.kill()
     proc.wait(timeout=10)
     assert gone(worker)
