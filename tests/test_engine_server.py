@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -50,6 +51,8 @@ def server(tmp_path_factory):
     if port is None:
         proc.kill()
         pytest.fail("server did not start:\n" + "".join(lines))
+    # Keep reading stderr: a full pipe would block the server on its next log line.
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
     yield {"port": port, "tokenizer": tok, "model": folder.name, "log": lines}
     proc.terminate()
     proc.wait(timeout=30)
