@@ -237,11 +237,13 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     return out
 
 
-def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0):
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0, out=None):
+    """Into `out` when given (the Triton kernel writes it directly)."""
     if use_triton(q):
         return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
-                                       kv_scale=kv_scale)
-    return decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
+                                       out=out, kv_scale=kv_scale)
+    o = decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
+    return o if out is None else out.copy_(o)
 
 
 def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float,
@@ -250,9 +252,8 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
     to `out` when given."""
     n_pre = meta.num_prefill_tokens
     if n_pre == 0:
-        o = decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                             scale, meta.decode_num_splits, kv_scale)
-        return o if out is None else out.copy_(o)
+        return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                                scale, meta.decode_num_splits, kv_scale, out)
     out = torch.empty_like(q) if out is None else out
     if meta.prefill_cu_q is not None:
         if meta.prefill_kv_slots is None:
@@ -271,10 +272,6 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
                 ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
             out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
     if q.shape[0] > n_pre:
-        if use_triton(q):       # the split-K kernel writes its rows of `out` directly
-            decode_attention_triton(q[n_pre:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                                    scale, meta.decode_num_splits, out=out[n_pre:], kv_scale=kv_scale)
-        else:
-            out[n_pre:] = decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables,
-                                           meta.decode_context_lens, scale, meta.decode_num_splits, kv_scale)
+        decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale,
+                         meta.decode_num_splits, kv_scale, out[n_pre:])
     return out
