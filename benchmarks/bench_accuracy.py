@@ -5,7 +5,10 @@
   python benchmarks/bench_accuracy.py --device cpu --tiny --out-dir /tmp/acc            # tiny shapes, checks the script
 
 Serving level (first, one model on GPU 0): the engine server (subprocess, `--trace`) loaded by the harness with
-Poisson arrivals at 30/60/90% of the planner's predicted capacity, 1024 in / 128 out.
+Poisson arrivals at 30/60/80/90% of the planner's predicted capacity, 1024 in / 128 out, each run about
+`run_s` seconds of arrivals (at least `requests`): 300 Poisson arrivals put the realised rate within +-6%
+(one sigma) of the nominal one, and near capacity queueing magnifies that into tens of percent of TTFT.
+Each run keeps its per-request TTFT / TPOT / E2E and send time (no ITLs) for per-request comparison.
 Step level: one engine per (model, weight dtype, TP), each in its own process under a time limit (a crash, an
 out-of-memory or a hung NCCL teardown costs that case only), dummy weights made on the GPU, KV cache sized from
 memory as vLLM does. Through `LLMEngine.step()`: lone prefills of a few lengths, and decode steps of (batch,
@@ -52,8 +55,11 @@ GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps
 }
 # `fit`: one more run first, at another load and seed, whose engine steps are calibration data (its own trace
 # file); the `fractions` runs are only ever predicted.
-SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=300, fractions=(0.3, 0.6, 0.9), fit=0.75),
-           "tiny": dict(model="tiny", input=64, output=16, requests=20, fractions=(0.3, 0.6, 0.9), fit=0.75)}
+SERVING = {"gpu": dict(model="8b", input=1024, output=128, requests=300, run_s=45.0, fractions=(0.3, 0.6, 0.8, 0.9),
+                      fit=0.75),
+           "tiny": dict(model="tiny", input=64, output=16, requests=20, run_s=0.0, fractions=(0.3, 0.6, 0.8, 0.9),
+                        fit=0.75)}
+SAMPLE_KEYS = ("i", "ok", "t_start_s", "ttft_ms", "tpot_ms", "e2el_ms", "output_tokens")
 TINY_CPU_RPS = 20.0          # tiny on CPU has no profile to predict its capacity: a fixed load
 CASE_TIMEOUT_S = 120         # grace beyond the budget left: a case that hangs (NCCL teardown) is killed
 
@@ -280,10 +286,12 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
         (out_dir / "serving_fit_trace.jsonl").write_text("".join([lines[0], *map(bucket_point, lines[1:])]))
         trace.write_text(lines[0])
         for i, frac in enumerate(s["fractions"]):
-            load = LoadConfig(rate_rps=frac * capacity, arrival="poisson", num_requests=s["requests"],
+            rate = frac * capacity
+            load = LoadConfig(rate_rps=rate, arrival="poisson", num_requests=max(s["requests"], round(rate * s["run_s"])),
                               warmup_requests=0, seed=i, deadline_s=120.0)
             run = session.measure(load)
-            run.pop("samples", None)                 # per-request detail: too big for the device tool
+            # per-request detail without the ITLs (those would make the file too big for the device tool)
+            run["samples"] = [{k: x.get(k) for k in SAMPLE_KEYS} for x in run.get("samples") or []]
             doc["runs"].append({"load_fraction": frac, **run})
     return doc
 

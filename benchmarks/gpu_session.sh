@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_session.sh single      # kernels check, engine benchmark, full + quick profile
 #   bash benchmarks/gpu_session.sh multi       # several GPUs: collectives, engine at scale, accuracy grid
 #   bash benchmarks/gpu_session.sh accuracy    # one GPU: accuracy grid (TP 1), quick engine benchmark, decode diag
-#   bash benchmarks/gpu_session.sh serving     # one GPU: the three serving runs only, eager-step diagnosis
+#   bash benchmarks/gpu_session.sh serving     # one GPU: CUDA-path tests, the serving runs (fit run + four loads) only
 #   bash benchmarks/gpu_session.sh profile2    # one GPU: full profile (two attention head sizes), full engine benchmark
 #   bash benchmarks/gpu_session.sh grid        # one GPU: the accuracy grid and serving runs (with the fit run) only
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
@@ -48,8 +48,8 @@ accuracy)
       2>&1 | tail -40
   ;;
 serving)
-  step serving 200 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
-  step eager 120 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -40
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
+  step serving 360 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   ;;
 full1)
   R=$OUT/r; mkdir -p "$R"

@@ -89,12 +89,14 @@ def serve(
         max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
         cuda_graphs=False if no_cuda_graphs else None)
     from .engine import LLMEngine  # torch from here on
+    from .gc_clock import freeze_startup
     from .server import load_tokenizer
     from .server import serve as run_server
     try:
         engine = LLMEngine(config)
     except EngineError as e:
         raise UsageError(str(e))
+    freeze_startup()
     name = served_model_name or (model if model and config.model_path is None else config.model.name)
     try:
         asyncio.run(run_server(engine, host, port, name, load_tokenizer(config.model_path)))

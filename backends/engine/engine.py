@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .block_manager import BlockManager
 from .config import EngineConfig, EngineError, SamplingParams
+from .gc_clock import GcClock
 from .model_runner import ModelRunner, log_json
 from .scheduler import Scheduler
 from .sequence import Sequence
@@ -66,12 +67,17 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.eos_token_ids = set(config.eos_token_ids)
         self.seqs: dict[str, Sequence] = {}
-        self._inbox: deque = deque()       # ("add", Sequence) | ("abort", request_id); deque ops are atomic
+        self._inbox: deque = deque()       # ("add", Sequence, time) | ("abort", request_id, time); atomic ops
         self._ids = itertools.count()
         self.stats = EngineStats()
         self._trace = open(config.trace_path, "a") if config.trace_path else None
+        self._gc = GcClock() if self._trace else None
         self._t_start = time.perf_counter()     # trace records' `start_s` counts from here
-        log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3)})
+        self._arrivals_s: list[float] = []      # when the requests added since the last trace record came in
+        # clock_origin_s: that origin on the host's monotonic clock (time.perf_counter), which a load generator
+        # on the same host shares: its send times line up with the trace's steps.
+        log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3),
+                  "clock_origin_s": self._t_start})
 
     # ----------------------------------------------------------------------- requests
     def add_request(self, prompt_token_ids: Seq[int], params: SamplingParams | None = None,
@@ -88,11 +94,11 @@ class LLMEngine:
             raise EngineError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
                               f"maximum model length {self.max_model_len}")
         request_id = request_id or f"req-{next(self._ids)}"
-        self._inbox.append(("add", Sequence(request_id, ids, params)))
+        self._inbox.append(("add", Sequence(request_id, ids, params), time.perf_counter()))
         return request_id
 
     def abort_request(self, request_id: str) -> None:
-        self._inbox.append(("abort", request_id))
+        self._inbox.append(("abort", request_id, time.perf_counter()))
 
     def has_unfinished(self) -> bool:
         return bool(self._inbox) or self.scheduler.has_work()
@@ -100,12 +106,14 @@ class LLMEngine:
     def _drain_inbox(self) -> list[RequestOutput]:
         outputs = []
         while self._inbox:
-            kind, item = self._inbox.popleft()
+            kind, item, t = self._inbox.popleft()
             if kind == "add":
                 if item.request_id in self.seqs:
                     raise EngineError(f"duplicate request id {item.request_id}")
                 self.seqs[item.request_id] = item
                 self.scheduler.add(item)
+                if self._trace:
+                    self._arrivals_s.append(round(t - self._t_start, 6))
             elif item in self.seqs:
                 seq = self.seqs.pop(item)
                 self.scheduler.finish(seq, "abort")
@@ -165,7 +173,10 @@ class LLMEngine:
                   "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
                   "decode_context_len_max": max(dec_ctx, default=0),
                   "cuda_graph_batch_size": self.runner.last_graph_bs,
-                  "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted}
+                  "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted,
+                  # garbage collection since the last record (any thread: it holds the GIL, stalling the step)
+                  "gc_s": round(self._gc.take(), 6), "arrivals_s": self._arrivals_s}
+        self._arrivals_s = []
         self._trace.write(json.dumps(record) + "\n")
         self._trace.flush()
 
@@ -191,3 +202,4 @@ class LLMEngine:
         if self._trace:
             self._trace.close()
             self._trace = None
+            self._gc.close()

@@ -41,7 +41,9 @@ def _worker_main(config: EngineConfig, rank: int, port: int, parent_pid: int) ->
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .model_runner import ModelRunner  # torch and the model after the safety nets are up
+    from .gc_clock import freeze_startup
     runner = ModelRunner(config, rank, port)
+    freeze_startup()
     runner.worker_loop()
     parallel.shutdown()
 

@@ -38,6 +38,9 @@ def client_report(result: LoadResult, cfg: LoadConfig, completed: int,
     errors = [t - s for r in recs if r.ok for t, s in zip(r.token_times, r.server_send_times)]
     report = {
         "offered_rate_rps": cfg.rate_rps if finite else None,
+        # The run's time origin (samples' t_start_s count from it) on the host's monotonic clock, which an
+        # engine trace on the same host shares (its kv_cache event's clock_origin_s).
+        "clock_origin_s": result.t0,
         "scheduled_rate_rps": (len(recs) - 1) / span_s if finite and span_s > 0 else None,
         "dispatch_rate_rps": (len(sent) - 1) / send_span_s if send_span_s > 0 else None,
         "achieved_rate_rps": completed / result.duration_s if result.duration_s > 0 else 0.0,
