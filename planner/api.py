@@ -16,10 +16,10 @@ from planner.errors import UsageError
 from planner.memory import memory_breakdown
 from planner.parse import parse_slo
 from planner.predict import deployment_of, predict as _predict, prefill_time_s
-from planner.refine import FINALISTS, Refined, pareto_fronts, refine
+from planner.refine import FINALISTS, Refined, pareto_fronts, propagated_band, refine
 from planner.schemas import SLO, LengthDist, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search
-from planner.uncertainty import with_interval
+from planner.uncertainty import step_band, with_interval
 
 DEFAULT_INPUT_TOKENS = 1024
 DEFAULT_OUTPUT_TOKENS = 256
@@ -94,15 +94,22 @@ def recommend(model: str, slos: Iterable[str | SLO] = (), gpus: Iterable[str] | 
     prepared = {h.name: prepare(h) for h in hws}
     refined = refine(spec, wl, slo_list, objective, result, prepared, max_gpus, top, finalists, seed) if simulate \
         else Refined(result, 0, 0, pareto_fronts(result.pool))
-    result = with_intervals(refined.result, {h.name: h for h in hws})
+    result = with_intervals(refined.result, {h.name: h for h in hws}, spec, wl, prepared, seed)
     return Recommendation(spec, wl, slo_list, objective, result, {h.name: h.provenance.kind for h in hws},
                           refined.simulated, refined.fronts)
 
 
-def with_intervals(result: SearchResult, hws: dict) -> SearchResult:
-    """The listed candidates with their prediction intervals (planner.uncertainty)."""
+def with_intervals(result: SearchResult, hws: dict, model: ModelSpec, wl: Workload, prepared: dict,
+                   seed: int = 0) -> SearchResult:
+    """The listed candidates with their prediction intervals (planner.uncertainty); a simulated one's
+    latencies also through the simulator at the step-time band (queueing magnifies step errors)."""
     def one(c):
-        return replace(c, prediction=with_interval(c.prediction, hws[c.plan.hardware]))
+        hw = hws[c.plan.hardware]
+        band = None
+        if c.prediction.simulation:
+            band = propagated_band(model, prepared[c.plan.hardware], c.plan, wl, step_band(hw),
+                                   c.prediction.simulation["requests"], seed)
+        return replace(c, prediction=with_interval(c.prediction, hw, band))
     return replace(result, ranked=[one(c) for c in result.ranked], closest=[one(c) for c in result.closest])
 
 

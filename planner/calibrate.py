@@ -305,9 +305,10 @@ def harness_requests(workload: Workload, n: int, seed: int):
     return replace(reqs, arrival_s=times)
 
 
-def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
+def simulate_run(hw: HardwareProfile, doc: dict, step_scale: float = 1.0) -> dict:
     """The simulator's metrics for the load a bench run applied, on the KV capacity the engine reported
-    when the run says (so timing is checked apart from the memory model)."""
+    when the run says (so timing is checked apart from the memory model); `step_scale` multiplies every step
+    time (the ends of a prediction interval)."""
     from planner.predict import deployment_of
     from planner.simulator import simulate
 
@@ -324,7 +325,8 @@ def simulate_run(hw: HardwareProfile, doc: dict) -> dict:
     # What the engine reported of its prefill path (older engines reported neither: eager, per sequence).
     d = replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
                 varlen_prefill=bool(engine.get("varlen_prefill")), served=True)
-    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d).metrics()
+    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d,
+                    step_scale=step_scale).metrics()
 
 
 def run_errors(hw: HardwareProfile, doc: dict, metrics: dict[str, str] = RUN_METRICS) -> dict[str, dict]:

@@ -52,6 +52,21 @@ def simulated_prediction(model: ModelSpec, hw: Hardware, plan: Plan, workload: W
         "simulation": summary})
 
 
+def propagated_band(model: ModelSpec, hw: Hardware, plan: Plan, workload: Workload, step_band: tuple[float, float],
+                    n_requests: int = SIM_REQUESTS, seed: int = 0) -> dict[str, list[float]]:
+    """Prediction field -> [low, high] of the simulated latencies when every step takes (1 + lo) and (1 + hi)
+    times the cost model's time (planner.uncertainty). A run that saturates gives infinity."""
+    one = plan.model_copy(update={"replicas": 1, "num_gpus": plan.gpus_per_replica})
+    wl = workload.model_copy(update={"rate_rps": workload.rate_rps / plan.replicas})
+    ends = []
+    for scale in (1 + step_band[0], 1 + step_band[1]):
+        r = simulate_workload(model, hw, one, wl, n_requests, seed, warmup_fraction=WARMUP_FRACTION, step_scale=scale)
+        vals = {"ttft_s": r.stat_s("ttft", "mean"), "tpot_s": r.stat_s("tpot", "mean"), "e2e_s": r.stat_s("e2e", "mean"),
+                **r.percentiles_s()}
+        ends.append({k: v if r.stable else math.inf for k, v in vals.items()})
+    return {k: [ends[0][k], ends[1][k]] for k in ends[0]}
+
+
 def utilisation(queue_growth: float) -> float:
     """Offered / served rate implied by the queue's growth: a queue growing g s per s serves 1 - g of it."""
     return 1.0 / (1.0 - queue_growth) if queue_growth < 0.99 else 100.0

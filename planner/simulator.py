@@ -137,8 +137,9 @@ class _Log:
 class Replica:
     """One engine. `run_until(t)` executes every step that starts before t; `add(rid)` queues an arrival."""
 
-    def __init__(self, index: int, timer: StepTimer, cfg: EngineConfig, log: _Log):
+    def __init__(self, index: int, timer: StepTimer, cfg: EngineConfig, log: _Log, step_scale: float = 1.0):
         self.index, self.timer, self.cfg, self.log = index, timer, cfg, log
+        self.step_scale = step_scale          # multiplies every step time (prediction intervals)
         self.arrivals: list[int] = []          # request ids routed here, in arrival order
         self.next_arrival = 0
         self.now = 0.0
@@ -301,6 +302,7 @@ class Replica:
                     break
                 now = max(now, arrival_t[arrivals[na]])
                 continue
+            dt *= self.step_scale
             now += dt
             step_dt.append(dt)
             step_dec.append(n_dec)
@@ -530,9 +532,10 @@ def kv_capacity_tokens(model: ModelSpec, hw: Hardware, plan: Plan, mean_context:
 
 def simulate(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, requests: Requests,
              router: Router = "round-robin", slos: Iterable[SLO] = (), warmup_fraction: float = 0.0,
-             kv_tokens: int | None = None, deployment: Deployment | None = None) -> SimResult:
+             kv_tokens: int | None = None, deployment: Deployment | None = None, step_scale: float = 1.0) -> SimResult:
     """Serve `requests` with `plan.replicas` replicas behind `router`. `kv_tokens` overrides the KV capacity
-    per replica (memory model's by default); `deployment` the engine features the plan implies."""
+    per replica (memory model's by default); `deployment` the engine features the plan implies; `step_scale`
+    multiplies every step time (an engine that far from the cost model)."""
     if router not in ROUTERS:
         raise ValueError(f"unknown router {router!r}: use {' or '.join(ROUTERS)}")
     h = prepare(hw)
@@ -541,7 +544,7 @@ def simulate(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, reque
     cfg = EngineConfig.of(plan, kv)
     timer = step_timer(h, deployment or deployment_of(model, plan))
     log = _Log(requests)
-    reps = [Replica(i, timer, cfg, log) for i in range(plan.replicas)]
+    reps = [Replica(i, timer, cfg, log, step_scale) for i in range(plan.replicas)]
     # A request longer than the whole KV cache could never run: vLLM refuses it up front.
     fits = (requests.input_tokens + requests.output_tokens) <= cfg.kv_blocks * cfg.block_size
     ids = np.flatnonzero(fits).tolist()
@@ -601,6 +604,7 @@ def _result(requests: Requests, log: _Log, reps: list[Replica], slos: Iterable[S
 
 def simulate_workload(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, workload: Workload,
                       n_requests: int = 1000, seed: int = 0, router: Router = "round-robin",
-                      slos: Iterable[SLO] = (), warmup_fraction: float = 0.0) -> SimResult:
+                      slos: Iterable[SLO] = (), warmup_fraction: float = 0.0, step_scale: float = 1.0) -> SimResult:
     """Simulate n requests drawn from a workload (its rate, arrival process and length distributions)."""
-    return simulate(model, hw, plan, synthetic(workload, n_requests, seed), router, slos, warmup_fraction)
+    return simulate(model, hw, plan, synthetic(workload, n_requests, seed), router, slos, warmup_fraction,
+                    step_scale=step_scale)

@@ -13,6 +13,12 @@ with measurements on that GPU:
 A metric with at least MIN_RESIDUALS of them gets the empirical 5th..95th percentile band of its residuals.
 Otherwise a stated default band applies: +-15% for datasheet profiles (efficiencies are defaults, not
 measurements), +-7% for measured or calibrated ones. The basis is recorded with the prediction.
+
+Under load a fixed relative band understates the doubt: queueing magnifies an error in step time (at 90%
+utilisation a 3% slower engine adds tens of percent to TTFT; at 100% the queue grows without bound). So a
+simulated prediction's latencies also get the band that the simulator gives when every step takes
+(1 + lo) and (1 + hi) times as long, lo..hi being the step-time band (`step` residuals, else the default),
+and its interval is the union of the two. A high end of infinity means the engine that slow saturates.
 """
 from __future__ import annotations
 
@@ -39,8 +45,15 @@ def relative_band(hw: HardwareProfile, metric: str) -> tuple[float, float, str]:
     return -d, d, f"default +-{d:.0%} ({kind} profile, no calibration residuals)"
 
 
-def interval(pred: Prediction, hw: HardwareProfile) -> tuple[dict[str, list[float]], str]:
-    """metric -> [low, high] for the prediction's latencies, throughputs and cost, and the basis."""
+def step_band(hw: HardwareProfile) -> tuple[float, float]:
+    """(low, high) relative error of one engine step's time on this hardware."""
+    return relative_band(hw, "step")[:2]
+
+
+def interval(pred: Prediction, hw: HardwareProfile,
+             propagated: dict[str, list[float]] | None = None) -> tuple[dict[str, list[float]], str]:
+    """metric -> [low, high] for the prediction's latencies, throughputs and cost, and the basis;
+    `propagated` (metric -> [low, high], from simulations at the step band) widens the metrics it has."""
     out: dict[str, list[float]] = {}
     bases = set()
     values = {f: getattr(pred, f) for f in FIELDS}
@@ -52,14 +65,21 @@ def interval(pred: Prediction, hw: HardwareProfile) -> tuple[dict[str, list[floa
         lo, hi, basis = relative_band(hw, metric_of[key])
         bases.add(basis)
         out[key] = [v * (1 + lo), v * (1 + hi)]
+        if propagated and key in propagated:
+            a, b = propagated[key]
+            out[key] = [min(out[key][0], a), max(out[key][1], b)]
     # Cost per token moves inversely with throughput.
     lo, hi, _ = relative_band(hw, "throughput")
     c = pred.cost_per_million_tokens
     out["cost_per_million_tokens"] = [c / (1 + hi), c / (1 + lo)] if lo > -1 else [c / (1 + hi), float("inf")]
+    if propagated:
+        lo, hi = step_band(hw)
+        bases.add(f"latencies under load also simulated at step times {1 + lo:.2f}x-{1 + hi:.2f}x")
     return out, "; ".join(sorted(bases))
 
 
-def with_interval(pred: Prediction, hw: HardwareProfile) -> Prediction:
+def with_interval(pred: Prediction, hw: HardwareProfile,
+                  propagated: dict[str, list[float]] | None = None) -> Prediction:
     """A copy of the prediction carrying its interval (Prediction.interval) and the interval's basis."""
-    iv, basis = interval(pred, hw)
+    iv, basis = interval(pred, hw, propagated)
     return pred.model_copy(update={"interval": iv, "interval_basis": basis})

@@ -41,6 +41,21 @@ def test_intervals_are_attached_with_their_basis(rec):
     assert p.interval["ttft_p90_s"][1] > p.percentiles["ttft_p90_s"]
 
 
+def test_simulated_latencies_widen_with_the_step_band(rec):
+    """The simulated finalists' intervals include the simulator at the step-time band (queueing magnifies it):
+    at least as wide as the fixed band, and a step band that saturates the engine gives an open high end."""
+    p = rec.ranked[0].prediction
+    assert "simulated at step times" in p.interval_basis
+    lo, hi = p.interval["ttft_p90_s"]
+    assert lo <= p.percentiles["ttft_p90_s"] * 0.93 and hi >= p.percentiles["ttft_p90_s"] * 1.07
+    from planner.refine import propagated_band
+    hw = prepare(catalog.load_hardware("h100"))
+    plan = Plan(model="Llama-3.1-8B", hardware=hw.name, max_num_seqs=64)
+    wl = api.workload(rate_rps=8)
+    band = propagated_band(catalog.load_model("llama-8b"), hw, plan, wl, (-0.1, 1.0), n_requests=400)
+    assert band["ttft_p90_s"][0] < float("inf") and band["ttft_p90_s"][1] == float("inf")
+
+
 def test_residuals_define_the_band():
     hw = catalog.load_hardware("h100", "datasheet")
     measured = hw.model_copy(update={"measured": {"residuals": {"tpot": [-0.1, -0.05, 0.0, 0.02, 0.04, 0.1]}}})

@@ -48,7 +48,10 @@ def test_overload_completes_every_request_with_preemption(tmp_path):
     assert any(r["num_prefill_seqs"] and r["num_decode_seqs"] for r in records)   # mixed steps happen
     r = records[-1]
     assert {"time_s", "num_prefill_tokens", "prefill_context_lens", "decode_context_len_sum",
-            "decode_context_len_max"} <= set(r)
+            "decode_context_len_max", "gc_s"} <= set(r)
+    # every request's arrival is in the trace once, in the engine's clock, before the step that took it in
+    arrivals = [(a, rec["start_s"]) for rec in records for a in rec["arrivals_s"]]
+    assert len(arrivals) == 24 and all(a <= start for a, start in arrivals)
 
 
 def test_cancel_frees_blocks():

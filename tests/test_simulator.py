@@ -45,6 +45,18 @@ def test_littles_law_in_steady_state():
     assert in_system == pytest.approx(throughput * r.e2e_s[inside].mean(), rel=0.04)
 
 
+def test_step_scale_stretches_an_idle_engine_and_magnifies_queueing():
+    """No load: TTFT scales with the step time. Near capacity: queueing magnifies the same 10%."""
+    idle = wl(0.01, out=16, arrival="constant")
+    base = simulate_workload(MODEL, HW, plan(), idle, n_requests=10)
+    slow = simulate_workload(MODEL, HW, plan(), idle, n_requests=10, step_scale=1.1)
+    assert np.allclose(slow.ttft_s, 1.1 * base.ttft_s)
+    busy = [simulate_workload(MODEL, HW, plan(), wl(22, out=256), n_requests=1500, seed=1, step_scale=s)
+            for s in (1.0, 1.1)]
+    assert busy[0].stable
+    assert busy[1].stat_s("ttft", "p90") > 1.3 * busy[0].stat_s("ttft", "p90")
+
+
 def test_overload_grows_the_queue():
     ok = simulate_workload(MODEL, HW, plan(), wl(10, out=256), n_requests=1500)
     over = simulate_workload(MODEL, HW, plan(), wl(60, out=256), n_requests=1500)
