@@ -27,7 +27,7 @@ from backends.engine import gemv
 from backends.engine.config import EngineConfig, EngineError, SamplingParams, resolve_model
 from backends.engine.engine import LLMEngine
 from backends.engine.scheduler import ScheduledBatch
-from backends.engine.sequence import Sequence
+from backends.engine.sequence import Sequence, Status
 from planner.schemas import ModelSpec
 
 # Used when the catalog is unavailable.
@@ -82,15 +82,41 @@ def gemm_ceiling(device, dtype) -> float:
     return 2 * n ** 3 * iters / seconds
 
 
-def decode_batch(engine: LLMEngine, batch_size: int, ctx: int) -> tuple[ScheduledBatch, list[Sequence]]:
-    """batch_size sequences whose first `ctx` tokens are (pretend-)cached: each step decodes one token at ctx."""
+def decode_batch(engine: LLMEngine, batch_size: int, ctx: int, max_tokens: int = 1,
+                 running: bool = False) -> tuple[ScheduledBatch, list[Sequence]]:
+    """batch_size sequences whose first `ctx` tokens are (pretend-)cached: each step decodes one token at ctx.
+    `running`: handed to the engine's scheduler, to decode `max_tokens` tokens through engine.step()."""
     seqs = []
     for i in range(batch_size):
-        seq = Sequence(f"decode-{batch_size}-{i}", [i % 1000] * (ctx + 1), SamplingParams(max_tokens=1))
+        seq = Sequence(f"decode-{batch_size}-{i}-{running}", [i % 1000] * (ctx + 1),
+                       SamplingParams(max_tokens=max_tokens, ignore_eos=True))
         engine.block_manager.allocate(seq, ctx + 1)
         seq.num_computed_tokens = ctx
+        if running:
+            seq.status = Status.RUNNING
+            engine.seqs[seq.request_id] = seq
+            engine.scheduler.running.append(seq)
         seqs.append(seq)
     return ScheduledBatch([(s, 1) for s in seqs]), seqs
+
+
+def engine_decode_s(engine: LLMEngine, batch_size: int, ctx: int, steps: int, async_scheduling: bool) -> float:
+    """Median time of engine.step() over `steps` decode steps of a full batch: scheduling, inputs, launch and
+    reading the tokens, as served; with async scheduling each call overlaps the next step's host work with the
+    GPU's current step, so its time is the interval between completions."""
+    engine.async_scheduling = async_scheduling
+    warm = 3
+    decode_batch(engine, batch_size, ctx, max_tokens=warm + steps + 2, running=True)
+    times = []
+    for i in range(warm + steps):
+        t0 = time.perf_counter()
+        engine.step()
+        if i >= warm:
+            times.append(time.perf_counter() - t0)
+    while engine.has_unfinished():
+        engine.step()
+    engine.async_scheduling = engine.config.async_scheduling
+    return statistics.median(times)
 
 
 def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dict]:
@@ -113,11 +139,14 @@ def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dic
         for s in seqs:
             engine.block_manager.free(s)
         step_s = statistics.median(times)
+        sync_s, async_s = (engine_decode_s(engine, bs, ctx, steps, a) for a in (False, True))
         # the embedding table is only gathered from; every other weight is read once per step
         bytes_read = runner.weights_bytes - embed_bytes + bs * ctx * runner.kv_bytes_per_token()
         floor_s = bytes_read / copy_bw
         rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3, "tok_s": bs / step_s,
                      "floor_ms": floor_s * 1e3, "floor_over_step": floor_s / step_s,
+                     "engine_step_ms": sync_s * 1e3, "async_step_ms": async_s * 1e3,
+                     "async_over_floor": async_s / floor_s,
                      "bytes_read": bytes_read, "cuda_graph": runner.last_graph_bs})
     return rows
 
@@ -199,13 +228,17 @@ def markdown(results: dict) -> str:
              + (f"GEMM ceiling {gemm / 1e12:.0f} TFLOP/s, " if gemm else "") +
              f"KV cache {results['kv_cache']['num_kv_blocks']} blocks "
              f"({results['kv_cache']['kv_capacity_tokens']} tokens)", "",
-             "| decode batch | context | step ms | tok/s | floor ms | floor/step | graph |", "|---|---|---|---|---|---|---|"]
+             "runner: `ModelRunner.run` of one fixed batch; engine: `LLMEngine.step()` decoding (scheduler included), "
+             "without and with async scheduling.", "",
+             "| decode batch | context | runner ms | engine ms | async ms | floor ms | async / floor | graph |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["decode"]:
         if "skipped" in r:
-            lines.append(f"| {r['batch']} | | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {r['batch']} | | skipped: {r['skipped']} | | | | | |")
         else:
-            lines.append(f"| {r['batch']} | {r['context']} | {r['step_ms']:.2f} | {r['tok_s']:.0f} | "
-                         f"{r['floor_ms']:.2f} | {r['floor_over_step']:.2f} | {r['cuda_graph']} |")
+            lines.append(f"| {r['batch']} | {r['context']} | {r['step_ms']:.2f} | {r['engine_step_ms']:.2f} | "
+                         f"{r['async_step_ms']:.2f} | {r['floor_ms']:.2f} | {r['async_over_floor']:.2f} | "
+                         f"{r['cuda_graph']} |")
     if "prefill" not in results:   # --decode-only
         return "\n".join(lines)
     p = results["prefill"]
@@ -214,6 +247,8 @@ def markdown(results: dict) -> str:
     o, h = results["offline"], results["hf_generate"]
     lines.append(f"offline {o['requests']} x {o['input_tokens']} in / {o['output_tokens']} out: "
                  f"{o['output_tok_s']:.0f} output tok/s ({o['time_s']:.1f} s, {o['preemptions']} preemptions)")
+    if "offline_async" in results:
+        lines.append(f"the same with async scheduling: {results['offline_async']['output_tok_s']:.0f} output tok/s")
     if "output_tok_s" in h:
         lines.append(f"HF generate, batch {h['batch']} subset: {h['output_tok_s']:.0f} output tok/s "
                      f"(engine/HF = {o['output_tok_s'] / h['output_tok_s']:.1f}x)")
@@ -282,6 +317,8 @@ def main() -> None:
         return
     results["prefill"] = bench_prefill(engine, spec, profile["prefill"], gemm, device)
     results["offline"] = bench_offline(engine, spec, n, n_in, n_out)
+    engine.async_scheduling = True
+    results["offline_async"] = bench_offline(engine, spec, n, n_in, n_out)
     engine.close()
     results["trace_path"] = trace_path
     results["trace_steps"] = sum(1 for _ in open(trace_path))

@@ -30,14 +30,15 @@ def make_model_folder(path):
     return tok
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["sync", "async-scheduling"])
+def server(tmp_path_factory, request):
     folder = tmp_path_factory.mktemp("tiny-model")
     tok = make_model_folder(folder)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "backends.engine.server", "--model", str(folder), "--device", "cpu", "--port", "0",
-         "--num-kv-blocks", "64", "--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "4"],
+         "--num-kv-blocks", "64", "--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "4",
+         *(["--async-scheduling"] if request.param else [])],
         stderr=subprocess.PIPE, text=True, env=env)
     port, lines = None, []
     deadline = time.time() + 180

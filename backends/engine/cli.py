@@ -79,6 +79,9 @@ def serve(
     trace: str | None = typer.Option(None, "--trace", help="Write one JSON line per engine step here."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the dummy weights."),
     no_cuda_graphs: bool = typer.Option(False, "--no-cuda-graphs", help="Eager decode steps."),
+    async_scheduling: bool = typer.Option(False, "--async-scheduling",
+                                          help="Launch each step before reading the last one's tokens (host work "
+                                               "overlaps the GPU's; one GPU only)."),
     served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
@@ -87,7 +90,7 @@ def serve(
         max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
         max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
-        cuda_graphs=False if no_cuda_graphs else None)
+        cuda_graphs=False if no_cuda_graphs else None, async_scheduling=async_scheduling or None)
     from .engine import LLMEngine  # torch from here on
     from .gc_clock import freeze_startup
     from .server import load_tokenizer

@@ -114,6 +114,9 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.90
     num_kv_blocks: int | None = None        # overrides the memory-based size; CPU default below
     cuda_graphs: bool = True
+    # Launch step n+1 before reading step n's tokens (they reach the next step on the device), so the host's
+    # scheduling and input work overlaps the GPU's. One process only: TP workers do not sample.
+    async_scheduling: bool = False
     trace_path: str | None = None
 
     CPU_DEFAULT_KV_BLOCKS = 512
@@ -132,6 +135,8 @@ class EngineConfig:
             raise EngineError(f"weight_dtype {self.weight_dtype!r} is not supported (bf16, fp16, fp32, fp8, int8)")
         if self.tp < 1:
             raise EngineError("tp must be >= 1")
+        if self.async_scheduling and self.tp > 1:
+            raise EngineError("async scheduling runs with --tp 1 only: drop --async-scheduling or use one GPU")
         for name, n in (("attention heads", self.model.num_attention_heads),
                         ("intermediate size", self.model.moe_intermediate_size or self.model.intermediate_size)):
             if n % self.tp:

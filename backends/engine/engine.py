@@ -15,12 +15,22 @@ from dataclasses import dataclass, field
 from .block_manager import BlockManager
 from .config import EngineConfig, EngineError, SamplingParams
 from .gc_clock import GcClock
-from .model_runner import ModelRunner, log_json
+from .model_runner import Launched, ModelRunner, log_json
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .workers import Workers
 
 STEP_TIME_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PENDING_TOKEN = -1          # a sampled token not read back yet (async scheduling)
+
+
+@dataclass
+class _InFlight:
+    handle: Launched | None
+    sampled: list[tuple[Sequence, int]]     # (sequence, index of its placeholder token), in sample order
+    record: dict | None                     # trace composition
+    start: float                            # when its step() call began
+    launched: float                         # when it was queued
 
 
 @dataclass
@@ -72,6 +82,10 @@ class LLMEngine:
         self.stats = EngineStats()
         self._trace = open(config.trace_path, "a") if config.trace_path else None
         self._gc = GcClock() if self._trace else None
+        # Async scheduling: the step launched by the last step() call, whose tokens the next call reads.
+        self.async_scheduling = config.async_scheduling
+        self._inflight: _InFlight | None = None
+        self._last_done: float | None = None
         self._t_start = time.perf_counter()     # trace records' `start_s` counts from here
         self._arrivals_s: list[float] = []      # when the requests added since the last trace record came in
         # clock_origin_s: that origin on the host's monotonic clock (time.perf_counter), which a load generator
@@ -101,7 +115,7 @@ class LLMEngine:
         self._inbox.append(("abort", request_id, time.perf_counter()))
 
     def has_unfinished(self) -> bool:
-        return bool(self._inbox) or self.scheduler.has_work()
+        return bool(self._inbox) or self.scheduler.has_work() or self._inflight is not None
 
     def _drain_inbox(self) -> list[RequestOutput]:
         outputs = []
@@ -126,54 +140,88 @@ class LLMEngine:
 
     # ----------------------------------------------------------------------- step
     def step(self) -> list[RequestOutput]:
+        """Schedules and launches one batch, and returns the outputs of the batch that finished: this one, or
+        under async scheduling the one launched by the previous call (its tokens are read while this one runs)."""
         t0 = time.perf_counter()
         outputs = self._drain_inbox()
-        if not self.scheduler.has_work():
-            return outputs
-        batch = self.scheduler.schedule()
-        if not batch.items:
-            return outputs
+        launched = None
+        if self.scheduler.has_work():
+            batch = self.scheduler.schedule()
+            if batch.items:
+                launched = self._launch(batch, t0)
+        if not self.async_scheduling:
+            self._inflight = launched
+        if self._inflight is not None:
+            outputs += self._resolve(self._inflight, t0)
+        self._inflight = launched if self.async_scheduling else None
+        return outputs
+
+    def _launch(self, batch, t0: float) -> "_InFlight":
+        """Queues the batch on the runner and advances the sequences. A sequence fed to its end gets a
+        placeholder for the token it samples, filled in by _resolve; until then the next step feeds that token
+        from the device (its row in the in-flight step's sample order)."""
+        prev = self._inflight
+        feed = {seq: j for j, (seq, idx) in enumerate(prev.sampled) if seq.num_computed_tokens == idx} if prev else None
         t1 = time.perf_counter()
-        tokens = iter(self.runner.run(batch))
-        t2 = time.perf_counter()
+        handle = self.runner.launch(batch, feed)
+        sampled = []
         for seq, n in batch.items:
             fed_to_end = seq.num_computed_tokens + n == seq.num_tokens
             seq.num_computed_tokens += n
             if seq.num_computed_tokens <= seq.num_prompt_tokens:
                 self.stats.prompt_tokens_total += n
-            if not fed_to_end:
+            if fed_to_end:
+                seq.token_ids.append(PENDING_TOKEN)
+                sampled.append((seq, seq.num_tokens - 1))
+        record = self._trace_record(batch) if self._trace else None
+        return _InFlight(handle, sampled, record, t0, t1)
+
+    def _resolve(self, step: "_InFlight", t_step: float) -> list[RequestOutput]:
+        """Reads a launched step's tokens into its sequences; finishes those that reached max_tokens or stopped.
+        A sequence finished or aborted since the step was launched (async scheduling) drops its token."""
+        outputs = []
+        for (seq, idx), token in zip(step.sampled, self.runner.collect(step.handle)):
+            if seq.finish_reason is not None:
                 continue
-            token = next(tokens)
-            seq.token_ids.append(token)
+            seq.token_ids[idx] = token
             self.stats.generation_tokens_total += 1
-            if seq.num_output_tokens >= seq.params.max_tokens:
+            if idx + 1 - seq.num_prompt_tokens >= seq.params.max_tokens:
                 self.scheduler.finish(seq, "length")
             elif token in self.eos_token_ids and not seq.params.ignore_eos:
+                del seq.token_ids[idx + 1:]          # a later step's placeholder, whose token is dropped
                 self.scheduler.finish(seq, "stop")
             if seq.finish_reason:
                 del self.seqs[seq.request_id]
                 self.stats.requests_finished_total += 1
-            outputs.append(self._output(seq, [token]))
-        step_s = time.perf_counter() - t0
-        self.stats.observe_step(step_s)
-        if self._trace:
-            self._write_trace(batch, t0 - self._t_start, step_s, t2 - t1)
+            outputs.append(RequestOutput(seq.request_id, [token], seq.finish_reason is not None, seq.finish_reason,
+                                         seq.num_prompt_tokens, idx + 1 - seq.num_prompt_tokens))
+        # A step's time: from its start to its tokens, or under async scheduling from the end of the step before
+        # (steps overlap: each is charged the interval between completions).
+        now = time.perf_counter()
+        start = step.start if self._last_done is None or not self.async_scheduling else max(step.start, self._last_done)
+        self._last_done = now
+        self.stats.observe_step(now - start)
+        if step.record is not None:
+            self._write_trace(step.record, start - self._t_start, now - start, now - step.launched)
         return outputs
 
-    def _write_trace(self, batch, start_s: float, step_s: float, model_s: float) -> None:
+    def _trace_record(self, batch) -> dict:
+        """The composition of a launched batch (its sequences have advanced by this step's tokens)."""
         pre = [(seq, n) for seq, n in batch.items if n > 1]
         dec_ctx = [seq.num_computed_tokens for seq, n in batch.items if n == 1]   # after this step's token
+        return {"num_prefill_tokens": sum(n for _, n in pre), "num_prefill_seqs": len(pre),
+                "prefill_query_lens": [n for _, n in pre],
+                "prefill_context_lens": [seq.num_computed_tokens for seq, _ in pre],
+                "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
+                "decode_context_len_max": max(dec_ctx, default=0),
+                "cuda_graph_batch_size": self.runner.last_graph_bs,
+                "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted}
+
+    def _write_trace(self, composition: dict, start_s: float, step_s: float, model_s: float) -> None:
         # start_s: gaps between one step's end and the next one's start are time the engine spent outside
         # step() (idle, or the server's own work), which a simulator of back-to-back steps must account for.
         record = {"step": self.stats.num_steps, "start_s": round(start_s, 6), "time_s": round(step_s, 6),
-                  "model_time_s": round(model_s, 6),
-                  "num_prefill_tokens": sum(n for _, n in pre), "num_prefill_seqs": len(pre),
-                  "prefill_query_lens": [n for _, n in pre],
-                  "prefill_context_lens": [seq.num_computed_tokens for seq, _ in pre],
-                  "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
-                  "decode_context_len_max": max(dec_ctx, default=0),
-                  "cuda_graph_batch_size": self.runner.last_graph_bs,
-                  "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted,
+                  "model_time_s": round(model_s, 6), **composition,
                   # garbage collection since the last record (any thread: it holds the GIL, stalling the step)
                   "gc_s": round(self._gc.take(), 6), "arrivals_s": self._arrivals_s}
         self._arrivals_s = []

@@ -233,3 +233,9 @@ def qk_norm_rope_store(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mappi
     when the cache is fp8."""
     fn = qk_norm_rope_store_triton if use_triton(q) else qk_norm_rope_store_torch
     fn(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, q_norm_w, k_norm_w, eps, kv_scale)
+
+
+def feed_ids(ids: torch.Tensor, src: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+    """Input ids with the rows whose token is still on the device (src >= 0: its row of `sampled`, the last
+    step's sampled tokens) filled in. Three small kernels, no host sync (async scheduling)."""
+    return torch.where(src >= 0, sampled[src.clamp(min=0)], ids)

@@ -1,13 +1,18 @@
 """Runs one scheduled batch on the device: inputs, forward (CUDA graph for pure decode), sampling.
 
 Host work builds small int tensors from Python lists and copies them from pinned memory without blocking;
-the only device->host synchronisation of a step is reading the sampled tokens.
+the only device->host synchronisation of a step is reading the sampled tokens. `launch` queues a step and
+returns at once; `collect` waits for its tokens. Between the two the host may launch the next step: a decode
+row whose input token is still on the device (sampled by the step before, not yet read) names that token's
+row of the `sampled` buffer (`feed`), and the step gathers it there, so the host's work for step n+1 runs
+while the GPU runs step n (the engine's async scheduling).
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -15,12 +20,21 @@ from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError
+from .kernels import feed_ids
 from .model import build_model
 from .piecewise import PiecewiseGraphs, piecewise_sizes
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class Launched:
+    """A step queued on the device: its sampled tokens land in `host` (pinned) once `event` has passed."""
+    host: torch.Tensor
+    event: torch.cuda.Event | None
+
 
 
 class ModelRunner:
@@ -53,6 +67,12 @@ class ModelRunner:
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.load_time_s = time.perf_counter() - t0
         self.pinned = self.device.type == "cuda"
+        # The last step's sampled tokens, by row, where the next step's decode rows may gather their inputs;
+        # and two pinned host copies (one for the step in flight, one for the step being read).
+        rows = max(config.max_num_seqs, GRAPH_BATCH_SIZES[-1])
+        self.sampled = torch.zeros(rows, dtype=torch.long, device=self.device)
+        self.host_tokens = [torch.zeros(rows, dtype=torch.long, pin_memory=self.pinned) for _ in range(2)]
+        self.num_launched = 0
         self.num_kv_blocks = self._allocate_kv_cache()
         # A sequence never outgrows the cache (it could not be scheduled alone).
         self.max_model_len = min(self.max_model_len, self.num_kv_blocks * self.block_size)
@@ -70,7 +90,7 @@ class ModelRunner:
             # MoE layers under capture run every expert over every token: fine for decode, not for prefill.
             if not spec.is_moe:
                 self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
-                                                 self.trash_slot, self.device, self.graph_pool)
+                                                 self.trash_slot, self.device, self.sampled, self.graph_pool)
 
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
@@ -154,17 +174,20 @@ class ModelRunner:
         t = torch.tensor(data, dtype=dtype, pin_memory=self.pinned)
         return t.to(self.device, non_blocking=True)
 
-    def _host_inputs(self, batch: ScheduledBatch, pad_to: int = 0) -> dict:
-        """Flat token inputs as host lists: prefill chunks first, then decodes, padded to `pad_to` rows."""
+    def _host_inputs(self, batch: ScheduledBatch, pad_to: int = 0, feed: dict | None = None) -> dict:
+        """Flat token inputs as host lists: prefill chunks first, then decodes, padded to `pad_to` rows. `feed`
+        maps a sequence whose next input token is still on the device to that token's row of `sampled`."""
         bm_size = self.block_size
-        ids, pos, slots = [], [], []
+        ids, pos, slots, src = [], [], [], []
         prefill_seqs, prefill_tables = [], []
         decode_tables, decode_ctx = [], []
         sample_rows = []
         for seq, n in batch.items:
             start = seq.num_computed_tokens
             row = len(ids)
-            ids += seq.token_ids[start:start + n]
+            j = feed.get(seq, -1) if feed else -1
+            ids += seq.token_ids[start:start + n] if j < 0 else [0]
+            src += [-1] * n if j < 0 else [j]
             pos += range(start, start + n)
             table = seq.block_table
             slots += [table[p // bm_size] * bm_size + p % bm_size for p in range(start, start + n)]
@@ -179,12 +202,14 @@ class ModelRunner:
         num_prefill = len(ids) - len(decode_ctx)
         pad = max(0, pad_to - len(decode_ctx))
         ids += [0] * pad
+        src += [-1] * pad
         pos += [0] * pad
         slots += [self.trash_slot] * pad
         decode_ctx += [1] * pad
         width = max((len(t) for t in decode_tables), default=1)
         decode_tables = [t + [0] * (width - len(t)) for t in decode_tables] + [[0] * width] * pad
-        step = dict(ids=ids, pos=pos, slots=slots, num_prefill=num_prefill, prefill_seqs=prefill_seqs,
+        step = dict(ids=ids, src=src, fed=any(j >= 0 for j in src), pos=pos, slots=slots, num_prefill=num_prefill,
+                    prefill_seqs=prefill_seqs,
                     prefill_tables=prefill_tables, decode_tables=decode_tables, decode_ctx=decode_ctx,
                     sample_rows=sample_rows)
         if self.varlen and prefill_seqs:
@@ -231,16 +256,23 @@ class ModelRunner:
             meta.decode_num_splits = decode_num_splits(len(h["decode_ctx"]), self.num_local_kv_heads, self.device)
         if not token_inputs:
             return None, None, meta
-        return self._tensor(h["ids"], torch.long), self._tensor(h["pos"], torch.long), meta
+        ids = self._tensor(h["ids"], torch.long)
+        if h["fed"]:
+            ids = feed_ids(ids, self._tensor(h["src"], torch.long), self.sampled)
+        return ids, self._tensor(h["pos"], torch.long), meta
 
     # ----------------------------------------------------------------------- forward
-    @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> list[int]:
         """Feeds the batch; returns the sampled token of each sequence fed to its end, in batch order."""
+        return self.collect(self.launch(batch))
+
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch, feed: dict | None = None) -> Launched | None:
+        """Queues the batch (`feed`: see _host_inputs); None when no sequence samples in it."""
         num_decode = sum(1 for _, n in batch.items if n == 1)
         graph_bs = next((b for b in sorted(self.graphs) if b >= num_decode), None)
         self.last_graph_bs = graph_bs if num_decode == len(batch.items) else None
-        step = self._host_inputs(batch, pad_to=self.last_graph_bs or 0)
+        step = self._host_inputs(batch, pad_to=self.last_graph_bs or 0, feed=feed)
         step["graph_bs"] = self.last_graph_bs
         self.last_piecewise_size = step["piecewise"] = (
             self.piecewise.bucket(len(step["ids"])) if self.piecewise and self.last_graph_bs is None else None)
@@ -249,8 +281,27 @@ class ModelRunner:
         logits = self._execute(step)
         seqs = [seq for seq, n in batch.items if seq.num_computed_tokens + n == seq.num_tokens]
         if not seqs:
+            return None
+        n = len(seqs)
+        tokens = self._sample(logits, [s.params.temperature for s in seqs], seqs)
+        self.sampled[:n].copy_(tokens)
+        host = self.host_tokens[self.num_launched % 2][:n]
+        self.num_launched += 1
+        host.copy_(self.sampled[:n], non_blocking=self.pinned)
+        event = None
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+        return Launched(host, event)
+
+    @staticmethod
+    def collect(launched: Launched | None) -> list[int]:
+        """The sampled tokens of a launched step, in batch order (waits for the step to finish)."""
+        if launched is None:
             return []
-        return self._sample(logits, [s.params.temperature for s in seqs], seqs).tolist()
+        if launched.event is not None:
+            launched.event.synchronize()
+        return launched.host.tolist()
 
     def _execute(self, step: dict) -> torch.Tensor:
         """Logits of the sampled rows of one step (the same work on every rank)."""
@@ -260,7 +311,7 @@ class ModelRunner:
             return logits[self._tensor(rows, torch.long)] if len(rows) < bs else logits
         if step.get("piecewise"):
             _, _, meta = self._device_inputs(step, token_inputs=False)
-            hidden = self.piecewise.run(step["piecewise"], step["ids"], step["pos"], step["slots"], meta,
+            hidden = self.piecewise.run(step["piecewise"], step["ids"], step["src"], step["pos"], step["slots"], meta,
                                         self.trash_slot)
         else:
             ids, pos, meta = self._device_inputs(step)
@@ -304,7 +355,7 @@ class ModelRunner:
         they are read once it is allocated."""
         bs = self.block_size
         table, chunk = [0, 1], range(bs, 2 * bs)
-        step = dict(ids=[1] * (bs + 1), pos=[*chunk, 0], slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
+        step = dict(ids=[1] * (bs + 1), src=[-1] * (bs + 1), fed=False, pos=[*chunk, 0], slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
                     num_prefill=bs, prefill_seqs=[(0, bs, 2 * bs)], prefill_tables=[table], decode_tables=[[2]],
                     decode_ctx=[1], sample_rows=[bs - 1, bs], graph_bs=None)
         if self.varlen:
@@ -322,8 +373,8 @@ class ModelRunner:
         # (int64 context lengths: the decode kernel takes either), uploaded with one copy from a pinned
         # twin; the block tables with a second. Building ~10 small tensors and copies per step instead made
         # run() 0.30 ms (batch 1) to 1.6 ms (batch 256) longer than the replay on an H200; now 0.12 to 0.6.
-        self.graph_header = torch.tensor([[0], [0], [self.trash_slot], [1]], device=dev).repeat(1, n)
-        self.graph_ids, self.graph_pos, self.graph_slots, self.graph_ctx = self.graph_header
+        self.graph_header = torch.tensor([[0], [0], [self.trash_slot], [1], [-1]], device=dev).repeat(1, n)
+        self.graph_ids, self.graph_pos, self.graph_slots, self.graph_ctx, self.graph_src = self.graph_header
         self.graph_tables = torch.zeros(n, self.max_blocks_per_seq, dtype=torch.int32, device=dev)
         self.staging_header = torch.empty_like(self.graph_header, device="cpu").pin_memory()
         self.staging_tables = torch.empty(self.graph_tables.numel(), dtype=torch.int32).pin_memory()
@@ -335,11 +386,13 @@ class ModelRunner:
                 meta = AttentionMetadata(slot_mapping=self.graph_slots[:bs], decode_block_tables=self.graph_tables[:bs],
                                          decode_context_lens=self.graph_ctx[:bs],
                                          decode_num_splits=decode_num_splits(bs, self.num_local_kv_heads, dev))
-                args = (self.graph_ids[:bs], self.graph_pos[:bs], meta)
-                self.model.compute_logits(self.model(*args))        # warm-up: Triton JIT, cuBLAS handles
+                def forward(bs=bs, meta=meta):
+                    ids = feed_ids(self.graph_ids[:bs], self.graph_src[:bs], self.sampled)
+                    return self.model.compute_logits(self.model(ids, self.graph_pos[:bs], meta))
+                forward()                                            # warm-up: Triton JIT, cuBLAS handles
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool):
-                    self.graph_logits[bs] = self.model.compute_logits(self.model(*args))
+                    self.graph_logits[bs] = forward()
                 pool = graph.pool()
                 self.graphs[bs] = graph
         self.graph_pool = pool
@@ -349,7 +402,7 @@ class ModelRunner:
         """Uploads step `h`'s host inputs (padded to `bs` rows) into the graph's buffers and replays it."""
         self.staging_free.synchronize()     # a worker rank does not sync per step: don't overwrite in flight
         header = self.staging_header.numpy()
-        for i, key in enumerate(("ids", "pos", "slots", "decode_ctx")):
+        for i, key in enumerate(("ids", "pos", "slots", "decode_ctx", "src")):
             header[i, :bs] = h[key]
         tables = h["decode_tables"]
         width = len(tables[0])

@@ -17,6 +17,7 @@ import torch
 from planner.costmodel import PIECEWISE_TOKEN_SIZES
 
 from .attention import AttentionMetadata
+from .kernels import feed_ids
 
 
 def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
@@ -29,15 +30,18 @@ def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
 
 
 class PiecewiseGraphs:
-    def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, pool=None):
+    def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, sampled: torch.Tensor,
+                 pool=None):
         self.model = model
         self.sizes = sizes
         n, spec = sizes[-1], model.spec
         attn = model.model.layers[0].self_attn
         qkv_width = (attn.num_heads + 2 * attn.num_kv_heads) * attn.head_dim
         dtype = model.model.embed_tokens.weight.dtype
-        # ids, positions, slots: one [3, n] int64 tensor, uploaded with one copy from a pinned twin.
-        self.header = torch.tensor([[0], [0], [trash_slot]], device=device).repeat(1, n)
+        # ids, positions, slots, and where a row's token is still on the device (its row of `sampled`, else -1):
+        # one [4, n] int64 tensor, uploaded with one copy from a pinned twin.
+        self.sampled = sampled
+        self.header = torch.tensor([[0], [0], [trash_slot], [-1]], device=device).repeat(1, n)
         self.staging = torch.empty_like(self.header, device="cpu").pin_memory()
         self.staging_free = torch.cuda.Event()
         self.qkv = torch.zeros(n, qkv_width, dtype=dtype, device=device)
@@ -62,10 +66,10 @@ class PiecewiseGraphs:
         return next((s for s in self.sizes if s >= num_tokens), None)
 
     def _piece(self, i: int, size: int) -> None:
-        ids, pos, slots = self.header[0, :size], self.header[1, :size], self.header[2, :size]
+        ids, pos, slots, src = (self.header[r, :size] for r in range(4))
         meta = AttentionMetadata(slot_mapping=slots)      # all a piece reads of the metadata
         residual = self.residual[:size]
-        inp = ids if i == 0 else self.attn[:size]
+        inp = feed_ids(ids, src, self.sampled) if i == 0 else self.attn[:size]
         out, res = self.model.piece(i, inp, pos, None if i == 0 else residual, meta)
         if res.data_ptr() != residual.data_ptr():         # the embedding (piece 0); later norms add in place
             residual.copy_(res)
@@ -75,15 +79,15 @@ class PiecewiseGraphs:
         for i in range(self.model.num_pieces):
             self._piece(i, size)
 
-    def run(self, size: int, ids: list[int], pos: list[int], slots: list[int], meta: AttentionMetadata,
+    def run(self, size: int, ids: list[int], src: list[int], pos: list[int], slots: list[int], meta: AttentionMetadata,
             trash_slot: int) -> torch.Tensor:
         """Hidden states [T, hidden] of one eager step's T tokens, run at bucket `size`: the rows past T are
         padding (position 0, their K/V written to the trash slot, their attention output stale)."""
         T = len(ids)
         self.staging_free.synchronize()
         h = self.staging.numpy()
-        h[0, :T], h[1, :T], h[2, :T] = ids, pos, slots
-        h[0, T:size], h[1, T:size], h[2, T:size] = 0, 0, trash_slot
+        h[0, :T], h[1, :T], h[2, :T], h[3, :T] = ids, pos, slots, src
+        h[0, T:size], h[1, T:size], h[2, T:size], h[3, T:size] = 0, 0, trash_slot, -1
         self.header.copy_(self.staging, non_blocking=True)
         self.staging_free.record()
         graphs = self.graphs[size]

@@ -50,6 +50,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
+            if seq.num_output_tokens >= seq.params.max_tokens:
+                i += 1          # its last token is still in flight (async scheduling): it takes no more steps
+                continue
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
             while not self.block_manager.can_allocate(seq, seq.num_computed_tokens + n):
                 victim = self.running.pop()          # the latest admitted: least work lost
