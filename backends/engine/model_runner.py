@@ -355,7 +355,8 @@ class ModelRunner:
         they are read once it is allocated."""
         bs = self.block_size
         table, chunk = [0, 1], range(bs, 2 * bs)
-        step = dict(ids=[1] * (bs + 1), src=[-1] * (bs + 1), fed=False, pos=[*chunk, 0], slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
+        step = dict(ids=[1] * (bs + 1), src=[-1] * (bs + 1), fed=False, pos=[*chunk, 0],
+                    slots=[*(table[p // bs] * bs + p % bs for p in chunk), 2 * bs],
                     num_prefill=bs, prefill_seqs=[(0, bs, 2 * bs)], prefill_tables=[table], decode_tables=[[2]],
                     decode_ctx=[1], sample_rows=[bs - 1, bs], graph_bs=None)
         if self.varlen:
