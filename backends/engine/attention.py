@@ -211,8 +211,13 @@ if triton is not None:
         tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
 
 
+def decode_tile(head_dim: int) -> int:
+    """Context tokens per iteration of the decode kernel: K and V tiles of 16 KB at head_dim 128."""
+    return 64 if triton.next_power_of_2(head_dim) <= 128 else 32
+
+
 def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
-                            kv_scale=1.0):
+                            kv_scale=1.0, tile: int | None = None):
     B, H, D = q.shape
     _, block_size, KVH, _ = k_cache.shape
     assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
@@ -229,7 +234,7 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
         q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=64 if block_d <= 128 else 32, NUM_SPLITS=num_splits,
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
         KV_FP8=k_cache.dtype != q.dtype, num_warps=4)
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,

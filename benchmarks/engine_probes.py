@@ -1,0 +1,188 @@
+"""Three measurements behind cost-model and kernel choices (one GPU, about two minutes).
+
+  python benchmarks/engine_probes.py --out probes.json [--only decode,sustained,prefill]
+
+decode     the engine's decode-attention kernel by head size (64, 128), batch and context, at context tiles
+           of 32/64/128 tokens: achieved KV bandwidth against the copy bandwidth (which tile each head size
+           should use; whether one bandwidth efficiency fits both head sizes).
+sustained  one Llama-3.1-8B gate_up GEMM (8192 x 4096 x 28672, bf16) back to back for ~3 s, each call timed,
+           SM clock and power polled through NVML meanwhile: does a long compute-bound step run slower than
+           the microbenchmark's short bursts (clock throttling under sustained load)?
+prefill    Llama-3.1-8B prefills of 1024-4096 tokens through the engine's runner, on the piecewise graphs
+           where the size has a bucket and eagerly (the same size both ways at 1024 and 2048), and just past
+           a 128-row tile (2056, 2176): what the eager path and tile rounding cost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+
+def copy_bandwidth() -> float:
+    x = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        y.copy_(x)
+    end.record()
+    end.synchronize()
+    return 2 * 10 * x.numel() / (start.elapsed_time(end) / 1e3)
+
+
+def probe_decode(copy_bw: float) -> list[dict]:
+    from backends.engine import attention
+    from profilers.attention import _paged_set
+    from profilers.sweeps import AttentionShape
+    from profilers.timing import CudaTimer, rotation_sets
+
+    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    rows = []
+    for head_dim in (64, 128):
+        shape = AttentionShape(32, 8, head_dim)
+        for batch, context in ((1, 1024), (32, 1024), (128, 1024), (128, 4096), (256, 4096)):
+            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * head_dim
+            sets = [_paged_set(torch, "cuda", batch, context, shape)
+                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
+            for tile in (32, 64, 128):
+                def op(i, tile=tile, sets=sets):
+                    q, kc, vc, bt, cl = sets[i]
+                    attention.decode_attention_triton(q, kc, vc, bt, cl, head_dim ** -0.5, splits, tile=tile)
+                t = timer.time(op, len(sets)).seconds
+                rows.append({"head_dim": head_dim, "batch": batch, "context": context, "tile": tile,
+                             "splits": splits, "seconds": t, "kv_bytes": kv_bytes,
+                             "fraction_of_copy": kv_bytes / t / copy_bw,
+                             "default": tile == attention.decode_tile(head_dim)})
+            del sets
+            torch.cuda.empty_cache()
+    return rows
+
+
+def probe_sustained(seconds: float = 3.0) -> dict:
+    x = torch.randn(8192, 4096, dtype=torch.bfloat16, device="cuda")
+    w = torch.randn(4096, 28672, dtype=torch.bfloat16, device="cuda")
+    flops = 2 * 8192 * 4096 * 28672
+    samples, stop = [], threading.Event()
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+
+        def poll():
+            t0 = time.perf_counter()
+            while not stop.is_set():
+                samples.append({"t_s": time.perf_counter() - t0,
+                                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                                "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3})
+                time.sleep(0.02)
+        poller = threading.Thread(target=poll, daemon=True)
+    except Exception as e:  # noqa: BLE001 - the timings still say it
+        poller, samples = None, [{"error": f"{type(e).__name__}: {e}"}]
+    for _ in range(3):
+        x @ w
+    torch.cuda.synchronize()
+    one = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    one[0].record()
+    x @ w
+    one[1].record()
+    one[1].synchronize()
+    n = max(10, int(seconds * 1e3 / one[0].elapsed_time(one[1])))
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
+    if poller:
+        poller.start()
+    time.sleep(0.2)              # idle clock first
+    events[0].record()
+    for i in range(n):
+        x @ w
+        events[i + 1].record()
+    events[-1].synchronize()
+    time.sleep(0.1)
+    stop.set()
+    ms = [events[i].elapsed_time(events[i + 1]) for i in range(n)]
+    tflops = [flops / (m / 1e3) / 1e12 for m in ms]
+    k = max(1, n // 20)
+    return {"calls": n, "call_ms_first": statistics.median(ms[:k]), "call_ms_last": statistics.median(ms[-k:]),
+            "tflops_first": statistics.median(tflops[:k]), "tflops_last": statistics.median(tflops[-k:]),
+            "tflops_by_20th": [round(statistics.median(tflops[i:i + k]), 1) for i in range(0, n - k + 1, k)],
+            "nvml": samples}
+
+
+def probe_prefill() -> list[dict]:
+    from backends.engine.config import EngineConfig, SamplingParams, resolve_model
+    from backends.engine.engine import LLMEngine
+    from backends.engine.scheduler import ScheduledBatch
+    from backends.engine.sequence import Sequence
+
+    spec = resolve_model("Llama-3.1-8B")[0]
+    engine = LLMEngine(EngineConfig(model=spec, device="cuda", max_num_seqs=16, max_num_batched_tokens=8192,
+                                    max_model_len=8448, gpu_memory_utilization=0.5))
+    runner = engine.runner
+    piecewise = runner.piecewise
+    rows = []
+    for tokens, eager in ((1024, False), (1024, True), (2040, False), (2048, False), (2048, True), (2056, True),
+                          (2176, True), (3072, True), (4096, True)):
+        seq = Sequence(f"p{tokens}{eager}", [i % 1000 for i in range(tokens)], SamplingParams(max_tokens=1))
+        engine.block_manager.allocate(seq, tokens)
+        batch = ScheduledBatch([(seq, tokens)])
+        runner.piecewise = None if eager else piecewise
+        times = []
+        for _ in range(6):
+            t0 = time.perf_counter()
+            runner.run(batch)
+            times.append(time.perf_counter() - t0)
+        engine.block_manager.free(seq)
+        rows.append({"tokens": tokens, "eager": eager, "piecewise_tokens": runner.last_piecewise_size,
+                     "ms": statistics.median(times[1:]) * 1e3})
+    runner.piecewise = piecewise
+    engine.close()
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="probes.json")
+    ap.add_argument("--only", default="decode,sustained,prefill")
+    args = ap.parse_args()
+    which = set(args.only.split(","))
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
+    for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
+                     ("prefill", probe_prefill)):
+        if name in which:
+            t0 = time.perf_counter()
+            try:
+                out[name] = fn()
+            except Exception as e:  # noqa: BLE001 - the other probes still run
+                out[name] = {"error": f"{type(e).__name__}: {e}"[:400]}
+            print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            Path(args.out).write_text(json.dumps(out, indent=1))
+    for r in out.get("decode", []) if isinstance(out.get("decode"), list) else []:
+        print(f"decode hd{r['head_dim']} b{r['batch']} ctx{r['context']} tile{r['tile']}: {r['seconds'] * 1e6:.1f} us, "
+              f"{r['fraction_of_copy']:.2f} of copy bw")
+    s = out.get("sustained", {})
+    if "tflops_first" in s:
+        print(f"sustained GEMM: {s['tflops_first']:.0f} -> {s['tflops_last']:.0f} TFLOP/s over {s['calls']} calls; "
+              f"by 20ths: {s['tflops_by_20th']}")
+        clocks = [x for x in s["nvml"] if "sm_mhz" in x]
+        if clocks:
+            print("SM MHz / W over time:", [(round(x["t_s"], 2), x["sm_mhz"], round(x["power_w"])) for x in clocks[::10]])
+    for r in out.get("prefill", []) if isinstance(out.get("prefill"), list) else []:
+        print(f"prefill {r['tokens']} {'eager' if r['eager'] else 'graphs'} (bucket {r['piecewise_tokens']}): "
+              f"{r['ms']:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
