@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh profile2    # one GPU: full profile (two attention head sizes), full engine benchmark
 #   bash benchmarks/gpu_session.sh grid        # one GPU: the accuracy grid and serving runs (with the fit run) only
 #   bash benchmarks/gpu_session.sh async       # one GPU: CUDA-path tests, full engine benchmark without HF (sync and async)
+#   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
@@ -77,6 +78,12 @@ grid)
 async)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
   step engine 360 python3 benchmarks/bench_engine.py --no-hf --out "$OUT/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -30
+  ;;
+grid2)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
+  step profile 160 python3 -m profilers.cli profile --out "$OUT/$GPU.yaml" --no-progress 2>&1 | tail -6
+  python3 -m profilers.validate "$OUT/$GPU.yaml" > "$OUT/$GPU.validate.md" 2>&1; tail -16 "$OUT/$GPU.validate.md"
+  step accuracy 330 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 200 --tp 1 2>&1 | tail -12
   ;;
 probes)
   step probes 240 python3 benchmarks/engine_probes.py --out "$OUT/probes_$GPU.json" 2>&1 | tail -60

@@ -96,6 +96,7 @@ class Hardware:
         self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
         self.mem_eff = e.memory
         self.attn_curves = {int(k): curve_points(v, log_y=True) for k, v in e.attention_compute_by_len.items() if v}
+        self.attn_mem_factor = {int(k): v for k, v in e.attention_memory_by_head_dim.items()}
         self.mem_curve = curve_points(e.memory_by_bytes) if e.memory_by_bytes else None
         # A larger message is never faster: the running max over the measured all-reduce curve (noise).
         self.ar_curves = {int(k): _running_max(curve_points(v)) for k, v in e.allreduce_by_bytes.items() if v}
@@ -124,6 +125,13 @@ class Hardware:
         a copy of the same bytes."""
         curve = self.gemm_mem_curves.get(dtype) or self.gemm_mem_curves.get("bf16")
         return interp_log(curve, weight_bytes) if curve is not None else self.memory_efficiency(nbytes)
+
+    def attention_memory_efficiency(self, head_dim: int) -> float:
+        """Decode attention's fraction of bandwidth: the scalar, times the nearest measured head size's factor."""
+        if not self.attn_mem_factor:
+            return self.e.attention_memory
+        d = min(self.attn_mem_factor, key=lambda k: abs(math.log(k / head_dim)))
+        return self.e.attention_memory * self.attn_mem_factor[d]
 
     def attention_compute_efficiency(self, seq_tokens: float, head_dim: int) -> float:
         """Prefill attention's fraction of bf16 peak for causal sequences of `seq_tokens`: the measured curve of
@@ -375,7 +383,8 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
             ctx = min(ctx, b.decode_seqs * window)
         flops = 2 * heads * (qk_d + v_d) * ctx
         nbytes = ctx * kv_tok + b.decode_seqs * heads * (qk_d + v_d) * ACT_BYTES
-        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute, hw.e.attention_memory)
+        t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute,
+                              hw.attention_memory_efficiency(qk_d))
         ops.append(OpCost("attention_decode", flops, nbytes, max(t, floor_s), bound, count))
     return ops
 

@@ -144,6 +144,8 @@ class Efficiency(_Base):
     # ... by sequence length (measured; x = tokens of a causal prefill), per head size, preferred over the scalar
     attention_compute_by_len: dict[str, list[CurvePoint]] = {}
     attention_memory: float = 0.80              # decode attention, fraction of bandwidth
+    # ... relative to that, by head size (measured: the decode kernel streams narrower K/V rows less well)
+    attention_memory_by_head_dim: dict[str, float] = {}
     kernel_overhead_s: float = 4e-6             # per kernel launch, eager, not hidden under CUDA graphs
     graph_kernel_overhead_s: float = 1.5e-6     # per kernel under CUDA graph replay
     step_overhead_s: float = 2.0e-4             # scheduler + sampling + host work per engine step

@@ -80,10 +80,13 @@ def _steps(names: list[str], sweep: Sweep, device: DeviceInfo, raw: dict, ctx,
         steps += [Step("attention", f"prefill S={s} D={a.head_dim}",
                        lambda s=s, a=a: attention.measure_prefill(ctx, a, s), raw["prefill"].append)
                   for a in shapes for s in sweep.prefill_seqs]
-        steps += [Step("attention", f"decode B={b} L={c}",
-                       lambda b=b, c=c: attention.measure_decode(ctx, sweep.attention, b, c),
-                       raw["decode"].append)
-                  for b, c in sweep.decode_points]
+        # decode: every head size at the primary's biggest points (the cost model scales by head size), then
+        # the primary's whole grid (the scalar comes from it; its first point goes first)
+        biggest = sorted(sweep.decode_points, key=lambda p: p[0] * p[1])[-2:]
+        steps += [Step("attention", f"decode B={b} L={c} D={a.head_dim}",
+                       lambda b=b, c=c, a=a: attention.measure_decode(ctx, a, b, c), raw["decode"].append)
+                  for a, points in [(shapes[0], sweep.decode_points)] + [(a, biggest) for a in shapes[1:]]
+                  for b, c in points]
     if "launch" in names:
         steps.append(Step("launch", f"{sweep.launch_kernels} tiny kernels",
                           lambda: launch.measure_launch(ctx, sweep.launch_kernels),

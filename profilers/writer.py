@@ -79,8 +79,15 @@ def _attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Eff
                      for r in sorted(prefill, key=lambda r: r["seq"]) if r["head_dim"] == d]
             for d in sorted({r["head_dim"] for r in prefill})}
     if decode:
-        biggest = sorted(decode, key=lambda r: r["kv_bytes"])[-2:]
-        eff.attention_memory = statistics.median(r["kv_bytes"] / r["seconds"] / bandwidth for r in biggest)
+        # The scalar from the primary head size's biggest reads; other head sizes as factors of it.
+        def biggest_eff(head_dim):
+            rows = sorted((r for r in decode if r.get("head_dim", head_dim) == head_dim), key=lambda r: r["kv_bytes"])
+            return statistics.median(r["kv_bytes"] / r["seconds"] / bandwidth for r in rows[-2:])
+        primary = decode[0].get("head_dim")
+        eff.attention_memory = biggest_eff(primary)
+        dims = sorted({r["head_dim"] for r in decode if "head_dim" in r})
+        if len(dims) > 1:
+            eff.attention_memory_by_head_dim = {str(d): biggest_eff(d) / eff.attention_memory for d in dims}
 
 
 def apply_collectives(eff: Efficiency, results: dict[str, dict], link_bytes_per_s: float) -> dict:

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from planner import catalog
 from planner.costmodel import (Batch, Deployment, allreduce_time_s, expected_active_experts, gemm_cost, gemm_time_s,
-                               prepare, step_time_s)
+                               prepare, step_ops, step_time_s)
 from planner.memory import memory_breakdown, weight_bytes_per_gpu
 from planner.params import param_counts
 from planner.schemas import Efficiency, HardwareProfile, Interconnect
@@ -180,6 +180,23 @@ def test_prefill_attention_efficiency_by_length_and_head_size():
     assert h.attention_compute_efficiency(8192, 96) in (pytest.approx(0.4), pytest.approx(0.25))   # nearest size
     assert h.attention_compute_efficiency(2048, 128) == pytest.approx(0.2, rel=1e-6)   # log-log: 0.1 * 4^0.5
     assert prepare(TOY).attention_compute_efficiency(2048, 128) == TOY.efficiency.attention_compute   # no curve
+
+
+def test_decode_attention_bandwidth_by_head_size():
+    """The measured factor of the nearest head size scales the decode-attention bandwidth; none: the scalar."""
+    eff = TOY.efficiency.model_copy(update={"attention_memory": 0.9,
+                                            "attention_memory_by_head_dim": {"64": 0.8, "128": 1.0}})
+    h = prepare(TOY.model_copy(update={"efficiency": eff}))
+    assert h.attention_memory_efficiency(64) == pytest.approx(0.72)
+    assert h.attention_memory_efficiency(128) == pytest.approx(0.9)
+    assert h.attention_memory_efficiency(256) == pytest.approx(0.9)
+    assert prepare(TOY).attention_memory_efficiency(64) == TOY.efficiency.attention_memory
+    small = catalog.load_model("llama-1b")
+    b = Batch(decode_seqs=64, decode_ctx_tokens=64 * 4096)
+    t = {hw.name: {o.name: o for o in step_ops(hw, Deployment(small), b)}["attention_decode"].time_s
+         for hw in (h, prepare(TOY.model_copy(update={"name": "flat", "efficiency": eff.model_copy(
+             update={"attention_memory_by_head_dim": {}})})))}
+    assert t["TOY"] == pytest.approx(t["flat"] / 0.8, rel=1e-3)
 
 
 def test_served_steps_pay_the_servers_per_sequence_work():
