@@ -90,9 +90,10 @@ def test_qk_norm_rope_store(qk_norm):
 
 @pytest.mark.parametrize("num_splits", [1, 2, 4])
 @pytest.mark.parametrize("H,KVH", [(8, 2), (4, 4)])
-def test_decode_attention(num_splits, H, KVH):
+@pytest.mark.parametrize("D", [32, 128])          # 128- and 64-token context tiles
+def test_decode_attention(num_splits, H, KVH, D):
     g = torch.Generator().manual_seed(3)
-    D, BS, NB = 32, 16, 80
+    BS, NB = 16, 80
     ctx = torch.tensor([1, 17, 100, 300], dtype=torch.int32, device=DEVICE)
     B = len(ctx)
     k_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
