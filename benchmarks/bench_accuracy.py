@@ -263,7 +263,8 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
     trace.write_text(json.dumps({"event": "config", "model": spec.model_dump(mode="json", exclude_none=True),
                                  "tp": 1, "weight_dtype": "bf16", "kv_dtype": "bf16", "served": True}) + "\n")
     log_dir = Path(tempfile.mkdtemp(prefix="acc-serving-"))
-    extra = ["--trace", str(trace)] + (["--num-kv-blocks", "2048"] if args.device == "cpu" else [])
+    extra = ["--trace", str(trace)] + (["--num-kv-blocks", "2048"] if args.device == "cpu" else []) \
+        + (["--async-scheduling"] if args.async_scheduling else [])
     opts = BenchOptions(backend="builtin",
                         server=ServerOptions(device=args.device, model="tiny" if args.tiny else spec.name,
                                              extra_args=extra, log_dir=log_dir),
@@ -311,7 +312,8 @@ def bucket_point(line: str) -> str:
 def engine_features(kv: dict | None) -> dict:
     """How the engine ran steps with prefill tokens (its kv_cache report), for the trace's config line."""
     kv = kv or {}
-    return {"piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill"))}
+    return {"piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill")),
+            "async_scheduling": bool(kv.get("async_scheduling"))}
 
 
 # --------------------------------------------------------------------------- CPU profile (tiny)
@@ -347,6 +349,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default="bf16,fp8")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--tiny", action="store_true", help="the tiny model for every case (CPU check)")
+    p.add_argument("--async-scheduling", action="store_true", help="serve with the engine's async scheduling")
     p.add_argument("--case", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case-model", help=argparse.SUPPRESS)
     p.add_argument("--case-dtype", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh profile2    # one GPU: full profile (two attention head sizes), full engine benchmark
 #   bash benchmarks/gpu_session.sh grid        # one GPU: the accuracy grid and serving runs (with the fit run) only
 #   bash benchmarks/gpu_session.sh async       # one GPU: CUDA-path tests, full engine benchmark without HF (sync and async)
+#   bash benchmarks/gpu_session.sh serving_async  # one GPU: the serving runs with the engine's async scheduling
 #   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
@@ -78,6 +79,9 @@ grid)
 async)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
   step engine 360 python3 benchmarks/bench_engine.py --no-hf --out "$OUT/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -30
+  ;;
+serving_async)
+  step serving 360 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   ;;
 grid2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8

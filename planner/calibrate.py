@@ -138,7 +138,8 @@ def deployment_from(cfg: dict) -> Deployment:
     # Engines before piecewise graphs and varlen prefill wrote neither key: their eager steps were per-sequence.
     return Deployment(spec, int(cfg.get("tp", 1)), 1, cfg.get("weight_dtype", "bf16"), cfg.get("kv_dtype", "bf16"),
                       bool(cfg.get("cuda_graphs", True)), piecewise_sizes=tuple(cfg.get("piecewise_sizes") or ()),
-                      varlen_prefill=bool(cfg.get("varlen_prefill", False)), served=bool(cfg.get("served", False)))
+                      varlen_prefill=bool(cfg.get("varlen_prefill", False)), served=bool(cfg.get("served", False)),
+                      async_scheduling=bool(cfg.get("async_scheduling", False)))
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -324,7 +325,8 @@ def simulate_run(hw: HardwareProfile, doc: dict, step_scale: float = 1.0) -> dic
     model = run_model(doc)
     # What the engine reported of its prefill path (older engines reported neither: eager, per sequence).
     d = replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
-                varlen_prefill=bool(engine.get("varlen_prefill")), served=True)
+                varlen_prefill=bool(engine.get("varlen_prefill")), served=True,
+                async_scheduling=bool(engine.get("async_scheduling")))
     return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d,
                     step_scale=step_scale).metrics()
 

@@ -17,7 +17,8 @@ kernels already queued: such a step takes max(GPU time, launches x kernel_overhe
 small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
 token bucket) the step runs padded to its bucket and the host issues one graph per layer plus the attention's
 own launches. On top of either comes the engine's host work per step: `step_overhead_s` plus
-`per_seq_overhead_s` per sequence in the step, and `served_per_seq_overhead_s` more behind a streaming server.
+`per_seq_overhead_s` per sequence in the step, and `served_per_seq_overhead_s` more behind a streaming server;
+with async scheduling that work overlaps the GPU's, and a step takes the longer of the two.
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -316,6 +317,9 @@ class Deployment:
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
     varlen_prefill: bool = True
     served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
+    # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
+    # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.
+    async_scheduling: bool = False
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -540,7 +544,8 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
     per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
     if not graphs_hide_launches(d, b):
         per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
-    return d.pp * per_stage + p2p_time_s(hw, d, b) + host_overhead_s(hw, d, b)
+    device_s, host_s = d.pp * per_stage + p2p_time_s(hw, d, b), host_overhead_s(hw, d, b)
+    return max(device_s, host_s) if d.async_scheduling else device_s + host_s
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:

@@ -97,7 +97,8 @@ _TIMERS: dict[tuple, StepTimer] = {}
 def step_timer(hw: Hardware, d: Deployment) -> StepTimer:
     """Shared between simulations of one deployment (scheduler settings do not change step times)."""
     m = d.model
-    key = (id(hw), m.name, m.num_layers, m.hidden_size, d.tp, d.pp, d.weight_dtype, d.kv_dtype, d.cuda_graphs)
+    key = (id(hw), m.name, m.num_layers, m.hidden_size, d.tp, d.pp, d.weight_dtype, d.kv_dtype, d.cuda_graphs,
+           d.piecewise_sizes, d.varlen_prefill, d.served, d.async_scheduling)
     t = _TIMERS.get(key)
     if t is None or t.hw is not hw:
         t = _TIMERS[key] = StepTimer(hw, d)

@@ -91,7 +91,7 @@ class LLMEngine:
         # clock_origin_s: that origin on the host's monotonic clock (time.perf_counter), which a load generator
         # on the same host shares: its send times line up with the trace's steps.
         log_json({**self.runner.kv_info(), "load_time_s": round(self.runner.load_time_s, 3),
-                  "clock_origin_s": self._t_start})
+                  "clock_origin_s": self._t_start, "async_scheduling": config.async_scheduling})
 
     # ----------------------------------------------------------------------- requests
     def add_request(self, prompt_token_ids: Seq[int], params: SamplingParams | None = None,
