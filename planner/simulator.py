@@ -12,6 +12,9 @@ One replica follows the scheduling policy of vLLM V1 (and the built-in engine), 
 3. the step lasts costmodel.step_time_s for its composition; decodes emit a token at its end, and so does a
    prefill that completes its prompt (the first token, or the next one after a preemption).
 
+With async scheduling (the built-in engine's --async-scheduling) a step's batch is chosen while the step before
+it runs, so it admits only the requests that had arrived when that step started.
+
 Decoding requests advance in lock-step, so the simulator keeps their aggregate (count, context sum, block
 phase) instead of touching each request every step: per step it costs O(1) plus the requests that start,
 finish or are preempted in it. Step times are memoised on the composition with its large sums rounded to 8
@@ -141,6 +144,10 @@ class Replica:
     def __init__(self, index: int, timer: StepTimer, cfg: EngineConfig, log: _Log, step_scale: float = 1.0):
         self.index, self.timer, self.cfg, self.log = index, timer, cfg, log
         self.step_scale = step_scale          # multiplies every step time (prediction intervals)
+        # Async scheduling: a step's batch is chosen when the step before it starts on the GPU, so it takes in
+        # only the requests that had arrived by then (None: no step in flight).
+        self.async_scheduling = timer.d.async_scheduling
+        self.prev_start: float | None = None
         self.arrivals: list[int] = []          # request ids routed here, in arrival order
         self.next_arrival = 0
         self.now = 0.0
@@ -230,7 +237,8 @@ class Replica:
         now, k = self.now, self.step
         while True:
             na = self.next_arrival
-            while na < len(arrivals) and arrival_t[arrivals[na]] <= now:
+            cutoff = now if self.prev_start is None else self.prev_start
+            while na < len(arrivals) and arrival_t[arrivals[na]] <= cutoff:
                 rid = arrivals[na]
                 target[rid], computed[rid], generated[rid] = log.inp[rid], 0, 0
                 waiting.append(rid)
@@ -239,7 +247,8 @@ class Replica:
             if self.n_running == 0 and not waiting:
                 if na >= len(arrivals) or arrival_t[arrivals[na]] >= t_limit:
                     break
-                now = arrival_t[arrivals[na]]
+                now = max(now, arrival_t[arrivals[na]])
+                self.prev_start = None              # idle: the next batch is chosen when it starts
                 continue
             if now >= t_limit:
                 break
@@ -304,6 +313,8 @@ class Replica:
                 now = max(now, arrival_t[arrivals[na]])
                 continue
             dt *= self.step_scale
+            if self.async_scheduling:
+                self.prev_start = now
             now += dt
             step_dt.append(dt)
             step_dec.append(n_dec)
