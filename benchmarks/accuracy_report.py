@@ -230,17 +230,16 @@ def step_model(step: dict, case: dict) -> dict:
     return load_model(case["model"]).model_dump()
 
 
-def serving_only(directory: Path, calibrated: dict[str, HardwareProfile]) -> list[str]:
+def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]]) -> list[str]:
     """A directory of served runs alone (another engine setting on a GPU calibrated above): its runs predicted by
-    that calibration and the GPU's datasheet profile, never fitted."""
+    that calibration and the profiles it started from, never fitted."""
     doc = json.loads((directory / "serving.json").read_text())
-    gpu = doc["meta"]["gpu"]
+    gpu = doc["meta"].get("gpu") or "CPU (tiny)"
     if gpu not in calibrated:
         return [f"## {directory.name}", "", f"No step grid of {gpu} in this report to predict these runs with.", ""]
-    from planner import catalog
     features = ", ".join(f"{k} {v}" for k, v in (doc.get("kv_cache") or {}).items() if k == "async_scheduling")
     name = f"{gpu} ({directory.name}: {features or 'serving runs'})"
-    hws = {"calibrated": calibrated[gpu], "datasheet": catalog.load_hardware(gpu, "datasheet")}
+    hws = calibrated[gpu]
     lines = [f"## {name}", "", f"Machine: {doc['meta'].get('device_name')}, {doc['meta'].get('date')}; "
              f"`{doc['meta'].get('command')}`. Predicted by the {gpu} calibration above (fitted on synchronous-engine "
              "steps only).", ""]
@@ -249,7 +248,7 @@ def serving_only(directory: Path, calibrated: dict[str, HardwareProfile]) -> lis
     return lines + server_section(name, directory / "serving_trace.jsonl", doc)
 
 
-def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, HardwareProfile]) -> list[str]:
+def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, dict[str, HardwareProfile]]) -> list[str]:
     if not (directory / "step.json").exists():
         return serving_only(directory, calibrated)
     step = json.loads((directory / "step.json").read_text())
@@ -257,7 +256,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, Ha
     name = step["meta"].get("gpu") or "CPU (tiny)"
     fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
     c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
-    calibrated[name] = c.profile
+    calibrated[name] = {"calibrated": c.profile, **base}
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
              f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
     lines += step_section(name, c, base)
@@ -284,7 +283,7 @@ def report(dirs: list[Path], holdout: float, seed: int) -> str:
              "(a fourth served run, at another load and seed, made only for this), its engine steps, bucketed by "
              "composition, are fitted too: they are what shows the server's own per-sequence host work. The "
              "serving runs reported are never fitted.", ""]
-    calibrated: dict[str, HardwareProfile] = {}
+    calibrated: dict[str, dict[str, HardwareProfile]] = {}
     for d in dirs:
         lines += machine(d, holdout, seed, calibrated)
     lines += ["## Reproduce", "", "```bash",

@@ -33,3 +33,29 @@ def test_report_on_synthetic_machine(tmp_path):
     for needle in ("step level (held-out points)", "calibrated ms (err)", "datasheet ms (err)", "median",
                    "engine KV tokens", "Planned as fitting but out of memory: Llama-3.1-8B fp8 TP1", "## Reproduce"):
         assert needle in text, needle
+
+
+def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
+    """bench_accuracy.py on the CPU (tiny model: step grid + served runs, then served runs with async scheduling)
+    and the report over both directories: the serving rows with realised load and intervals, the server's
+    intake and garbage collection, and the async directory predicted by the first one's calibration."""
+    import subprocess
+    import sys
+
+    import pytest
+    pytest.importorskip("torch")
+    grid, overlapped = tmp_path / "CPU", tmp_path / "CPU-async"
+    bench = [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--device", "cpu", "--tiny"]
+    subprocess.run([*bench, "--out-dir", str(grid)], check=True, capture_output=True, timeout=600)
+    subprocess.run([*bench, "--only", "serving", "--async-scheduling", "--out-dir", str(overlapped)], check=True,
+                   capture_output=True, timeout=600)
+    doc = json.loads((overlapped / "serving.json").read_text())
+    assert doc["kv_cache"]["async_scheduling"] and all(len(r["samples"]) == r["metrics"]["completed"]
+                                                       for r in doc["runs"])
+    out = tmp_path / "ACCURACY.md"
+    assert _module().main([str(grid), str(overlapped), "--out", str(out)]) == 0
+    text = out.read_text()
+    for needle in ("serving level (never fitted)", "| load | realised | requests |", "calibrated interval",
+                   "the server around the engine", "intake p50 ms", "Garbage collection:",
+                   "CPU (tiny) (CPU-async: async_scheduling True)"):
+        assert needle in text, needle
