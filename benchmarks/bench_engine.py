@@ -151,19 +151,24 @@ def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dic
     return rows
 
 
-def bench_prefill(engine, spec, tokens, gemm_flops, device) -> dict:
-    runner = engine.runner
-    seq = Sequence("prefill", [i % spec.vocab_size for i in range(tokens)], SamplingParams(max_tokens=1))
+def prefill_s(engine: LLMEngine, tokens: int, reps: int = 3) -> float:
+    """Median wall time of one lone prefill of `tokens` through the runner (after one warm-up)."""
+    vocab = engine.config.model.vocab_size
+    seq = Sequence(f"prefill-{tokens}", [i % vocab for i in range(tokens)], SamplingParams(max_tokens=1))
     engine.block_manager.allocate(seq, tokens)
     batch = ScheduledBatch([(seq, tokens)])
-    runner.run(batch)
+    engine.runner.run(batch)
     times = []
-    for _ in range(3):
+    for _ in range(reps):
         t0 = time.perf_counter()
-        runner.run(batch)
+        engine.runner.run(batch)
         times.append(time.perf_counter() - t0)
     engine.block_manager.free(seq)
-    seconds = statistics.median(times)
+    return statistics.median(times)
+
+
+def bench_prefill(engine, spec, tokens, gemm_flops, device) -> dict:
+    seconds = prefill_s(engine, tokens)
     s = spec
     q, kv = s.num_attention_heads * s.head_dim, s.num_kv_heads * s.head_dim
     linear_params = s.num_layers * (s.hidden_size * (q + 2 * kv) + q * s.hidden_size

@@ -120,10 +120,9 @@ def probe_sustained(seconds: float = 3.0) -> dict:
 
 
 def probe_prefill() -> list[dict]:
-    from backends.engine.config import EngineConfig, SamplingParams, resolve_model
+    from backends.engine.config import EngineConfig, resolve_model
     from backends.engine.engine import LLMEngine
-    from backends.engine.scheduler import ScheduledBatch
-    from backends.engine.sequence import Sequence
+    from benchmarks.bench_engine import prefill_s
 
     spec = resolve_model("Llama-3.1-8B")[0]
     engine = LLMEngine(EngineConfig(model=spec, device="cuda", max_num_seqs=16, max_num_batched_tokens=8192,
@@ -133,18 +132,9 @@ def probe_prefill() -> list[dict]:
     rows = []
     for tokens, eager in ((1024, False), (1024, True), (2040, False), (2048, False), (2048, True), (2056, True),
                           (2176, True), (3072, True), (4096, True)):
-        seq = Sequence(f"p{tokens}{eager}", [i % 1000 for i in range(tokens)], SamplingParams(max_tokens=1))
-        engine.block_manager.allocate(seq, tokens)
-        batch = ScheduledBatch([(seq, tokens)])
         runner.piecewise = None if eager else piecewise
-        times = []
-        for _ in range(6):
-            t0 = time.perf_counter()
-            runner.run(batch)
-            times.append(time.perf_counter() - t0)
-        engine.block_manager.free(seq)
-        rows.append({"tokens": tokens, "eager": eager, "piecewise_tokens": runner.last_piecewise_size,
-                     "ms": statistics.median(times[1:]) * 1e3})
+        ms = prefill_s(engine, tokens, reps=5) * 1e3
+        rows.append({"tokens": tokens, "eager": eager, "piecewise_tokens": runner.last_piecewise_size, "ms": ms})
     runner.piecewise = piecewise
     engine.close()
     return rows
