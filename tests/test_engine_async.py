@@ -72,14 +72,18 @@ def test_seeded_sampling_and_abort():
     assert overlapped == sync
     engine = make_engine(True, num_kv_blocks=32)
     ids = [engine.add_request(p, SamplingParams(max_tokens=100, ignore_eos=True)) for p in ps[:3]]
+    received = {i: 0 for i in ids}
     for _ in range(4):
-        engine.step()
+        for o in engine.step():
+            received[o.request_id] += len(o.new_token_ids)
     engine.abort_request(ids[1])
     done = {}
     for _ in range(3):
         for o in engine.step():
+            received[o.request_id] += len(o.new_token_ids)
             done.setdefault(o.request_id, o)
-    assert done[ids[1]].finish_reason == "abort"
+    # the token in flight when the abort came is dropped, and not counted
+    assert done[ids[1]].finish_reason == "abort" and done[ids[1]].num_output_tokens == received[ids[1]]
     for i in (ids[0], ids[2]):
         engine.abort_request(i)
     while engine.has_unfinished():

@@ -131,12 +131,15 @@ class LLMEngine:
             elif item in self.seqs:
                 seq = self.seqs.pop(item)
                 self.scheduler.finish(seq, "abort")
-                outputs.append(self._output(seq, []))
+                while seq.token_ids[-1] == PENDING_TOKEN:     # tokens still in flight are dropped
+                    seq.token_ids.pop()
+                outputs.append(self._output(seq, [], seq.num_output_tokens))
         return outputs
 
-    def _output(self, seq: Sequence, new_tokens: list[int]) -> RequestOutput:
+    @staticmethod
+    def _output(seq: Sequence, new_tokens: list[int], num_output_tokens: int) -> RequestOutput:
         return RequestOutput(seq.request_id, new_tokens, seq.finish_reason is not None, seq.finish_reason,
-                             seq.num_prompt_tokens, seq.num_output_tokens)
+                             seq.num_prompt_tokens, num_output_tokens)
 
     # ----------------------------------------------------------------------- step
     def step(self) -> list[RequestOutput]:
@@ -152,7 +155,7 @@ class LLMEngine:
         if not self.async_scheduling:
             self._inflight = launched
         if self._inflight is not None:
-            outputs += self._resolve(self._inflight, t0)
+            outputs += self._resolve(self._inflight)
         self._inflight = launched if self.async_scheduling else None
         return outputs
 
@@ -176,7 +179,7 @@ class LLMEngine:
         record = self._trace_record(batch) if self._trace else None
         return _InFlight(handle, sampled, record, t0, t1)
 
-    def _resolve(self, step: "_InFlight", t_step: float) -> list[RequestOutput]:
+    def _resolve(self, step: "_InFlight") -> list[RequestOutput]:
         """Reads a launched step's tokens into its sequences; finishes those that reached max_tokens or stopped.
         A sequence finished or aborted since the step was launched (async scheduling) drops its token."""
         outputs = []
@@ -193,8 +196,7 @@ class LLMEngine:
             if seq.finish_reason:
                 del self.seqs[seq.request_id]
                 self.stats.requests_finished_total += 1
-            outputs.append(RequestOutput(seq.request_id, [token], seq.finish_reason is not None, seq.finish_reason,
-                                         seq.num_prompt_tokens, idx + 1 - seq.num_prompt_tokens))
+            outputs.append(self._output(seq, [token], idx + 1 - seq.num_prompt_tokens))
         # A step's time: from its start to its tokens, or under async scheduling from the end of the step before
         # (steps overlap: each is charged the interval between completions).
         now = time.perf_counter()

@@ -36,7 +36,6 @@ class Launched:
     event: torch.cuda.Event | None
 
 
-
 class ModelRunner:
     """Rank 0 (or the only rank) is driven by the engine through `run`; under tensor parallelism it broadcasts
     each step's host inputs and ranks 1.. replay them in `worker_loop`, so every rank runs the same kernels
