@@ -30,11 +30,16 @@ UNSTABLE = "utilisation>=1 (queue grows)"
 FRONT_POINTS = 8
 
 
+def one_replica(plan: Plan, workload: Workload) -> tuple[Plan, Workload]:
+    """What the simulator runs for a plan: one of its replicas, at its share of the rate."""
+    return (plan.model_copy(update={"replicas": 1, "num_gpus": plan.gpus_per_replica}),
+            workload.model_copy(update={"rate_rps": workload.rate_rps / plan.replicas}))
+
+
 def simulated_prediction(model: ModelSpec, hw: Hardware, plan: Plan, workload: Workload, slos: list[SLO],
                          pred: Prediction, n_requests: int = SIM_REQUESTS, seed: int = 0) -> Prediction:
     """`pred` with simulated means, percentiles and throughput (one replica at rate / replicas)."""
-    one = plan.model_copy(update={"replicas": 1, "num_gpus": plan.gpus_per_replica})
-    wl = workload.model_copy(update={"rate_rps": workload.rate_rps / plan.replicas})
+    one, wl = one_replica(plan, workload)
     r = simulate_workload(model, hw, one, wl, n_requests, seed, slos=slos, warmup_fraction=WARMUP_FRACTION)
     thr = r.output_throughput_tok_s * plan.replicas
     cost_h = pred.cost_per_hour
@@ -56,8 +61,7 @@ def propagated_band(model: ModelSpec, hw: Hardware, plan: Plan, workload: Worklo
                     n_requests: int = SIM_REQUESTS, seed: int = 0) -> dict[str, list[float]]:
     """Prediction field -> [low, high] of the simulated latencies when every step takes (1 + lo) and (1 + hi)
     times the cost model's time (planner.uncertainty). A run that saturates gives infinity."""
-    one = plan.model_copy(update={"replicas": 1, "num_gpus": plan.gpus_per_replica})
-    wl = workload.model_copy(update={"rate_rps": workload.rate_rps / plan.replicas})
+    one, wl = one_replica(plan, workload)
     ends = []
     for scale in (1 + step_band[0], 1 + step_band[1]):
         r = simulate_workload(model, hw, one, wl, n_requests, seed, warmup_fraction=WARMUP_FRACTION, step_scale=scale)
