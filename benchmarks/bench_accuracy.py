@@ -240,13 +240,6 @@ def predicted_capacity_rps(spec: ModelSpec, gpu: str | None, plan: Plan, inp: in
         return None
 
 
-def kv_event(log_path: Path) -> dict | None:
-    for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"kv_cache"' in line:
-            return json.loads(line)
-    return None
-
-
 def serving(args, gpu: str | None, out_dir: Path) -> dict:
     from backends.harness.bench import BenchOptions, BenchSession, WorkloadOptions
     from backends.harness.runner import LoadConfig
@@ -275,7 +268,7 @@ def serving(args, gpu: str | None, out_dir: Path) -> dict:
     doc = {"model_spec": spec.model_dump(mode="json", exclude_none=True), "predicted_capacity_rps": capacity,
            "runs": []}
     with BenchSession(plan, None, opts) as session:
-        doc["kv_cache"] = kv_event(session.server._managed.log_path)
+        doc["kv_cache"] = session.server.engine_report()
         # The engine's step features, from what it reported (the config line was written before it started).
         lines = trace.read_text().splitlines(keepends=True)
         trace.write_text("".join([json.dumps({**json.loads(lines[0]), **engine_features(doc["kv_cache"])}) + "\n",

@@ -16,9 +16,11 @@ from planner.errors import UsageError
 from planner.memory import memory_breakdown
 from planner.parse import parse_slo
 from planner.predict import deployment_of, predict as _predict, prefill_time_s
-from planner.refine import FINALISTS, Refined, pareto_fronts, propagated_band, refine
+from planner.refine import FINALISTS, Refined, pareto_fronts, propagated_band, refine, with_simulation
 from planner.schemas import SLO, LengthDist, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search
+from planner.arrivals import Requests
+from planner.simulator import simulate_engine_run
 from planner.uncertainty import step_band, with_interval
 
 DEFAULT_INPUT_TOKENS = 1024
@@ -41,6 +43,20 @@ def predict(plan: Plan, wl: Workload, profile: str = "auto") -> Prediction:
     """Predicted serving metrics for a plan (model and GPU looked up in the catalogs), with its interval."""
     hw = catalog.load_hardware(plan.hardware, profile)
     return with_interval(_predict(catalog.load_model(plan.model), hw, plan, wl), hw)
+
+
+def predict_run(plan: Plan, wl: Workload, sent: Requests | None = None, engine: dict | None = None,
+                profile: str = "auto") -> Prediction:
+    """What a `plan bench run` of this plan should measure. Given the requests it `sent` (arrival offsets and
+    lengths) at a rate with no concurrency cap: their simulation on the engine as it reported itself
+    (`engine`), so queueing, percentiles and the realised rate are in it. Otherwise the analytic steady state."""
+    spec, hw = catalog.load_model(plan.model), catalog.load_hardware(plan.hardware, profile)
+    pred = _predict(spec, hw, plan, wl)
+    if sent is not None and len(sent) and wl.rate_rps is not None and not wl.concurrency:
+        r = simulate_engine_run(spec, hw, plan, sent, engine)
+        pred = with_simulation(pred, r, 1, plan.num_gpus, {"requests": len(sent), "stream": "the requests sent",
+                                                           "engine_reported": bool(engine)})
+    return with_interval(pred, hw)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +121,17 @@ def load_trace(path: str | Path) -> Requests:
     t = t[order] - t[order][0]
     as_len = lambda a: np.maximum(np.rint(a[order]), 1).astype(np.int64)  # noqa: E731
     return Requests(t, as_len(inp), as_len(out))
+
+
+def harness_requests(workload: Workload, n: int, seed: int) -> Requests:
+    """The request stream the bench harness sends (backends/harness/runner.py): its arrival offsets are 0, g0,
+    g0+g1, ... from one gamma draw of default_rng(seed) (`synthetic` starts from g1, a different stream);
+    lengths as synthetic draws them (fixed lengths in the accuracy runs)."""
+    reqs = synthetic(workload, n, seed)
+    rate = workload.rate_rps
+    if rate is None or math.isinf(rate) or workload.arrival == "constant":
+        return reqs
+    shape = 1.0 if workload.arrival == "poisson" else workload.burstiness
+    gaps = np.random.default_rng(seed).gamma(shape, 1.0 / (rate * shape), n)
+    times = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+    return replace(reqs, arrival_s=times)

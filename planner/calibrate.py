@@ -290,45 +290,22 @@ def run_model(doc: dict) -> ModelSpec:
     return load_model(doc["plan"]["model"])
 
 
-def harness_requests(workload: Workload, n: int, seed: int):
-    """The request stream the bench harness sent (backends/harness/runner.py): its arrival offsets are 0, g0,
-    g0+g1, ... from one gamma draw of default_rng(seed) (planner.arrivals.synthetic starts from g1, a different
-    stream); lengths as synthetic draws them (fixed lengths in the accuracy runs)."""
-    from planner.arrivals import synthetic
-
-    reqs = synthetic(workload, n, seed)
-    rate = workload.rate_rps
-    if rate is None or math.isinf(rate) or workload.arrival == "constant":
-        return reqs
-    shape = 1.0 if workload.arrival == "poisson" else workload.burstiness
-    gaps = np.random.default_rng(seed).gamma(shape, 1.0 / (rate * shape), n)
-    times = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
-    return replace(reqs, arrival_s=times)
-
-
 def simulate_run(hw: HardwareProfile, doc: dict, step_scale: float = 1.0) -> dict:
-    """The simulator's metrics for the load a bench run applied, on the KV capacity the engine reported
-    when the run says (so timing is checked apart from the memory model); `step_scale` multiplies every step
-    time (the ends of a prediction interval)."""
-    from planner.predict import deployment_of
-    from planner.simulator import simulate
+    """The simulator's metrics for the load a bench run applied (its own arrivals), on the engine it reported
+    (planner.simulator.simulate_harness_run); `step_scale` multiplies every step time (an interval's ends)."""
+    from planner.arrivals import harness_requests
+    from planner.simulator import simulate_engine_run
 
-    plan = Plan.model_validate(doc["plan"])
     cfg = doc.get("config") or {}
     load, wl = cfg.get("load") or {}, cfg.get("workload") or {}
     workload = Workload(input_tokens=LengthDist(**wl.get("input_tokens", {"mean": 1024})),
                         output_tokens=LengthDist(**wl.get("output_tokens", {"mean": 128})),
                         rate_rps=load.get("rate_rps"), concurrency=load.get("max_concurrency"),
                         arrival=load.get("arrival", "poisson"), burstiness=load.get("burstiness", 1.0))
+    # Runs recorded before engines reported anything still ran the old eager prefill: an empty report says so.
     reqs = harness_requests(workload, int(load.get("num_requests") or 200), int(load.get("seed") or 0))
-    engine = doc.get("kv_cache") or {}
-    model = run_model(doc)
-    # What the engine reported of its prefill path (older engines reported neither: eager, per sequence).
-    d = replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
-                varlen_prefill=bool(engine.get("varlen_prefill")), served=True,
-                async_scheduling=bool(engine.get("async_scheduling")))
-    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d,
-                    step_scale=step_scale).metrics()
+    return simulate_engine_run(run_model(doc), hw, Plan.model_validate(doc["plan"]), reqs,
+                               doc.get("kv_cache") or {"piecewise_sizes": []}, step_scale).metrics()
 
 
 def run_errors(hw: HardwareProfile, doc: dict, metrics: dict[str, str] = RUN_METRICS) -> dict[str, dict]:

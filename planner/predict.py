@@ -13,7 +13,7 @@ The simulator (planner.simulator) adds queueing and percentiles on top of the sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner.costmodel import Batch, Deployment, Hardware, prepare, step_breakdown, step_time_s
 from planner.memory import memory_breakdown
@@ -24,6 +24,15 @@ FIXED_POINT_ITERATIONS = 30
 
 def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
     return Deployment(model, plan.tp, plan.pp, plan.weight_dtype, plan.kv_dtype)
+
+
+def engine_deployment(model: ModelSpec, plan: Plan, engine: dict) -> Deployment:
+    """The plan as an engine ran it, from the built-in engine's start-up report (its `kv_cache` event): the
+    prefill path it took and whether it scheduled asynchronously. Older engines reported neither (eager,
+    per-sequence prefill); an empty report is such an engine too."""
+    return replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
+                   varlen_prefill=bool(engine.get("varlen_prefill")), served=True,
+                   async_scheduling=bool(engine.get("async_scheduling")))
 
 
 @dataclass(frozen=True)

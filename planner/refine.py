@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from planner.costmodel import Hardware
 from planner.schemas import SLO, ModelSpec, Plan, Prediction, Workload
 from planner.search import Candidate, SearchResult, objective_value, violations
-from planner.simulator import simulate_workload
+from planner.simulator import SimResult, simulate_workload
 
 FINALISTS = 10
 SIM_REQUESTS = 600                  # per finalist: a p99 then rests on ~5 samples above it
@@ -41,17 +41,24 @@ def simulated_prediction(model: ModelSpec, hw: Hardware, plan: Plan, workload: W
     """`pred` with simulated means, percentiles and throughput (one replica at rate / replicas)."""
     one, wl = one_replica(plan, workload)
     r = simulate_workload(model, hw, one, wl, n_requests, seed, slos=slos, warmup_fraction=WARMUP_FRACTION)
-    thr = r.output_throughput_tok_s * plan.replicas
+    return with_simulation(pred, r, plan.replicas, plan.num_gpus, {
+        "requests": n_requests, "replicas_simulated": 1, "rate_per_replica_rps": wl.rate_rps,
+        "warmup_fraction": WARMUP_FRACTION, "seed": seed})
+
+
+def with_simulation(pred: Prediction, r: SimResult, replicas: int, num_gpus: int, summary: dict) -> Prediction:
+    """`pred` with a simulation's means, percentiles and throughput (`replicas` copies of the simulated one,
+    on `num_gpus` in all) and its summary."""
+    thr = r.output_throughput_tok_s * replicas
     cost_h = pred.cost_per_hour
-    summary = {"requests": n_requests, "replicas_simulated": 1, "rate_per_replica_rps": wl.rate_rps,
-               "warmup_fraction": WARMUP_FRACTION, "seed": seed, "stable": r.stable,
+    summary = {**summary, "stable": r.stable,
                "queue_growth": r.queue_growth, "utilisation_estimate": utilisation(r.queue_growth),
-               "goodput_rps": r.goodput_rps * plan.replicas, "good_fraction": r.good_fraction,
+               "goodput_rps": r.goodput_rps * replicas, "good_fraction": r.good_fraction,
                "preemptions": r.preemptions, "kv_util_mean": r.kv_util_mean, "kv_util_max": r.kv_util_max,
                "mean_queue_s": r.stat_s("queue", "mean"), "failed": r.failed}
     return pred.model_copy(update={
         "ttft_s": r.stat_s("ttft", "mean"), "tpot_s": r.stat_s("tpot", "mean"), "e2e_s": r.stat_s("e2e", "mean"),
-        "throughput_tok_s": thr, "tokens_per_s_per_gpu": thr / plan.num_gpus,
+        "throughput_tok_s": thr, "tokens_per_s_per_gpu": thr / num_gpus,
         "cost_per_million_tokens": cost_h / (thr * 3600) * 1e6 if thr else math.inf,
         "batch_size": r.metrics()["concurrency_littles_law"], "percentiles": r.percentiles_s(),
         "simulation": summary})

@@ -35,7 +35,7 @@ import numpy as np
 from planner.arrivals import Requests, synthetic
 from planner.costmodel import Batch, Deployment, Hardware, prepare, step_time_s
 from planner.memory import memory_breakdown
-from planner.predict import deployment_of
+from planner.predict import deployment_of, engine_deployment
 from planner.schemas import SLO, HardwareProfile, ModelSpec, Plan, Workload
 
 Router = Literal["round-robin", "least-outstanding"]
@@ -612,6 +612,17 @@ def _result(requests: Requests, log: _Log, reps: list[Replica], slos: Iterable[S
         kv_util_max=max((max(r.step_used, default=0) for r in reps), default=0) / max(total_blocks, 1),
         kv_series=_downsample(r0.step_end, [u / max(total_blocks, 1) for u in r0.step_used], KV_SERIES_POINTS),
         queue_growth=_queue_growth(arrival, queue), slos=list(slos))
+
+
+def simulate_engine_run(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, reqs: Requests,
+                        engine: dict | None = None, step_scale: float = 1.0) -> SimResult:
+    """Requests as a `plan bench run` sent them, served by the plan as the engine reported running it
+    (`engine`: the built-in engine's kv_cache event; its KV capacity replaces the memory model's, so timing
+    is checked apart from memory)."""
+    engine = engine or {}
+    d = engine_deployment(model, plan, engine) if engine else deployment_of(model, plan)
+    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d,
+                    step_scale=step_scale)
 
 
 def simulate_workload(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, workload: Workload,

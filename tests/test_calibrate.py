@@ -7,6 +7,7 @@ import pytest
 
 from planner import calibrate as cal
 from planner import catalog, uncertainty
+from planner.arrivals import harness_requests
 from planner.costmodel import Batch, Deployment, step_time_s
 from planner.schemas import HardwareProfile
 
@@ -119,6 +120,6 @@ def test_fp8_decode_points_excluded_and_harness_arrivals(setup):
     assert cal.excluded_why(fp8) and not cal.excluded_why(dec) and not cal.excluded_why(
         replace(pre, deployment=replace(pre.deployment, weight_dtype="fp8")))
     w = Workload(input_tokens=LengthDist(mean=16), output_tokens=LengthDist(mean=4), rate_rps=10.0)
-    r = cal.harness_requests(w, 5, 3)
+    r = harness_requests(w, 5, 3)
     g = np.random.default_rng(3).gamma(1.0, 0.1, 5)
     assert np.allclose(r.arrival_s, [0, *np.cumsum(g[:4])])     # backends/harness/runner.py's schedule

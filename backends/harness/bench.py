@@ -134,10 +134,13 @@ class BenchSession:
             "command": self.opts.command,
             "samples": [_sample(r, m, result.t0) for r, m in zip(result.records, per)],
         }
-        doc.update(self._prediction(load, metrics))
+        engine = self.server.engine_report()
+        if engine:
+            doc["server"]["engine"] = engine
+        doc.update(self._prediction(load, metrics, result, engine))
         return doc
 
-    def _prediction(self, load: LoadConfig, metrics: dict) -> dict:
+    def _prediction(self, load: LoadConfig, metrics: dict, result: LoadResult, engine: dict | None) -> dict:
         if self.plan is None:
             return {"predicted": None, "prediction_error": "no plan given", "vs_predicted": []}
         w = self.opts.workload
@@ -145,7 +148,7 @@ class BenchSession:
                             rate_rps=None if math.isinf(load.rate_rps) else load.rate_rps,
                             concurrency=load.max_concurrency,
                             arrival=load.arrival, burstiness=load.burstiness)
-        pred, why = predict(self.plan, workload)
+        pred, why = predict(self.plan, workload, result.records, result.t0, engine)
         if pred is None:
             return {"predicted": None, "prediction_error": why, "vs_predicted": []}
         return {"predicted": pred.model_dump(mode="json"), "prediction_error": None,

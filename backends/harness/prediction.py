@@ -1,6 +1,8 @@
 """The plan's predicted numbers beside the measured ones, with the error of each."""
 from __future__ import annotations
 
+import numpy as np
+
 from planner.schemas import Plan, Prediction, Workload
 
 # measured metric key -> (Prediction field, factor from the prediction's unit to the metric's)
@@ -14,14 +16,21 @@ _PAIRS = {
 _PERCENTILE_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el"}
 
 
-def predict(plan: Plan, workload: Workload) -> tuple[Prediction | None, str | None]:
-    """The lead's cost model, imported lazily: a missing or failing model never stops a benchmark."""
+def predict(plan: Plan, workload: Workload, records: list, t0: float,
+            engine: dict | None = None) -> tuple[Prediction | None, str | None]:
+    """The planner's prediction of this run (planner.api.predict_run: at a rate, the simulation of the very
+    requests sent, `records` from time `t0`, on the engine as it reported itself), imported lazily: a
+    missing or failing model never stops a benchmark."""
     try:
-        from planner.api import predict as _predict
+        from planner.api import predict_run
+        from planner.arrivals import Requests
     except ImportError:
-        return None, "planner.api.predict is not available"
+        return None, "planner.api.predict_run is not available"
     try:
-        return _predict(plan, workload), None
+        sent = Requests(np.array([r.t_scheduled - t0 for r in records], dtype=float),
+                        np.array([r.prompt_len for r in records], dtype=np.int64),
+                        np.array([r.output_len for r in records], dtype=np.int64))
+        return predict_run(plan, workload, sent, engine), None
     except Exception as exc:   # noqa: BLE001 - any model failure is reported beside the measurement
         return None, f"prediction failed: {type(exc).__name__}: {exc}"
 

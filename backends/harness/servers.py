@@ -57,6 +57,20 @@ class RunningServer:
     def log_tail(self) -> str:
         return self._managed.log_tail() if self._managed else ""
 
+    def engine_report(self) -> dict | None:
+        """The built-in engine's start-up report (its `kv_cache` log event: KV capacity, CUDA-graph sizes,
+        prefill path, async scheduling), which the prediction of a run uses; None for other servers."""
+        path = getattr(self._managed, "log_path", None)
+        if path is None or self.backend != "builtin" or not Path(path).is_file():
+            return None
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if line.startswith("{") and '"kv_cache"' in line:
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    return None
+        return None
+
 
 def _get_json(url: str, timeout_s: float = 5.0):
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
