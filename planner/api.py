@@ -16,7 +16,7 @@ from planner.errors import UsageError
 from planner.memory import memory_breakdown
 from planner.parse import parse_slo
 from planner.predict import deployment_of, predict as _predict, prefill_time_s
-from planner.refine import FINALISTS, Refined, pareto_fronts, propagated_band, refine, with_simulation
+from planner.refine import FINALISTS, Refined, band_of, pareto_fronts, propagated_band, refine, with_simulation
 from planner.schemas import SLO, LengthDist, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search
 from planner.arrivals import Requests
@@ -52,11 +52,13 @@ def predict_run(plan: Plan, wl: Workload, sent: Requests | None = None, engine: 
     (`engine`), so queueing, percentiles and the realised rate are in it. Otherwise the analytic steady state."""
     spec, hw = catalog.load_model(plan.model), catalog.load_hardware(plan.hardware, profile)
     pred = _predict(spec, hw, plan, wl)
-    if sent is not None and len(sent) and wl.rate_rps is not None and not wl.concurrency:
-        r = simulate_engine_run(spec, hw, plan, sent, engine)
-        pred = with_simulation(pred, r, 1, plan.num_gpus, {"requests": len(sent), "stream": "the requests sent",
-                                                           "engine_reported": bool(engine)})
-    return with_interval(pred, hw)
+    if sent is None or not len(sent) or wl.rate_rps is None or wl.concurrency:
+        return with_interval(pred, hw)
+    r = simulate_engine_run(spec, hw, plan, sent, engine)
+    pred = with_simulation(pred, r, 1, plan.num_gpus, {"requests": len(sent), "stream": "the requests sent",
+                                                       "engine_reported": bool(engine)})
+    band = band_of([simulate_engine_run(spec, hw, plan, sent, engine, 1 + x) for x in step_band(hw)])
+    return with_interval(pred, hw, band)
 
 
 @dataclass

@@ -69,13 +69,17 @@ def propagated_band(model: ModelSpec, hw: Hardware, plan: Plan, workload: Worklo
     """Prediction field -> [low, high] of the simulated latencies when every step takes (1 + lo) and (1 + hi)
     times the cost model's time (planner.uncertainty). A run that saturates gives infinity."""
     one, wl = one_replica(plan, workload)
-    ends = []
-    for scale in (1 + step_band[0], 1 + step_band[1]):
-        r = simulate_workload(model, hw, one, wl, n_requests, seed, warmup_fraction=WARMUP_FRACTION, step_scale=scale)
-        vals = {"ttft_s": r.stat_s("ttft", "mean"), "tpot_s": r.stat_s("tpot", "mean"), "e2e_s": r.stat_s("e2e", "mean"),
-                **r.percentiles_s()}
-        ends.append({k: v if r.stable else math.inf for k, v in vals.items()})
-    return {k: [ends[0][k], ends[1][k]] for k in ends[0]}
+    return band_of([simulate_workload(model, hw, one, wl, n_requests, seed, warmup_fraction=WARMUP_FRACTION,
+                                      step_scale=1 + x) for x in step_band])
+
+
+def band_of(ends: list[SimResult]) -> dict[str, list[float]]:
+    """Prediction field -> [low, high] of the latencies of two simulations (the fast and the slow end);
+    infinity where that end's queue grows without bound."""
+    vals = [{"ttft_s": r.stat_s("ttft", "mean"), "tpot_s": r.stat_s("tpot", "mean"), "e2e_s": r.stat_s("e2e", "mean"),
+             **r.percentiles_s()} for r in ends]
+    vals = [{k: v if r.stable else math.inf for k, v in d.items()} for d, r in zip(vals, ends)]
+    return {k: [vals[0][k], vals[1][k]] for k in vals[0]}
 
 
 def utilisation(queue_growth: float) -> float:

@@ -51,6 +51,7 @@ def test_url_backend_end_to_end(app, plan_file, tmp_path):
     # at a rate, the prediction beside the measurement simulates the very requests sent (their arrival offsets)
     assert doc["predicted"]["simulation"]["stream"] == "the requests sent"
     assert doc["predicted"]["simulation"]["requests"] == 60
+    assert "simulated at step times" in doc["predicted"]["interval_basis"]     # the interval under load
     assert {"mean_ttft_ms", "p90_ttft_ms", "p99_itl_ms"} <= {row["metric"] for row in doc["vs_predicted"]}
     saved = results_db.load_run("e2e", db)
     assert saved["id"] == doc["id"] and len(saved["samples"]) == 60 and saved["git_rev"]
