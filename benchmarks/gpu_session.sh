@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_session.sh grid        # one GPU: the accuracy grid and serving runs (with the fit run) only
 #   bash benchmarks/gpu_session.sh async       # one GPU: CUDA-path tests, full engine benchmark without HF (sync and async)
 #   bash benchmarks/gpu_session.sh serving_async  # one GPU: the serving runs with the engine's async scheduling
+#   bash benchmarks/gpu_session.sh bench_predict  # one GPU: `plan bench run` on the built-in engine, prediction beside measurement
 #   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
@@ -82,6 +83,12 @@ async)
   ;;
 serving_async)
   step serving 360 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
+  ;;
+bench_predict)
+  python3 -c "from planner.schemas import Plan; Plan(model='Llama-3.1-8B', hardware='H200', max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=8448).dump('/tmp/plan.yaml')"
+  step bench 200 python3 -m planner.cli bench run --plan /tmp/plan.yaml --backend builtin --sweep-rates 10,20 \
+      --num-requests 240 --warmup 4 --input-len 1024 --output-len 128 --json "$OUT/bench_runs.json" \
+      --html "$OUT/bench.html" --no-db --startup-timeout 300 2>&1 | tail -40
   ;;
 grid2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
