@@ -51,7 +51,7 @@ def with_simulation(pred: Prediction, r: SimResult, replicas: int, num_gpus: int
     on `num_gpus` in all) and its summary."""
     thr = r.output_throughput_tok_s * replicas
     cost_h = pred.cost_per_hour
-    summary = {**summary, "stable": r.stable,
+    summary = {**summary, "stable": r.stable, "request_throughput_rps": r.request_throughput_rps * replicas,
                "queue_growth": r.queue_growth, "utilisation_estimate": utilisation(r.queue_growth),
                "goodput_rps": r.goodput_rps * replicas, "good_fraction": r.good_fraction,
                "preemptions": r.preemptions, "kv_util_mean": r.kv_util_mean, "kv_util_max": r.kv_util_max,

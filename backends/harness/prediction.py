@@ -11,7 +11,6 @@ _PAIRS = {
     "mean_tpot_ms": ("tpot_s", 1e3),
     "mean_e2el_ms": ("e2e_s", 1e3),
     "output_throughput": ("throughput_tok_s", 1.0),
-    "request_throughput": ("requests_per_s", 1.0),
 }
 _PERCENTILE_METRICS = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el"}
 
@@ -43,10 +42,13 @@ def predicted_vs_measured(pred: Prediction, metrics: dict) -> list[dict]:
         pct = rest.removesuffix("_s")
         if metric in _PERCENTILE_METRICS and pct and name.endswith("_s"):
             pairs[f"p{pct}_{_PERCENTILE_METRICS[metric]}_ms"] = (name, 1e3)
+    # Requests served per second: what a simulated run completes (Prediction.requests_per_s is the capacity).
+    if pred.simulation and "request_throughput_rps" in pred.simulation:
+        pairs["request_throughput"] = ("request_throughput_rps", 1.0)
     for key, (field, factor) in pairs.items():
         predicted = getattr(pred, field, None)
         if predicted is None:
-            predicted = (pred.percentiles or {}).get(field)
+            predicted = (pred.percentiles or {}).get(field, (pred.simulation or {}).get(field))
         measured = metrics.get(key)
         if predicted is None or measured is None:
             continue
