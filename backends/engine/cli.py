@@ -73,7 +73,7 @@ def serve(
     max_model_len: int | None = typer.Option(None, "--max-model-len", help="Longest prompt+output."),
     load_format: str | None = typer.Option(None, "--load-format", help="dummy (seeded random weights) | "
                                               "safetensors (from the model folder)."),
-    device: str = typer.Option("cuda", "--device", help="cuda | cpu"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when there is a GPU) | cuda | cpu"),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8000, "--port", help="Port (0: any free port; the bound one is logged)."),
     trace: str | None = typer.Option(None, "--trace", help="Write one JSON line per engine step here."),
@@ -85,6 +85,9 @@ def serve(
     served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
+    if device == "auto":
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     config = engine_config_from_args(
         plan, model, dtype=dtype, weight_dtype=weight_dtype, kv_dtype=kv_dtype, tp=tp, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,

@@ -91,7 +91,7 @@ def run_cmd(
     model: str | None = typer.Option(None, help="model to serve (path or name); default: the plan's"),
     served_model: str | None = typer.Option(None, help="model name in requests; default: the server's first"),
     launch_cmd: str | None = typer.Option(None, help="vllm launch command, e.g. 'python -m vllm.entrypoints.openai.api_server'"),
-    device: str = typer.Option("cpu", help="builtin engine device"),
+    device: str = typer.Option("auto", help="builtin engine device: auto (cuda when there is a GPU) | cuda | cpu"),
     load_format: str = typer.Option("dummy", help="dummy (random weights) or auto; '' to omit"),
     num_kv_blocks: int | None = typer.Option(None, help="builtin engine KV blocks"),
     server_arg: list[str] = typer.Option([], help="extra server argument (repeatable)"),

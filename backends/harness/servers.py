@@ -29,7 +29,7 @@ class ServerOptions:
     model: str | None = None                 # model to serve (path or name); default: the plan's
     served_model: str | None = None          # name to put in requests; default: the server's first model
     launch_cmd: str | None = None            # vllm: replaces `python -m vllm.entrypoints.openai.api_server`
-    device: str = "cpu"                      # builtin
+    device: str = "auto"                     # builtin: the engine's own choice (cuda when there is a GPU)
     load_format: str | None = "dummy"
     num_kv_blocks: int | None = None         # builtin
     extra_args: list[str] = field(default_factory=list)
