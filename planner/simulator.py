@@ -311,6 +311,7 @@ class Replica:
                 if na >= len(arrivals):
                     break
                 now = max(now, arrival_t[arrivals[na]])
+                self.prev_start = None              # no step in flight
                 continue
             dt *= self.step_scale
             if self.async_scheduling:
