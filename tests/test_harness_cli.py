@@ -52,6 +52,8 @@ def test_url_backend_end_to_end(app, plan_file, tmp_path):
     assert doc["predicted"]["simulation"]["stream"] == "the requests sent"
     assert doc["predicted"]["simulation"]["requests"] == 60
     assert "simulated at step times" in doc["predicted"]["interval_basis"]     # the interval under load
+    row = next(r for r in doc["vs_predicted"] if r["metric"] == "p90_ttft_ms")
+    assert row["interval"][0] <= row["predicted"] <= row["interval"][1] and isinstance(row["inside"], bool)
     assert {"mean_ttft_ms", "p90_ttft_ms", "p99_itl_ms"} <= {row["metric"] for row in doc["vs_predicted"]}
     saved = results_db.load_run("e2e", db)
     assert saved["id"] == doc["id"] and len(saved["samples"]) == 60 and saved["git_rev"]

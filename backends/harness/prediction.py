@@ -54,5 +54,10 @@ def predicted_vs_measured(pred: Prediction, metrics: dict) -> list[dict]:
             continue
         predicted *= factor
         error = (measured - predicted) / predicted if predicted else None
-        rows.append({"metric": key, "measured": measured, "predicted": predicted, "error": error})
+        row = {"metric": key, "measured": measured, "predicted": predicted, "error": error}
+        band = (pred.interval or {}).get(field)
+        if band:            # the prediction's likely range (planner.uncertainty), in the metric's unit
+            row["interval"] = [band[0] * factor, band[1] * factor]
+            row["inside"] = band[0] * factor <= measured <= band[1] * factor
+        rows.append(row)
     return rows

@@ -45,11 +45,16 @@ def print_run(run: dict, console: Console | None = None) -> None:
         c.print("[yellow]warning: the client, not the server, limited this run: "
                 + "; ".join(cl["client_bound_reasons"]) + "[/yellow]")
     if run.get("vs_predicted"):
-        p = Table("metric", "measured", "predicted", "error")
+        p = Table("metric", "measured", "predicted", "error", "likely range")
         for row in run["vs_predicted"]:
+            lo, hi = row.get("interval") or (None, None)
             p.add_row(row["metric"], _f(row["measured"]), _f(row["predicted"]),
-                      "-" if row["error"] is None else f"{row['error']:+.1%}")
+                      "-" if row["error"] is None else f"{row['error']:+.1%}",
+                      "-" if lo is None else f"{_f(lo)}-{_f(hi)}" + ("" if row["inside"] else " (outside)"))
         c.print(p)
+        basis = (run.get("predicted") or {}).get("interval_basis")
+        if basis:
+            c.print(f"[dim]likely range: {basis}[/dim]")
     elif run.get("prediction_error"):
         c.print(f"prediction: {run['prediction_error']}")
     for e in run.get("errors", [])[:5]:
