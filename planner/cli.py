@@ -1,7 +1,6 @@
 """`plan`: the command line, a thin layer over planner.api."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -9,6 +8,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from planner import jsonout
 from planner.errors import PlanError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -20,7 +20,7 @@ err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 def _emit_json(doc: dict) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    sys.stdout.write(jsonout.dumps(doc) + "\n")
 
 
 @app.command(help="Rank deployments of a model that meet latency targets at the lowest cost.\n\n"

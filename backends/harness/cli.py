@@ -18,6 +18,7 @@ from backends.harness.runner import LoadConfig
 from backends.harness.servers import BACKENDS, ServerOptions
 from backends.harness.slos import parse_slo
 from backends.harness.sweep import search_max_rate, sweep
+from planner import jsonout
 from planner.errors import PlanError, UsageError
 from planner.schemas import LengthDist, Plan
 
@@ -195,7 +196,7 @@ def run_cmd(
                 runs = [measure(load)]
                 out = _json_doc(runs[0], per_request)
         if json_out:
-            json_out.write_text(json.dumps(out, indent=1))
+            json_out.write_text(jsonout.dumps(out, indent=1))
         if html and runs:
             import reports
             reports.write_bench_html(runs[-1], html)   # before _json_doc strips the per-request samples
@@ -248,8 +249,8 @@ def compare_cmd(
         overall = cmp.overall_verdict(verdicts)
         print_verdicts(verdicts, overall, th)
         if json_out:
-            json_out.write_text(json.dumps({"overall": overall, "threshold": th,
-                                            "verdicts": [v.__dict__ for v in verdicts]}, indent=1))
+            json_out.write_text(jsonout.dumps({"overall": overall, "threshold": th,
+                                               "verdicts": [v.__dict__ for v in verdicts]}, indent=1))
         code = cmp.exit_code(overall, fail_on_inconclusive)
         if code:
             raise typer.Exit(code)
@@ -279,6 +280,6 @@ def selfcheck_cmd(rate: float = typer.Option(2000.0), duration: float = typer.Op
     for key, value in result.items():
         typer.echo(f"{key:28s} {value}")
     if json_out:
-        json_out.write_text(json.dumps(result, indent=1))
+        json_out.write_text(jsonout.dumps(result, indent=1))
     if result["client_bound"]:
         raise typer.Exit(1)
