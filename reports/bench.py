@@ -59,15 +59,24 @@ def _severity(err: float) -> str:
     return "bad" if abs(err) > BAD_ERROR else "warn" if abs(err) > WARN_ERROR else "ok"
 
 
-def _prediction_section(pairs: list[tuple[str, float, float]]) -> str:
+def likely_ranges(doc: dict) -> dict[str, tuple[float, float]]:
+    """metric -> the prediction's likely range, where the run's comparison rows carry one (`plan bench`)."""
+    rows = doc.get("vs_predicted")
+    return {r["metric"]: tuple(r["interval"]) for r in rows if isinstance(r, dict) and r.get("interval")
+            and None not in r["interval"]} if isinstance(rows, list) else {}
+
+
+def _prediction_section(pairs: list[tuple[str, float, float]], ranges: dict[str, tuple[float, float]]) -> str:
     if not pairs:
         return note("No prediction in the input (add `predicted` or `comparison`).")
     rows, classes, bars = [], [], []
     for name, pred, meas in pairs:
         err = (meas - pred) / pred if pred else float("nan")
         sev = _severity(err) if pred else "warn"
-        rows.append([name, pred, meas, meas - pred, Pct(err, signed=True) if pred else None])
-        classes.append(["", "", "", "", sev])
+        lo, hi = ranges.get(name, (None, None))
+        span = f"{lo:.4g}-{hi:.4g}" + ("" if lo <= meas <= hi else " (outside)") if lo is not None else "-"
+        rows.append([name, pred, meas, meas - pred, Pct(err, signed=True) if pred else None, span])
+        classes.append(["", "", "", "", sev, ""])
         if pred:
             bars.append((name, [(err * 100, sev, f"{name}: measured {meas:.4g} vs predicted {pred:.4g} "
                                                 f"({err:+.1%})")]))
@@ -75,7 +84,8 @@ def _prediction_section(pairs: list[tuple[str, float, float]]) -> str:
     chart.key("ok", f"within ±{WARN_ERROR:.0%}")
     chart.key("warn", f"within ±{BAD_ERROR:.0%}")
     chart.key("bad", f"beyond ±{BAD_ERROR:.0%}")
-    return table(["metric", "predicted", "measured", "measured − predicted", "error"], rows, classes) + figure(chart)
+    return table(["metric", "predicted", "measured", "measured − predicted", "error", "likely range"], rows,
+                 classes) + figure(chart)
 
 
 def _stats_table(metrics: dict) -> str:
@@ -193,7 +203,7 @@ def build(doc: dict) -> Page:
     page = Page(f"Benchmark: {title}", sub)
     summary = [(k, metrics[k]) for k in SUMMARY if k in metrics]
     page.section("Summary", kv(summary) if summary else note("No run metrics in the input."))
-    page.section("Predicted vs measured", _prediction_section(comparisons(doc, metrics)))
+    page.section("Predicted vs measured", _prediction_section(comparisons(doc, metrics), likely_ranges(doc)))
     page.section("Latency statistics", _stats_table(metrics))
     if reqs:
         page.section("Latency distributions", _cdf_section(reqs))

@@ -109,6 +109,15 @@ def test_timeline_sampling_is_bounded_and_keeps_failures():
     assert total == pytest.approx(sum(r.output_tokens for r in reqs if r.ok), rel=1e-6)
 
 
+def test_likely_range_column():
+    doc = {"metrics": {"mean_ttft_ms": 120.0, "p90_ttft_ms": 300.0},
+           "vs_predicted": [{"metric": "mean_ttft_ms", "predicted": 100.0, "measured": 120.0, "interval": [90.0, 130.0]},
+                            {"metric": "p90_ttft_ms", "predicted": 200.0, "measured": 300.0, "interval": [150.0, 250.0]}]}
+    assert bench.likely_ranges(doc) == {"mean_ttft_ms": (90.0, 130.0), "p90_ttft_ms": (150.0, 250.0)}
+    page = bench.build(doc).html()
+    assert "likely range" in page and "90-130" in page and "150-250 (outside)" in page
+
+
 def test_comparisons_from_each_shape():
     m = {"mean_ttft_ms": 120.0}
     assert bench.comparisons({"vs_predicted": [{"metric": "mean_ttft_ms", "predicted": 100, "measured": 120}]}, m) \
