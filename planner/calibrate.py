@@ -135,11 +135,10 @@ def deployment_from(cfg: dict) -> Deployment:
         spec = load_model(model)
     else:
         raise UsageError("a trace config record needs `model` (a catalog name or a model spec)")
-    # Engines before piecewise graphs and varlen prefill wrote neither key: their eager steps were per-sequence.
+    from planner.predict import engine_features
     return Deployment(spec, int(cfg.get("tp", 1)), 1, cfg.get("weight_dtype", "bf16"), cfg.get("kv_dtype", "bf16"),
-                      bool(cfg.get("cuda_graphs", True)), piecewise_sizes=tuple(cfg.get("piecewise_sizes") or ()),
-                      varlen_prefill=bool(cfg.get("varlen_prefill", False)), served=bool(cfg.get("served", False)),
-                      async_scheduling=bool(cfg.get("async_scheduling", False)))
+                      bool(cfg.get("cuda_graphs", True)), served=bool(cfg.get("served", False)),
+                      **engine_features(cfg))
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -292,7 +291,7 @@ def run_model(doc: dict) -> ModelSpec:
 
 def simulate_run(hw: HardwareProfile, doc: dict, step_scale: float = 1.0) -> dict:
     """The simulator's metrics for the load a bench run applied (its own arrivals), on the engine it reported
-    (planner.simulator.simulate_harness_run); `step_scale` multiplies every step time (an interval's ends)."""
+    (planner.simulator.simulate_engine_run); `step_scale` multiplies every step time (an interval's ends)."""
     from planner.arrivals import harness_requests
     from planner.simulator import simulate_engine_run
 
@@ -302,10 +301,9 @@ def simulate_run(hw: HardwareProfile, doc: dict, step_scale: float = 1.0) -> dic
                         output_tokens=LengthDist(**wl.get("output_tokens", {"mean": 128})),
                         rate_rps=load.get("rate_rps"), concurrency=load.get("max_concurrency"),
                         arrival=load.get("arrival", "poisson"), burstiness=load.get("burstiness", 1.0))
-    # Runs recorded before engines reported anything still ran the old eager prefill: an empty report says so.
     reqs = harness_requests(workload, int(load.get("num_requests") or 200), int(load.get("seed") or 0))
     return simulate_engine_run(run_model(doc), hw, Plan.model_validate(doc["plan"]), reqs,
-                               doc.get("kv_cache") or {"piecewise_sizes": []}, step_scale).metrics()
+                               doc.get("kv_cache") or {}, step_scale).metrics()
 
 
 def run_errors(hw: HardwareProfile, doc: dict, metrics: dict[str, str] = RUN_METRICS) -> dict[str, dict]:

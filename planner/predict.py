@@ -26,13 +26,18 @@ def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
     return Deployment(model, plan.tp, plan.pp, plan.weight_dtype, plan.kv_dtype)
 
 
-def engine_deployment(model: ModelSpec, plan: Plan, engine: dict) -> Deployment:
-    """The plan as an engine ran it, from the built-in engine's start-up report (its `kv_cache` event): the
-    prefill path it took and whether it scheduled asynchronously. Older engines reported neither (eager,
-    per-sequence prefill); an empty report is such an engine too."""
-    return replace(deployment_of(model, plan), piecewise_sizes=tuple(engine.get("piecewise_sizes") or ()),
-                   varlen_prefill=bool(engine.get("varlen_prefill")), served=True,
-                   async_scheduling=bool(engine.get("async_scheduling")))
+def engine_features(report: dict) -> dict:
+    """Deployment fields from what the built-in engine reported of itself (its `kv_cache` start-up event, or
+    a trace's config line): the prefill path it took and whether it scheduled asynchronously. Engines before
+    piecewise graphs and varlen prefill reported neither: their prefill was eager, per sequence."""
+    return {"piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
+            "varlen_prefill": bool(report.get("varlen_prefill")),
+            "async_scheduling": bool(report.get("async_scheduling"))}
+
+
+def engine_deployment(model: ModelSpec, plan: Plan, report: dict) -> Deployment:
+    """The plan as a served engine ran it (`report`: see engine_features; empty: an engine that said nothing)."""
+    return replace(deployment_of(model, plan), served=True, **engine_features(report))
 
 
 @dataclass(frozen=True)

@@ -618,12 +618,12 @@ def _result(requests: Requests, log: _Log, reps: list[Replica], slos: Iterable[S
 def simulate_engine_run(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, reqs: Requests,
                         engine: dict | None = None, step_scale: float = 1.0) -> SimResult:
     """Requests as a `plan bench run` sent them, served by the plan as the engine reported running it
-    (`engine`: the built-in engine's kv_cache event; its KV capacity replaces the memory model's, so timing
-    is checked apart from memory)."""
-    engine = engine or {}
-    d = engine_deployment(model, plan, engine) if engine else deployment_of(model, plan)
-    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"), deployment=d,
-                    step_scale=step_scale)
+    (`engine`: the built-in engine's kv_cache event, its KV capacity replacing the memory model's so timing
+    is checked apart from memory; None: a server that reports nothing, run as the plan implies)."""
+    if engine is None:
+        return simulate(model, hw, plan, reqs, step_scale=step_scale)
+    return simulate(model, hw, plan, reqs, kv_tokens=engine.get("kv_capacity_tokens"),
+                    deployment=engine_deployment(model, plan, engine), step_scale=step_scale)
 
 
 def simulate_workload(model: ModelSpec, hw: HardwareProfile | Hardware, plan: Plan, workload: Workload,
