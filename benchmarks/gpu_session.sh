@@ -10,6 +10,7 @@
 #   bash benchmarks/gpu_session.sh serving_async  # one GPU: the serving runs with the engine's async scheduling
 #   bash benchmarks/gpu_session.sh bench_predict  # one GPU: `plan bench run` on the built-in engine, prediction beside measurement
 #   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
+#   bash benchmarks/gpu_session.sh machine     # one GPU: full profile, step grid and serving runs, all on one machine
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
@@ -89,6 +90,11 @@ bench_predict)
   step bench 200 python3 -m planner.cli bench run --plan /tmp/plan.yaml --backend builtin --sweep-rates 10,20 \
       --num-requests 240 --warmup 4 --input-len 1024 --output-len 128 --json "$OUT/bench_runs.json" \
       --html "$OUT/bench.html" --no-db --startup-timeout 300 2>&1 | tail -40
+  ;;
+machine)
+  step profile 160 python3 -m profilers.cli profile --out "$OUT/$GPU.yaml" --no-progress 2>&1 | tail -6
+  step accuracy 240 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -8
+  step serving 300 python3 benchmarks/bench_accuracy.py --only serving --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   ;;
 grid2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -8
