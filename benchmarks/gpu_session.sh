@@ -23,7 +23,7 @@ export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
   echo "== $name"; timeout "$limit" "$@"; local rc=$?; echo "== $name: $(( $(date +%s) - t0 )) s, exit $rc"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,serial,power.limit,clocks.max.sm --format=csv
 GPU=$(python3 -c "from profilers.device import detect_gpus; print(detect_gpus().catalog_name)")
 case "${1:-single}" in
 single)
