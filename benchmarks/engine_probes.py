@@ -1,4 +1,4 @@
-"""Three measurements behind cost-model and kernel choices (one GPU, about two minutes).
+"""Four measurements behind cost-model and kernel choices (one GPU, about two minutes).
 
   python benchmarks/engine_probes.py --out probes.json [--only decode,sustained,prefill]
 
@@ -11,6 +11,10 @@ sustained  one Llama-3.1-8B gate_up GEMM (8192 x 4096 x 28672, bf16) back to bac
 prefill    Llama-3.1-8B prefills of 1024-4096 tokens through the engine's runner, on the piecewise graphs
            where the size has a bucket and eagerly (the same size both ways at 1024 and 2048), and just past
            a 128-row tile (2056, 2176): what the eager path and tile rounding cost.
+contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequences through the runner, timed alone,
+           after a 1 s idle gap, beside a Python thread that holds the interpreter (a busy loop), beside one that
+           wakes every millisecond for ~0.2 ms of work (an event loop streaming tokens), and back to back for 3 s;
+           SM clock polled meanwhile: why a served run's steps are slower than the step grid's on one machine.
 """
 from __future__ import annotations
 
@@ -140,16 +144,109 @@ def probe_prefill() -> list[dict]:
     return rows
 
 
+class _Clock:
+    """SM clock samples (NVML, every 10 ms) while a block runs."""
+
+    def __init__(self):
+        self.samples: list[int] = []
+        self.nvml = None
+        if torch.cuda.is_available():
+            import pynvml
+            pynvml.nvmlInit()
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+
+    def __enter__(self):
+        self.stop = threading.Event()
+
+        def poll():
+            while self.nvml and not self.stop.is_set():
+                self.samples.append(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
+                time.sleep(0.01)
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustained_s: float = 3.0,
+                     decode_ctx: int = 1024) -> list[dict]:
+    from backends.engine.config import EngineConfig, SamplingParams, resolve_model
+    from backends.engine.engine import LLMEngine
+    from backends.engine.scheduler import ScheduledBatch
+    from backends.engine.sequence import Sequence
+    from benchmarks.bench_engine import decode_batch
+
+    spec = resolve_model(model)[0]
+    engine = LLMEngine(EngineConfig(model=spec, device=device, max_num_seqs=64, max_num_batched_tokens=2048,
+                                    max_model_len=4096, gpu_memory_utilization=0.5))
+    lone = Sequence("prefill-1024", [i % spec.vocab_size for i in range(1024)], SamplingParams(max_tokens=1))
+    engine.block_manager.allocate(lone, 1024)
+    prefill = ScheduledBatch([(lone, 1024)])
+    decode = decode_batch(engine, 32, decode_ctx)[0]
+
+    def timed(batch, reps, gap_s=0.0):
+        out = []
+        for _ in range(reps):
+            if gap_s:
+                time.sleep(gap_s)
+            t0 = time.perf_counter()
+            engine.runner.run(batch)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def busy(stop):
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    def chatty(stop):
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 2e-4:
+                pass
+            time.sleep(1e-3)
+
+    rows = []
+    for name, batch in (("prefill 1024", prefill), (f"decode 32 x {decode_ctx + 1}", decode)):
+        timed(batch, 3)
+        for cond in ("alone", "after 1 s idle", "busy thread", "chatty thread", "sustained 3 s"):
+            stop = threading.Event()
+            helper = {"busy thread": busy, "chatty thread": chatty}.get(cond)
+            t = threading.Thread(target=helper, args=(stop,), daemon=True) if helper else None
+            if t:
+                t.start()
+            with _Clock() as clock:
+                if cond == "sustained 3 s":
+                    one = statistics.median(timed(batch, 3))
+                    times = timed(batch, max(10, int(sustained_s / one)))
+                else:
+                    times = timed(batch, 8, gap_s=1.0 if cond == "after 1 s idle" else 0.0)
+            stop.set()
+            if t:
+                t.join()
+            k = max(1, len(times) // 10)
+            rows.append({"step": name, "condition": cond, "steps": len(times), "ms": statistics.median(times) * 1e3,
+                         "ms_first_tenth": statistics.median(times[:k]) * 1e3,
+                         "ms_last_tenth": statistics.median(times[-k:]) * 1e3,
+                         "sm_mhz_median": statistics.median(clock.samples) if clock.samples else None,
+                         "sm_mhz_min": min(clock.samples, default=None)})
+    engine.close()
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
-    ap.add_argument("--only", default="decode,sustained,prefill")
+    ap.add_argument("--only", default="decode,sustained,prefill,contention")
     args = ap.parse_args()
     which = set(args.only.split(","))
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
-                     ("prefill", probe_prefill)):
+                     ("prefill", probe_prefill), ("contention", probe_contention)):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -171,6 +268,9 @@ def main() -> int:
     for r in out.get("prefill", []) if isinstance(out.get("prefill"), list) else []:
         print(f"prefill {r['tokens']} {'eager' if r['eager'] else 'graphs'} (bucket {r['piecewise_tokens']}): "
               f"{r['ms']:.2f} ms")
+    for r in out.get("contention", []) if isinstance(out.get("contention"), list) else []:
+        print(f"{r['step']}, {r['condition']}: {r['ms']:.2f} ms (first tenth {r['ms_first_tenth']:.2f}, last "
+              f"{r['ms_last_tenth']:.2f}); SM {r['sm_mhz_median']} MHz (min {r['sm_mhz_min']})")
     return 0
 
 
