@@ -34,14 +34,18 @@ SERVING_METRICS = {"TTFT p50 ms": "median_ttft_ms", "TTFT p90 ms": "p90_ttft_ms"
                    "output tok/s": "output_throughput"}
 
 
-def profiles(step: dict) -> dict[str, HardwareProfile]:
-    """label -> profile: the measured (or, for the CPU check, synthetic) one and the datasheet one."""
+def profiles(step: dict, directory: Path | None = None) -> dict[str, HardwareProfile]:
+    """label -> profile: the measured (or, for the CPU check, synthetic) one and the datasheet one. A directory's
+    own `profile.yaml` (measured on the machine that ran its grid, in the same lease) is preferred to the
+    catalog's measured profile."""
     if step.get("hardware_profile"):
         hw = HardwareProfile.model_validate(step["hardware_profile"])
         return {"measured": hw, "datasheet": hw.model_copy(update={"efficiency": type(hw.efficiency)()})}
     from planner import catalog
     gpu = step["meta"]["gpu"]
-    return {"measured": catalog.load_hardware(gpu, "measured"), "datasheet": catalog.load_hardware(gpu, "datasheet")}
+    own = directory / "profile.yaml" if directory is not None else None
+    measured = HardwareProfile.load(own) if own is not None and own.is_file() else catalog.load_hardware(gpu, "measured")
+    return {"measured": measured, "datasheet": catalog.load_hardware(gpu, "datasheet")}
 
 
 def stats(errors: list[float]) -> str:
@@ -252,13 +256,18 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     if not (directory / "step.json").exists():
         return serving_only(directory, calibrated)
     step = json.loads((directory / "step.json").read_text())
-    base = profiles(step)
+    base = profiles(step, directory)
     name = step["meta"].get("gpu") or "CPU (tiny)"
+    if (directory / "profile.yaml").is_file():      # one of several machines of a kind: named by its directory
+        name = f"{name} ({directory.name})"
     fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
     c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
     calibrated[name] = {"calibrated": c.profile, **base}
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
              f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
+    if (directory / "profile.yaml").is_file():
+        lines += [f"Its profile, step grid and served runs were measured on one GPU in one lease; `{directory.name}/"
+                  "profile.yaml` is that machine's measured profile, which the calibration starts from.", ""]
     lines += step_section(name, c, base)
     serving = directory / "serving.json"
     if serving.exists() and "runs" in json.loads(serving.read_text()):

@@ -59,3 +59,15 @@ def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
                    "the server around the engine", "intake p50 ms", "Garbage collection:",
                    "CPU (tiny) (CPU-async: async_scheduling True)"):
         assert needle in text, needle
+
+
+def test_directory_profile_is_the_machines_own(tmp_path):
+    """A directory holding its machine's measured profile is calibrated from that, not the catalog's, and is
+    named by the directory (several machines of one kind in one report)."""
+    mod = _module()
+    own = catalog.load_hardware("h100", "measured")
+    own = own.model_copy(update={"efficiency": own.efficiency.model_copy(update={"step_overhead_s": 0.00123})})
+    own.dump(tmp_path / "profile.yaml")
+    step = {"meta": {"gpu": "H100-SXM"}}
+    assert mod.profiles(step, tmp_path)["measured"].efficiency.step_overhead_s == 0.00123
+    assert mod.profiles(step)["measured"].efficiency.step_overhead_s != 0.00123
