@@ -39,8 +39,10 @@ from planner.schemas import LengthDist, ModelSpec, Plan, Workload  # noqa: E402
 
 MODELS = {"1b": "Llama-3.2-1B", "8b": "Llama-3.1-8B", "14b": "Qwen2.5-14B", "70b": "Llama-3.1-70B"}
 # (model key, weight dtype, tp), most valuable first: the budget cuts the tail.
+# A 70B shape fits one 141 GB GPU in fp8 (72 GB of weights), so one-GPU machines measure it too.
 CASES = [("8b", "bf16", 1), ("8b", "fp8", 1), ("1b", "bf16", 1), ("14b", "bf16", 1), ("70b", "fp8", 2),
-         ("70b", "bf16", 4), ("14b", "fp8", 1), ("8b", "bf16", 2), ("14b", "bf16", 4), ("1b", "fp8", 1)]
+         ("70b", "bf16", 4), ("14b", "fp8", 1), ("8b", "bf16", 2), ("14b", "bf16", 4), ("1b", "fp8", 1),
+         ("70b", "fp8", 1)]
 GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps per point, engine limits
     # Decode batches off the graph sizes run padded to the next one; mixed points are (prompt length, prompts
     # per step, decoding sequences, their context): the eager steps continuous batching makes under load.
@@ -146,11 +148,16 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
                     engine.add_request([1] * length, SamplingParams(max_tokens=1, ignore_eos=True))
             phase(point, 1, g["prefill_reps"], start, serial=True)
             out["points"].append(point)
-        for batch, ctx in g["decode"]:
-            need = batch * -(-(ctx + g["warmup"] + g["steps"] + 1) // cfg.block_size)
+        def fits(batch: int, ctx: int, prompt_tokens: int = 0) -> str | None:
+            """Why the point cannot run on this engine's KV cache, or None."""
+            need = batch * -(-(ctx + g["warmup"] + g["steps"] + 1) // cfg.block_size) + -(-prompt_tokens // cfg.block_size)
             if need > engine.block_manager.num_free_blocks or ctx + g["steps"] + 8 > engine.max_model_len:
-                out["skipped"].append({"batch": batch, "ctx": ctx, "why": f"needs {need} KV blocks, "
-                                       f"{engine.block_manager.num_free_blocks} free"})
+                return f"needs {need} KV blocks, {engine.block_manager.num_free_blocks} free"
+            return None
+
+        for batch, ctx in g["decode"]:
+            if why := fits(batch, ctx):
+                out["skipped"].append({"batch": batch, "ctx": ctx, "why": why})
                 continue
             if time.perf_counter() > deadline:
                 out["skipped"].append({"batch": batch, "ctx": ctx, "why": "gpu budget"})
@@ -160,8 +167,9 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
                   lambda n, b=batch, c=ctx, p=point["id"]: inject_decodes(engine, b, c, n, f"{p}-{n}-{time.time_ns()}"))
             out["points"].append(point)
         for length, prompts, batch, ctx in g["mixed"]:
-            if time.perf_counter() > deadline:
-                out["skipped"].append({"mixed": [length, prompts, batch, ctx], "why": "gpu budget"})
+            why = "gpu budget" if time.perf_counter() > deadline else fits(batch, ctx, prompts * length)
+            if why:
+                out["skipped"].append({"mixed": [length, prompts, batch, ctx], "why": why})
                 continue
             point = {"id": f"mixed-{prompts}x{length}+{batch}x{ctx}", "kind": "mixed", "prompt_len": length,
                      "prompts": prompts, "batch": batch, "ctx": ctx}

@@ -11,6 +11,7 @@
 #   bash benchmarks/gpu_session.sh bench_predict  # one GPU: `plan bench run` on the built-in engine, prediction beside measurement
 #   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
 #   bash benchmarks/gpu_session.sh machine     # one GPU: full profile, step grid and serving runs, all on one machine
+#   bash benchmarks/gpu_session.sh grid70      # one GPU: full profile, then the step grid with the 70B fp8 case, one machine
 #   bash benchmarks/gpu_session.sh contention  # one GPU: steps beside a busy interpreter / after idle / sustained, then bench_predict
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
@@ -85,6 +86,10 @@ async)
   ;;
 serving_async)
   step serving 360 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
+  ;;
+grid70)
+  step profile 160 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  step accuracy 450 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 330 --tp 1 2>&1 | tail -12
   ;;
 contention)
   step contention 150 python3 benchmarks/engine_probes.py --only contention --out "$OUT/contention_$GPU.json" 2>&1 | tail -12
