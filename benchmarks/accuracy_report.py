@@ -252,6 +252,22 @@ def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfil
     return lines + server_section(name, directory / "serving_trace.jsonl", doc)
 
 
+def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: HardwareProfile) -> list[str]:
+    """Every step of this machine predicted by another machine's calibration of the same GPU type: what a user
+    whose GPU is not the one calibrated can expect."""
+    by: dict[str, list[float]] = {}
+    for p, t in zip(points, cal.predict_steps(other, points)):
+        by.setdefault(f"{p.deployment.model.name} {p.deployment.weight_dtype}", []).append(p.time_s / t - 1)
+    lines = [f"### {name}: predicted by the {gpu} calibration above (another machine)", "",
+             f"All {len(points)} step points of this machine, none fitted, predicted by the calibration of the "
+             f"{gpu} section above (fitted on its machine's grid).", "",
+             "| model | points | median error | median abs error | p90 abs error |", "|---|---|---|---|---|"]
+    for k, v in by.items():
+        a = np.abs(v)
+        lines.append(f"| {k} | {len(v)} | {np.median(v):+.1%} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} |")
+    return lines + ["", f"All points: {stats([e for v in by.values() for e in v])}.", ""]
+
+
 def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, dict[str, HardwareProfile]]) -> list[str]:
     if not (directory / "step.json").exists():
         return serving_only(directory, calibrated)
@@ -269,6 +285,9 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
         lines += [f"Its profile, step grid and served runs were measured on one GPU in one lease; `{directory.name}/"
                   "profile.yaml` is that machine's measured profile, which the calibration starts from.", ""]
     lines += step_section(name, c, base)
+    gpu = step["meta"].get("gpu")
+    if name != gpu and gpu in calibrated:
+        lines += transfer_section(name, gpu, c.train + c.test, calibrated[gpu]["calibrated"])
     serving = directory / "serving.json"
     if serving.exists() and "runs" in json.loads(serving.read_text()):
         doc = json.loads(serving.read_text())

@@ -7,7 +7,9 @@ bytes moved per GPU, and
 
 Efficiencies come from the hardware profile: datasheet-era defaults, or curves a profiler measured
 (GEMM compute efficiency by token dimension M, GEMM bandwidth by weight bytes, copy bandwidth by bytes
-moved, all-reduce time by message size), interpolated linearly in log-x.
+moved, all-reduce time by message size), interpolated linearly in log-x. Below a full GEMM tile the compute
+ceiling is the full-tile efficiency scaled by M / GEMM_TILE_M (a tile computes all its rows), never less than
+the measured curve.
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
@@ -94,6 +96,7 @@ class Hardware:
         self.gemm_curves = {k: curve_points(v) for k, v in e.gemm_by_m.items() if v}
         # Compute efficiency grows about linearly with M below a full tile: interpolate it log-log.
         self.compute_curves = {k: curve_points(v, log_y=True) for k, v in e.gemm_compute_by_m.items() if v}
+        self.full_tile_eff = {k: math.exp(max(c[1])) for k, c in self.compute_curves.items()}
         self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
         self.mem_eff = e.memory
         self.attn_curves = {int(k): curve_points(v, log_y=True) for k, v in e.attention_compute_by_len.items() if v}
@@ -112,10 +115,13 @@ class Hardware:
 
     def gemm_efficiency(self, dtype: str, m: float) -> float:
         """Compute efficiency of a GEMM with M rows: the fitted compute-bound curve, else the older
-        median-over-shapes curve, else the scalar."""
+        median-over-shapes curve, else the scalar. Below a full tile the kernel computes GEMM_TILE_M rows
+        anyway, so its compute ceiling is at least the best full-tile efficiency x M / GEMM_TILE_M: the
+        profiler's small-M GEMMs are memory bound and only bound the compute ceiling from below (a 70B layer
+        at 32 rows is priced by its weight stream, not by an 8B layer's streaming rate read as compute)."""
         curve = self.compute_curves.get(dtype)
         if curve is not None:
-            return math.exp(interp_log(curve, m))
+            return max(math.exp(interp_log(curve, m)), self.full_tile_eff[dtype] * min(1.0, m / GEMM_TILE_M))
         curve = self.gemm_curves.get(dtype)
         if curve is not None:
             return interp_log(curve, m)
