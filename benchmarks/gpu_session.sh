@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_session.sh grid2       # one GPU: CUDA-path tests, full profile, then the step grid on the same machine
 #   bash benchmarks/gpu_session.sh machine     # one GPU: full profile, step grid and serving runs, all on one machine
 #   bash benchmarks/gpu_session.sh grid70      # one GPU: full profile, then the step grid with the 70B fp8 case, one machine
+#   bash benchmarks/gpu_session.sh fp8rows     # one GPU: fp8 CUDA-path tests, then the fp8 step grid (8B, 70B) with tuned 2-16 rows
 #   bash benchmarks/gpu_session.sh contention  # one GPU: steps beside a busy interpreter / after idle / sustained, then bench_predict
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
@@ -90,6 +91,12 @@ serving_async)
 grid70)
   step profile 160 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 450 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 330 --tp 1 2>&1 | tail -12
+  ;;
+fp8rows)
+  step tests 120 python3 -m pytest -q -x tests/test_engine_cuda_paths.py -k "fp8" 2>&1 | tail -5
+  step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --models 8b,70b --dtypes fp8 --tp 1 --out-dir "$OUT" \
+      --gpu-budget-s 200 2>&1 | tail -6
+  python3 -c "import json; [print(c['model'], c['kv_cache'].get('fp8_gemv_rows')) for c in json.load(open('$OUT/step.json'))['cases']]"
   ;;
 contention)
   step contention 150 python3 benchmarks/engine_probes.py --only contention --out "$OUT/contention_$GPU.json" 2>&1 | tail -12

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from functools import partial
 
 from planner.schemas import CurvePoint, HardwareProfile, ModelSpec
 
@@ -203,22 +204,26 @@ def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, co
 
 
 def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
-                 engine: bool = True) -> tuple[float, float, float, str]:
+                 engine: bool = True, fp8_rows_tuned: bool = True, gemv: bool = True) -> tuple[float, float, float, str]:
     """(FLOPs, bytes, seconds, bound) of Y[m,n] = X[m,k] @ W[k,n], W stored in `weight_dtype`, without
     the issue floor. Weight-only int8/int4 run as the profiler times them: a dequantize pass (read the
     quantized weights, write bf16), a bf16 GEMM, and the per-channel scale on the output. `engine`: an fp8
     linear as the built-in engine runs it (GEMV at few rows, else activation quantization + GEMM), not the bare
-    GEMM the profiler times."""
-    key = (m, n, k, weight_dtype, engine)
+    GEMM the profiler times; `fp8_rows_tuned`: at 2-16 rows the engine takes whichever of the GEMV and the GEMM
+    path it timed faster for the shape (engines since 2026-12-02; before, always the GEMV)."""
+    key = (m, n, k, weight_dtype, engine, fp8_rows_tuned, gemv)
     hit = hw.gemm_memo.get(key)
     if hit is not None:
         return hit
     cdt = COMPUTE_DTYPE[weight_dtype]
     flops = 2.0 * m * n * k
-    if engine and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
+    if engine and gemv and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
         nbytes = n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
         eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
-        hw.gemm_memo[key] = result = (flops, nbytes, nbytes / (hw.bandwidth * eff), "memory")
+        result = (flops, nbytes, nbytes / (hw.bandwidth * eff), "memory")
+        if m > 1 and fp8_rows_tuned:
+            result = min(result, _gemm_kernel(hw, m, n, k, weight_dtype, gemv=False), key=lambda r: r[2])
+        hw.gemm_memo[key] = result
         return result
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
     gemm_weight_bytes = n * k * WEIGHT_BYTES_PER_PARAM[cdt]
@@ -243,9 +248,9 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
 
 
 def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
-              count: int = 1, graphs: bool = True) -> OpCost:
+              count: int = 1, graphs: bool = True, fp8_rows_tuned: bool = True) -> OpCost:
     """Y[m,n] = X[m,k] @ W[k,n] with W stored in `weight_dtype`; `graphs`: issued from a CUDA graph."""
-    flops, nbytes, t, bound = _gemm_kernel(hw, m, n, k, weight_dtype)
+    flops, nbytes, t, bound = _gemm_kernel(hw, m, n, k, weight_dtype, fp8_rows_tuned=fp8_rows_tuned)
     return OpCost(name, flops, nbytes, max(t, hw.issue_interval_s(graphs)), bound, count)
 
 
@@ -326,6 +331,9 @@ class Deployment:
     # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
     # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.
     async_scheduling: bool = False
+    # fp8 linears at 2-16 rows run the faster of the weight-only GEMV and quantization + GEMM for their shape (the
+    # built-in engine times both at start-up since 2026-12-02; before, it always took the GEMV).
+    fp8_rows_tuned: bool = True
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -402,25 +410,26 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
 def _projection_ops(hw: Hardware, d: Deployment, tokens: int, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
+    lin = partial(gemm_cost, hw, fp8_rows_tuned=d.fp8_rows_tuned)
     if m.is_mla:
         heads = m.num_attention_heads / tp
         ops = []
         if m.q_lora_rank:
-            ops.append(gemm_cost(hw, "q_a_proj", tokens, m.q_lora_rank, h, wd, count, graphs))
-            ops.append(gemm_cost(hw, "q_b_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim),
+            ops.append(lin("q_a_proj", tokens, m.q_lora_rank, h, wd, count, graphs))
+            ops.append(lin("q_b_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim),
                                  m.q_lora_rank, wd, count, graphs))
         else:
-            ops.append(gemm_cost(hw, "q_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), h,
+            ops.append(lin("q_proj", tokens, heads * (m.qk_nope_head_dim + m.qk_rope_head_dim), h,
                                  wd, count, graphs))
-        ops.append(gemm_cost(hw, "kv_a_proj", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, wd, count, graphs))
-        ops.append(gemm_cost(hw, "kv_b_proj", tokens, heads * (m.qk_nope_head_dim + m.v_head_dim),
+        ops.append(lin("kv_a_proj", tokens, m.kv_lora_rank + m.qk_rope_head_dim, h, wd, count, graphs))
+        ops.append(lin("kv_b_proj", tokens, heads * (m.qk_nope_head_dim + m.v_head_dim),
                              m.kv_lora_rank, wd, count, graphs))
-        ops.append(gemm_cost(hw, "o_proj", tokens, h, heads * m.v_head_dim, wd, count, graphs))
+        ops.append(lin("o_proj", tokens, h, heads * m.v_head_dim, wd, count, graphs))
         return ops
     q = m.num_attention_heads * m.head_dim / tp
     kv = d.kv_heads_per_gpu * m.head_dim
-    return [gemm_cost(hw, "qkv_proj", tokens, q + 2 * kv, h, wd, count, graphs),
-            gemm_cost(hw, "o_proj", tokens, h, q, wd, count, graphs)]
+    return [lin("qkv_proj", tokens, q + 2 * kv, h, wd, count, graphs),
+            lin("o_proj", tokens, h, q, wd, count, graphs)]
 
 
 def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> float:
@@ -431,24 +440,25 @@ def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> floa
 def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
+    lin = partial(gemm_cost, hw, fp8_rows_tuned=d.fp8_rows_tuned)
     if not is_moe:
         inter = m.intermediate_size / tp
-        return [gemm_cost(hw, "mlp_gate_up", tokens, 2 * inter, h, wd, count, graphs),
-                gemm_cost(hw, "mlp_down", tokens, h, inter, wd, count, graphs)]
+        return [lin("mlp_gate_up", tokens, 2 * inter, h, wd, count, graphs),
+                lin("mlp_down", tokens, h, inter, wd, count, graphs)]
     e, k = m.num_experts, m.num_experts_per_tok
     inter = (m.moe_intermediate_size or m.intermediate_size) / tp
     active = expected_active_experts(e, k, tokens)
     tokens_per_expert = tokens * k / active
-    ops = [gemm_cost(hw, "moe_router", tokens, e, h, "bf16", count, graphs)]
+    ops = [lin("moe_router", tokens, e, h, "bf16", count, graphs)]
     # Grouped GEMM: FLOPs of the routed tokens, weight bytes of the experts actually hit.
     for name, n_out, k_in in (("moe_gate_up", 2 * inter, h), ("moe_down", h, inter)):
-        flops, nbytes, t, bound = _gemm_kernel(hw, tokens_per_expert, n_out, k_in, wd)
+        flops, nbytes, t, bound = _gemm_kernel(hw, tokens_per_expert, n_out, k_in, wd, fp8_rows_tuned=d.fp8_rows_tuned)
         ops.append(OpCost(name, flops * active, nbytes * active, max(t * active, hw.issue_interval_s(graphs)),
                           bound, count))
     if m.num_shared_experts:
         s_inter = (m.shared_expert_intermediate_size or inter * tp * m.num_shared_experts) / tp
-        ops += [gemm_cost(hw, "shared_gate_up", tokens, 2 * s_inter, h, wd, count, graphs),
-                gemm_cost(hw, "shared_down", tokens, h, s_inter, wd, count, graphs)]
+        ops += [lin("shared_gate_up", tokens, 2 * s_inter, h, wd, count, graphs),
+                lin("shared_down", tokens, h, s_inter, wd, count, graphs)]
     return ops
 
 

@@ -28,11 +28,13 @@ def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
 
 def engine_features(report: dict) -> dict:
     """Deployment fields from what the built-in engine reported of itself (its `kv_cache` start-up event, or
-    a trace's config line): the prefill path it took and whether it scheduled asynchronously. Engines before
-    piecewise graphs and varlen prefill reported neither: their prefill was eager, per sequence."""
+    a trace's config line): the prefill path it took, whether it scheduled asynchronously, and whether it chose
+    its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`). Engines before piecewise graphs and varlen prefill
+    reported neither: their prefill was eager, per sequence."""
     return {"piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
             "varlen_prefill": bool(report.get("varlen_prefill")),
-            "async_scheduling": bool(report.get("async_scheduling"))}
+            "async_scheduling": bool(report.get("async_scheduling")),
+            "fp8_rows_tuned": "fp8_gemv_rows" in report}
 
 
 def engine_deployment(model: ModelSpec, plan: Plan, report: dict) -> Deployment:

@@ -206,3 +206,26 @@ def test_served_steps_pay_the_servers_per_sequence_work():
     b = Batch.of([], [1000] * 40)
     served, offline = step_time_s(h, Deployment(m), b), step_time_s(h, Deployment(m, served=False), b)
     assert served - offline == pytest.approx(40 * 1e-5)
+
+
+def test_fp8_rows_priced_as_the_faster_path_when_the_engine_tunes_them():
+    """At 2-16 rows an engine that times both fp8 paths per shape runs the faster: a tuned deployment is never
+    priced slower than one that always takes the weight-only GEMV, and one row is the GEMV either way."""
+    from dataclasses import replace
+
+    from planner.catalog import load_hardware, load_model
+    from planner.costmodel import Batch, Deployment, step_time_s
+
+    hw = load_hardware("h200", "measured")
+    tuned = Deployment(load_model("llama-70b"), weight_dtype="fp8")
+    gemv_only = replace(tuned, fp8_rows_tuned=False)
+    eight, one = Batch.of(decode_contexts=[1024] * 8), Batch.of(decode_contexts=[1024])
+    assert step_time_s(hw, tuned, eight) < step_time_s(hw, gemv_only, eight)
+    assert step_time_s(hw, tuned, one) == step_time_s(hw, gemv_only, one)
+
+
+def test_engine_report_says_whether_fp8_rows_are_tuned():
+    from planner.predict import engine_features
+
+    assert engine_features({"fp8_gemv_rows": None})["fp8_rows_tuned"]
+    assert not engine_features({"varlen_prefill": True})["fp8_rows_tuned"]

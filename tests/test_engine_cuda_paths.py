@@ -114,3 +114,30 @@ def test_async_scheduling_matches_sync_on_graphs():
     got = engine.generate(prompts, params)
     engine.close()
     assert sum(fed) > 0 and got == expected
+
+
+def test_fp8_rows_tuning_picks_a_path_per_shape_and_both_agree():
+    """fp8 linears at 2-16 rows: tune() times the weight-only GEMV against quantization + _scaled_mm per shape,
+    apply() follows the choice, and the two paths give the same product (within fp8 activation rounding)."""
+    from backends.engine.linear import Linear
+    from backends.engine.quant import SCHEMES, TUNED_ROWS
+
+    scheme = SCHEMES["fp8"]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    model = torch.nn.ModuleList([Linear(512, [256], quant="fp8"), Linear(1024, [512], quant="fp8")]).cuda()
+    for layer in model:
+        layer.init_random(g, torch.bfloat16)
+    chosen = scheme.tune(model, torch.bfloat16)
+    assert set(chosen) == {"256x512", "512x1024"} and all(set(v) <= set(TUNED_ROWS) for v in chosen.values())
+    layer = model[1]
+    x = torch.randn(8, 1024, dtype=torch.bfloat16, device="cuda", generator=g)
+    key = (512, 1024, 8)
+    saved = scheme.gemv_wins[key]
+    try:
+        outs = []
+        for wins in (True, False):
+            scheme.gemv_wins[key] = wins
+            outs.append(layer(x))
+    finally:
+        scheme.gemv_wins[key] = saved
+    assert _rel(outs[0], outs[1]) < 0.05

@@ -23,6 +23,7 @@ from .config import EngineConfig, EngineError
 from .kernels import feed_ids
 from .model import build_model
 from .piecewise import PiecewiseGraphs, piecewise_sizes
+from .quant import SCHEMES
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
@@ -65,6 +66,9 @@ class ModelRunner:
             self.model.init_dummy(config.seed)
         self.weights_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.load_time_s = time.perf_counter() - t0
+        # fp8 at 2-16 rows: the faster of the weight-only GEMV and _scaled_mm, per layer shape (before capture)
+        self.fp8_gemv_rows = (SCHEMES["fp8"].tune(self.model, self.dtype)
+                              if config.quant == "fp8" and self.device.type == "cuda" else None)
         self.pinned = self.device.type == "cuda"
         # The last step's sampled tokens, by row, where the next step's decode rows may gather their inputs;
         # and two pinned host copies (one for the step in flight, one for the step being read).
@@ -166,7 +170,7 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
-                "varlen_prefill": self.varlen}
+                "varlen_prefill": self.varlen, "fp8_gemv_rows": self.fp8_gemv_rows}
 
     # ----------------------------------------------------------------------- inputs
     def _tensor(self, data, dtype) -> torch.Tensor:

@@ -71,13 +71,44 @@ class Int8(_PerRow):
         return F.linear(x, layer.weight.to(x.dtype)) * layer.weight_scale.to(x.dtype)
 
 
+# Rows at which the weight-only GEMV and quantization + _scaled_mm race (one row always takes the GEMV's
+# CUDA-core kernel, near the bandwidth floor). Which wins depends on the layer's size: on an H200 the GEMV's
+# tensor-core kernel streams a 70B layer at ~0.3 of bandwidth, where _scaled_mm at 32 rows was faster than it at 8.
+TUNED_ROWS = (2, 4, 8, 16)
+
+
 class Fp8(_PerRow):
     qdtype = FP8
 
+    def __init__(self):
+        self.gemv_wins: dict[tuple[int, int, int], bool] = {}   # (N, K, rows bucket) -> GEMV faster
+
     def apply(self, layer, x):
-        # decode-sized x: weight-only Triton GEMV (fp8 tiles widened in registers), no activation quantization
-        if gemv.fp8_wanted(x):
+        # decode-sized x: weight-only Triton GEMV (fp8 tiles widened in registers), no activation quantization,
+        # unless quantization + _scaled_mm was timed faster for this shape (tune)
+        if gemv.fp8_wanted(x) and (x.shape[0] == 1 or self.gemv_wins.get(self._key(layer, x.shape[0]), True)):
             return gemv.gemv(x, layer.weight, scale=layer.weight_scale)
+        return self._quantized(layer, x)
+
+    @staticmethod
+    def _key(layer, rows: int) -> tuple[int, int, int]:
+        return (*layer.weight.shape, next(r for r in TUNED_ROWS if r >= rows))
+
+    def tune(self, model: nn.Module, dtype: torch.dtype) -> dict[str, list[int]]:
+        """Time both paths at each of TUNED_ROWS for every distinct fp8 weight shape of `model` (CUDA; before
+        graphs are captured, which then hold the winner). Returns {"NxK": [rows where the GEMV won]}."""
+        layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is self}
+        for (n, k), layer in layers.items():
+            for rows in TUNED_ROWS:
+                x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
+                try:
+                    mm_s = _median_s(lambda: self._quantized(layer, x))
+                except RuntimeError:            # a _scaled_mm that refuses this shape: the GEMV it is
+                    mm_s = float("inf")
+                self.gemv_wins[(n, k, rows)] = _median_s(lambda: gemv.gemv(x, layer.weight, scale=layer.weight_scale)) <= mm_s
+        return {f"{n}x{k}": [r for r in TUNED_ROWS if self.gemv_wins[(n, k, r)]] for n, k in layers}
+
+    def _quantized(self, layer, x):
         xq, xs = quantize_tokens_fp8(x)
         if x.is_cuda:
             # _scaled_mm wants the second operand column-major: the [out, in] weight's transpose is exactly that.
@@ -89,6 +120,21 @@ class Fp8(_PerRow):
 
 
 SCHEMES = {"none": Unquantized(), "fp8": Fp8(), "int8": Int8()}
+
+
+def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
+    """Median over `reps` of the mean device time of `calls` back-to-back calls (after a warm-up)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / calls)
+    return sorted(times)[len(times) // 2]
 
 
 # --------------------------------------------------------------------------- per-token fp8 activations
