@@ -13,11 +13,12 @@ A few physically meaningful parameters are fitted by least squares on log(step t
     attention_memory         decode attention, fraction of bandwidth
     fp8_gemv_memory          the engine's weight-only fp8 decode GEMV at one row, fraction of bandwidth
     fp8_gemv_rows_memory     ... at 2-16 rows (another kernel)
+    fp8_gemv_latency_s       fixed time of one such GEMV beyond its stream (small layers stream slower)
     gemm_compute_scale       multiplies every GEMM compute-efficiency curve of the profile
     gemm_knee                softness of the GEMM roofline corner (0: max of compute and memory time)
     memory_scale             multiplies every bandwidth-efficiency curve (copies, weight streaming, dequantize)
 
-Parameters are bounded to physically sensible ranges (PARAM_BOUNDS); DEFAULT_PARAMS fits six of them.
+Parameters are bounded to physically sensible ranges (PARAM_BOUNDS); DEFAULT_PARAMS fits most of them.
 Points the engine ran on a path the model does not describe are left out of fit and test (excluded_why:
 fp8 decode in traces of engines before 2026-12-02) and reported as such.
 Steps are grouped into points (a trace record's `point` id, else one step per point); the median step time
@@ -57,6 +58,7 @@ PARAM_BOUNDS = {
     "attention_memory": (0.2, 1.0),
     "fp8_gemv_memory": (0.2, 1.0),
     "fp8_gemv_rows_memory": (0.1, 1.0),
+    "fp8_gemv_latency_s": (1e-8, 2e-5),
     "gemm_compute_scale": (0.5, 1.5),
     "gemm_knee": (1e-3, 0.5),
     "memory_scale": (0.5, 1.2),
@@ -66,10 +68,10 @@ PARAM_BOUNDS = {
 DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "kernel_overhead_s",
                   "attention_compute_scale",
                   "attention_memory", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
-                  "fp8_gemv_rows_memory", "gemm_knee")
+                  "fp8_gemv_rows_memory", "fp8_gemv_latency_s", "gemm_knee")
 # A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
 # GPU time (max(GPU, launches x interval) has no slope there) and a hard roofline corner (no slope at knee 0).
-ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15}
+ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15, "fp8_gemv_latency_s": 5e-6}
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see
 ROBUST_SCALE = 0.05          # soft-L1 knee on log-time residuals: points off by more than ~5% count linearly
 # bench metric -> residual key planner.uncertainty reads

@@ -220,7 +220,7 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     if engine and gemv and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
         nbytes = n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
         eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
-        result = (flops, nbytes, nbytes / (hw.bandwidth * eff), "memory")
+        result = (flops, nbytes, hw.e.fp8_gemv_latency_s + nbytes / (hw.bandwidth * eff), "memory")
         if m > 1 and fp8_rows_tuned:
             result = min(result, _gemm_kernel(hw, m, n, k, weight_dtype, gemv=False), key=lambda r: r[2])
         hw.gemm_memo[key] = result

@@ -137,6 +137,10 @@ class Efficiency(_Base):
     # tensor-core kernel, rows padded to 16). 0.5 unless calibrated.
     fp8_gemv_memory: float = 0.5
     fp8_gemv_rows_memory: float = 0.5
+    # ... and the fixed time of one such GEMV beyond its stream (ramp-up and tail): on an H200 the one-row kernel
+    # took ~6 us plus 1/3.3 TB/s per byte over Llama-3.1-8B's layers, so small layers stream far below the rate
+    # big ones reach. 0 unless calibrated.
+    fp8_gemv_latency_s: float = 0.0
     memory: float = 0.85                        # large streams
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []
