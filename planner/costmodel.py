@@ -7,9 +7,10 @@ bytes moved per GPU, and
 
 Efficiencies come from the hardware profile: datasheet-era defaults, or curves a profiler measured
 (GEMM compute efficiency by token dimension M, GEMM bandwidth by weight bytes, copy bandwidth by bytes
-moved, all-reduce time by message size), interpolated linearly in log-x. Below a full GEMM tile the compute
-ceiling is the full-tile efficiency scaled by M / GEMM_TILE_M (a tile computes all its rows), never less than
-the measured curve.
+moved, all-reduce time by message size), interpolated linearly in log-x. A GEMM's compute ceiling is the best
+efficiency the profiler measured, scaled by M / GEMM_TILE_M below a full tile (a tile computes all its rows),
+or the measured curve where that is higher: the profiler's small-M GEMMs are memory bound, and its largest ones
+ran back to back at lower clocks than an engine step's, so the curve bounds the ceiling from below.
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
@@ -115,11 +116,10 @@ class Hardware:
         return self.profile.peak(dtype)
 
     def gemm_efficiency(self, dtype: str, m: float) -> float:
-        """Compute efficiency of a GEMM with M rows: the fitted compute-bound curve, else the older
-        median-over-shapes curve, else the scalar. Below a full tile the kernel computes GEMM_TILE_M rows
-        anyway, so its compute ceiling is at least the best full-tile efficiency x M / GEMM_TILE_M: the
-        profiler's small-M GEMMs are memory bound and only bound the compute ceiling from below (a 70B layer
-        at 32 rows is priced by its weight stream, not by an 8B layer's streaming rate read as compute)."""
+        """Compute efficiency of a GEMM with M rows: from the fitted compute-bound curve, the best measured
+        efficiency x min(1, M / GEMM_TILE_M) or the curve where higher (module docstring: a 70B layer at 32 rows
+        is priced by its weight stream, not by an 8B layer's streaming rate read as compute); else the older
+        median-over-shapes curve, else the scalar."""
         curve = self.compute_curves.get(dtype)
         if curve is not None:
             return max(math.exp(interp_log(curve, m)), self.full_tile_eff[dtype] * min(1.0, m / GEMM_TILE_M))
