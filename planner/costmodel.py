@@ -9,8 +9,8 @@ Efficiencies come from the hardware profile: datasheet-era defaults, or curves a
 (GEMM compute efficiency by token dimension M, GEMM bandwidth by weight bytes, copy bandwidth by bytes
 moved, all-reduce time by message size), interpolated linearly in log-x. A GEMM's compute ceiling is the best
 efficiency the profiler measured, scaled by M / GEMM_TILE_M below a full tile (a tile computes all its rows),
-or the measured curve where that is higher: the profiler's small-M GEMMs are memory bound, and its largest ones
-ran back to back at lower clocks than an engine step's, so the curve bounds the ceiling from below.
+or the measured curve where that is higher: the profiler's small-M GEMMs are memory bound, so there the curve
+only bounds the ceiling from below (held-out engine steps agree better with this than with the curve itself).
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
