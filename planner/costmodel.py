@@ -462,6 +462,25 @@ def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int,
     return ops
 
 
+def _rope_store_bytes_per_token(d: Deployment) -> float:
+    """RoPE on q and k (read and written) and the token's K/V written to the cache."""
+    m = d.model
+    heads = m.num_attention_heads / d.tp
+    rotated = (heads + 1) * m.qk_rope_head_dim if m.is_mla else (heads + d.kv_heads_per_gpu) * m.head_dim
+    return 2 * rotated * ACT_BYTES + d.kv_bytes_per_token_layer()
+
+
+def _activation_bytes_per_token(d: Deployment, is_moe: bool) -> float:
+    """SiLU(gate) x up: reads both halves of gate_up's output, writes one (per routed expert copy under MoE)."""
+    m = d.model
+    if not is_moe:
+        return 3 * m.intermediate_size / d.tp * ACT_BYTES
+    inter = (m.moe_intermediate_size or m.intermediate_size) * m.num_experts_per_tok
+    shared = (m.shared_expert_intermediate_size or (m.moe_intermediate_size or m.intermediate_size)
+              * m.num_shared_experts) if m.num_shared_experts else 0
+    return 3 * (inter + shared) / d.tp * ACT_BYTES
+
+
 def _elementwise(hw: Hardware, name: str, nbytes: float, count: int, graphs: bool) -> OpCost:
     t = nbytes / (hw.bandwidth * hw.memory_efficiency(nbytes))
     return OpCost(name, 0.0, nbytes, max(t, hw.issue_interval_s(graphs)), "memory", count)
@@ -487,8 +506,10 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         norms = 4 if m.post_norms else 2
         ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
         ops += _projection_ops(hw, d, tokens, count, graphs)
+        ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
         ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
         ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
+        ops.append(_elementwise(hw, "activation", tokens * _activation_bytes_per_token(d, is_moe), count, graphs))
         if d.tp > 1:
             t = allreduce_time_s(hw, tokens * h * ACT_BYTES, d.tp)
             ops.append(OpCost("allreduce", 0.0, tokens * h * ACT_BYTES, t, "communication", 2 * count))
