@@ -13,7 +13,8 @@ prefill    Llama-3.1-8B prefills of 1024-4096 tokens through the engine's runner
            a 128-row tile (2056, 2176): what the eager path and tile rounding cost.
 contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequences through the runner, timed alone,
            after a 1 s idle gap, beside a Python thread that holds the interpreter (a busy loop), beside one that
-           wakes every millisecond for ~0.2 ms of work (an event loop streaming tokens), and back to back for 3 s;
+           wakes every millisecond for ~0.2 ms of work, beside one that runs 3 ms of Python every 8 ms (an event
+           loop streaming ~100 tokens per step; with the default and a 0.2 ms switch interval), back to back 3 s;
            SM clock polled meanwhile: why a served run's steps are slower than the step grid's on one machine.
 """
 from __future__ import annotations
@@ -202,19 +203,26 @@ def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustaine
         while not stop.is_set():
             x += 1
 
-    def chatty(stop):
+    def chatty(stop, busy_s=2e-4, idle_s=1e-3):
         while not stop.is_set():
             t0 = time.perf_counter()
-            while time.perf_counter() - t0 < 2e-4:
+            while time.perf_counter() - t0 < busy_s:
                 pass
-            time.sleep(1e-3)
+            time.sleep(idle_s)
+
+    def bursty(stop):            # a server's event loop streaming ~100 tokens after each step: 3 ms of Python
+        chatty(stop, 3e-3, 5e-3)
 
     rows = []
     for name, batch in (("prefill 1024", prefill), (f"decode 32 x {decode_ctx + 1}", decode)):
         timed(batch, 3)
-        for cond in ("alone", "after 1 s idle", "busy thread", "chatty thread", "sustained 3 s"):
+        for cond in ("alone", "after 1 s idle", "busy thread", "chatty thread", "bursty thread",
+                     "bursty thread, switch interval 0.2 ms", "sustained 3 s"):
             stop = threading.Event()
-            helper = {"busy thread": busy, "chatty thread": chatty}.get(cond)
+            helper = {"busy thread": busy, "chatty thread": chatty}.get(cond, bursty if "bursty" in cond else None)
+            interval = sys.getswitchinterval()
+            if "switch interval" in cond:
+                sys.setswitchinterval(2e-4)
             t = threading.Thread(target=helper, args=(stop,), daemon=True) if helper else None
             if t:
                 t.start()
@@ -227,6 +235,7 @@ def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustaine
             stop.set()
             if t:
                 t.join()
+            sys.setswitchinterval(interval)
             k = max(1, len(times) // 10)
             rows.append({"step": name, "condition": cond, "steps": len(times), "ms": statistics.median(times) * 1e3,
                          "ms_first_tenth": statistics.median(times[:k]) * 1e3,
