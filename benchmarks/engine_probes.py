@@ -1,4 +1,4 @@
-"""Four measurements behind cost-model and kernel choices (one GPU, about two minutes).
+"""Measurements behind cost-model and kernel choices (one GPU, about two minutes).
 
   python benchmarks/engine_probes.py --out probes.json [--only decode,sustained,prefill]
 
@@ -16,6 +16,8 @@ contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequence
            wakes every millisecond for ~0.2 ms of work, beside one that runs 3 ms of Python every 8 ms (an event
            loop streaming ~100 tokens per step; with the default and a 0.2 ms switch interval), back to back 3 s;
            SM clock polled meanwhile: why a served run's steps are slower than the step grid's on one machine.
+async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
+           time (device events), and do the steps add up to the run's wall time?
 """
 from __future__ import annotations
 
@@ -246,16 +248,55 @@ def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustaine
     return rows
 
 
+def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt: int = 1024) -> dict:
+    """Async scheduling's step trace: 48 requests, then one more every 8 steps (prefills among decodes). A decode
+    step followed by a prefill step should not be charged that prefill's launch, and the steps should add up to
+    the run's wall time."""
+    import tempfile
+
+    from backends.engine.config import EngineConfig, SamplingParams, resolve_model
+    from backends.engine.engine import LLMEngine
+
+    spec = resolve_model(model)[0]
+    trace = Path(tempfile.mkdtemp()) / "trace.jsonl"
+    engine = LLMEngine(EngineConfig(model=spec, device=device, max_num_seqs=64, max_num_batched_tokens=2048,
+                                    max_model_len=4096, gpu_memory_utilization=0.5, async_scheduling=True,
+                                    trace_path=str(trace)))
+    params = SamplingParams(max_tokens=64, ignore_eos=True)
+    engine.generate([[1 + i] * prompt for i in range(4)], params)          # warm-up
+    for i in range(48):
+        engine.add_request([2 + i] * prompt, params)
+    t0, steps, extra = time.perf_counter(), 0, 0
+    while engine.has_unfinished():
+        engine.step()
+        steps += 1
+        if steps % 8 == 0 and extra < 24:
+            engine.add_request([100 + extra] * prompt, params)
+            extra += 1
+    wall = time.perf_counter() - t0
+    engine.close()
+    recs = [json.loads(line) for line in trace.read_text().splitlines()]
+    recs = [r for r in recs if "event" not in r][-steps:]
+    followed = {"prefill": [], "decode": []}
+    for a, b in zip(recs, recs[1:]):
+        if a["num_prefill_tokens"] == 0:
+            followed["prefill" if b["num_prefill_tokens"] else "decode"].append(a["time_s"] * 1e3)
+    return {"steps": len(recs), "wall_s": wall, "sum_step_s": sum(r["time_s"] for r in recs),
+            "decode_ms_before_prefill": statistics.median(followed["prefill"]) if followed["prefill"] else None,
+            "decode_ms_before_decode": statistics.median(followed["decode"]) if followed["decode"] else None,
+            "prefill_ms": statistics.median(r["time_s"] * 1e3 for r in recs if r["num_prefill_tokens"])}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
-    ap.add_argument("--only", default="decode,sustained,prefill,contention")
+    ap.add_argument("--only", default="decode,sustained,prefill,contention,async_trace")
     args = ap.parse_args()
     which = set(args.only.split(","))
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
-                     ("prefill", probe_prefill), ("contention", probe_contention)):
+                     ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace)):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -280,6 +321,8 @@ def main() -> int:
     for r in out.get("contention", []) if isinstance(out.get("contention"), list) else []:
         print(f"{r['step']}, {r['condition']}: {r['ms']:.2f} ms (first tenth {r['ms_first_tenth']:.2f}, last "
               f"{r['ms_last_tenth']:.2f}); SM {r['sm_mhz_median']} MHz (min {r['sm_mhz_min']})")
+    if isinstance(out.get("async_trace"), dict) and "steps" in out["async_trace"]:
+        print("async trace:", {k: round(v, 3) if isinstance(v, float) else v for k, v in out["async_trace"].items()})
     return 0
 
 

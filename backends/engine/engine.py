@@ -31,6 +31,7 @@ class _InFlight:
     record: dict | None                     # trace composition
     start: float                            # when its step() call began
     launched: float                         # when it was queued
+    after: Launched | None = None           # the step in flight when this one was queued (async scheduling)
 
 
 @dataclass
@@ -177,7 +178,7 @@ class LLMEngine:
                 seq.token_ids.append(PENDING_TOKEN)
                 sampled.append((seq, seq.num_tokens - 1))
         record = self._trace_record(batch) if self._trace else None
-        return _InFlight(handle, sampled, record, t0, t1)
+        return _InFlight(handle, sampled, record, t0, t1, prev.handle if prev else None)
 
     def _resolve(self, step: "_InFlight") -> list[RequestOutput]:
         """Reads a launched step's tokens into its sequences; finishes those that reached max_tokens or stopped.
@@ -198,14 +199,30 @@ class LLMEngine:
                 self.stats.requests_finished_total += 1
             outputs.append(self._output(seq, [token], idx + 1 - seq.num_prompt_tokens))
         # A step's time: from its start to its tokens, or under async scheduling from the end of the step before
-        # (steps overlap: each is charged the interval between completions).
+        # (steps overlap: each is charged the interval between completions). The host reads a step's tokens only
+        # after launching the next, so on CUDA that interval is taken from the device's own events: a host clock
+        # would charge the next launch (several ms for a prefill) to this step and take it from the next.
         now = time.perf_counter()
         start = step.start if self._last_done is None or not self.async_scheduling else max(step.start, self._last_done)
+        device_s = self._device_interval_s(step) if self.async_scheduling else None
+        if device_s is not None:
+            start = now - device_s
         self._last_done = now
         self.stats.observe_step(now - start)
         if step.record is not None:
             self._write_trace(step.record, start - self._t_start, now - start, now - step.launched)
         return outputs
+
+    @staticmethod
+    def _device_interval_s(step: "_InFlight") -> float | None:
+        """Device time from the end of the step that was in flight when this one was queued (else from this
+        one's start) to this one's end; None without timing events (CPU, or a step that samples nothing)."""
+        end = step.handle.event if step.handle is not None else None
+        ref = step.after.event if step.after is not None and step.after.event is not None else (
+            step.handle.begin if step.handle is not None else None)
+        if end is None or ref is None:
+            return None
+        return ref.elapsed_time(end) / 1e3
 
     def _trace_record(self, batch) -> dict:
         """The composition of a launched batch (its sequences have advanced by this step's tokens)."""

@@ -32,9 +32,12 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 @dataclass
 class Launched:
-    """A step queued on the device: its sampled tokens land in `host` (pinned) once `event` has passed."""
+    """A step queued on the device: its sampled tokens land in `host` (pinned) once `event` has passed. `begin`
+    and `event` are timing events around the step's device work (CUDA only), so overlapping steps can be timed
+    on the device (async scheduling)."""
     host: torch.Tensor
     event: torch.cuda.Event | None
+    begin: torch.cuda.Event | None = None
 
 
 class ModelRunner:
@@ -272,6 +275,7 @@ class ModelRunner:
     @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, feed: dict | None = None) -> Launched | None:
         """Queues the batch (`feed`: see _host_inputs); None when no sequence samples in it."""
+        begin = self._timing_event()
         num_decode = sum(1 for _, n in batch.items if n == 1)
         graph_bs = next((b for b in sorted(self.graphs) if b >= num_decode), None)
         self.last_graph_bs = graph_bs if num_decode == len(batch.items) else None
@@ -291,11 +295,15 @@ class ModelRunner:
         host = self.host_tokens[self.num_launched % 2][:n]
         self.num_launched += 1
         host.copy_(self.sampled[:n], non_blocking=self.pinned)
-        event = None
-        if self.device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record()
-        return Launched(host, event)
+        return Launched(host, self._timing_event(), begin)
+
+    def _timing_event(self) -> torch.cuda.Event | None:
+        """A timing event recorded now on the device's stream (None on CPU)."""
+        if self.device.type != "cuda":
+            return None
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
 
     @staticmethod
     def collect(launched: Launched | None) -> list[int]:
