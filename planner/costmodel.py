@@ -14,7 +14,7 @@ only bounds the ceiling from below (held-out engine steps agree better with this
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
-(rope, activation, residual adds) cost that interval each. Decode-only steps replay a CUDA graph, so that is
+(the attention merge, small copies) cost that interval each, up to KERNELS_PER_LAYER a layer. Decode-only steps replay a CUDA graph, so that is
 all. Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
 kernels already queued: such a step takes max(GPU time, launches x kernel_overhead_s), launch bound for
 small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
