@@ -42,7 +42,8 @@ def relative_band(hw: HardwareProfile, metric: str) -> tuple[float, float, str]:
         return float(lo), float(hi), f"calibration residuals (n={len(residuals)}, 5th-95th percentile)"
     kind = hw.provenance.kind
     d = DEFAULT_BAND.get(kind, DEFAULT_BAND["datasheet"])
-    return -d, d, f"default +-{d:.0%} ({kind} profile, no calibration residuals)"
+    have = f"fewer than {MIN_RESIDUALS} calibration residuals a metric" if residuals else "no calibration residuals"
+    return -d, d, f"default +-{d:.0%} ({kind} profile, {have})"
 
 
 def step_band(hw: HardwareProfile) -> tuple[float, float]:
