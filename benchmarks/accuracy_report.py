@@ -315,8 +315,10 @@ def report(dirs: list[Path], holdout: float, seed: int) -> str:
     for d in dirs:
         lines += machine(d, holdout, seed, calibrated)
     lines += ["## Reproduce", "", "```bash",
-              "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid):",
+              "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid2, then serving):",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 200 --tp 1",
+              "# one lease, its own profile (H200-one-machine: + served runs; H200-70b: the 70B fp8 case):",
+              "bash benchmarks/gpu_session.sh machine    # or: bash benchmarks/gpu_session.sh grid70",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
