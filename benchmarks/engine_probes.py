@@ -77,26 +77,48 @@ def probe_decode(copy_bw: float) -> list[dict]:
     return rows
 
 
+class _Nvml:
+    """SM clock and power sampled by NVML every `period_s` while a block runs (`samples`: {t_s, sm_mhz, power_w}; one
+    {error} entry where NVML is unavailable, none on the CPU)."""
+
+    def __init__(self, period_s: float = 0.01):
+        self.period_s, self.samples, self.nvml = period_s, [], None
+        if not torch.cuda.is_available():
+            return
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        except Exception as e:  # noqa: BLE001 - the timings still say it
+            self.samples.append({"error": f"{type(e).__name__}: {e}"})
+
+    def __enter__(self):
+        self.stop = threading.Event()
+
+        def poll():
+            t0 = time.perf_counter()
+            while self.nvml and not self.stop.is_set():
+                self.samples.append({"t_s": time.perf_counter() - t0,
+                                     "sm_mhz": self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM),
+                                     "power_w": self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3})
+                time.sleep(self.period_s)
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def sm_mhz(self) -> list[int]:
+        return [x["sm_mhz"] for x in self.samples if "sm_mhz" in x]
+
+
 def probe_sustained(seconds: float = 3.0) -> dict:
     x = torch.randn(8192, 4096, dtype=torch.bfloat16, device="cuda")
     w = torch.randn(4096, 28672, dtype=torch.bfloat16, device="cuda")
     flops = 2 * 8192 * 4096 * 28672
-    samples, stop = [], threading.Event()
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-
-        def poll():
-            t0 = time.perf_counter()
-            while not stop.is_set():
-                samples.append({"t_s": time.perf_counter() - t0,
-                                "sm_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-                                "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3})
-                time.sleep(0.02)
-        poller = threading.Thread(target=poll, daemon=True)
-    except Exception as e:  # noqa: BLE001 - the timings still say it
-        poller, samples = None, [{"error": f"{type(e).__name__}: {e}"}]
     for _ in range(3):
         x @ w
     torch.cuda.synchronize()
@@ -107,23 +129,21 @@ def probe_sustained(seconds: float = 3.0) -> dict:
     one[1].synchronize()
     n = max(10, int(seconds * 1e3 / one[0].elapsed_time(one[1])))
     events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
-    if poller:
-        poller.start()
-    time.sleep(0.2)              # idle clock first
-    events[0].record()
-    for i in range(n):
-        x @ w
-        events[i + 1].record()
-    events[-1].synchronize()
-    time.sleep(0.1)
-    stop.set()
+    with _Nvml(period_s=0.02) as nvml:
+        time.sleep(0.2)              # idle clock first
+        events[0].record()
+        for i in range(n):
+            x @ w
+            events[i + 1].record()
+        events[-1].synchronize()
+        time.sleep(0.1)
     ms = [events[i].elapsed_time(events[i + 1]) for i in range(n)]
     tflops = [flops / (m / 1e3) / 1e12 for m in ms]
     k = max(1, n // 20)
     return {"calls": n, "call_ms_first": statistics.median(ms[:k]), "call_ms_last": statistics.median(ms[-k:]),
             "tflops_first": statistics.median(tflops[:k]), "tflops_last": statistics.median(tflops[-k:]),
             "tflops_by_20th": [round(statistics.median(tflops[i:i + k]), 1) for i in range(0, n - k + 1, k)],
-            "nvml": samples}
+            "nvml": nvml.samples}
 
 
 def probe_prefill() -> list[dict]:
@@ -145,33 +165,6 @@ def probe_prefill() -> list[dict]:
     runner.piecewise = piecewise
     engine.close()
     return rows
-
-
-class _Clock:
-    """SM clock samples (NVML, every 10 ms) while a block runs."""
-
-    def __init__(self):
-        self.samples: list[int] = []
-        self.nvml = None
-        if torch.cuda.is_available():
-            import pynvml
-            pynvml.nvmlInit()
-            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-
-    def __enter__(self):
-        self.stop = threading.Event()
-
-        def poll():
-            while self.nvml and not self.stop.is_set():
-                self.samples.append(self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM))
-                time.sleep(0.01)
-        self.thread = threading.Thread(target=poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustained_s: float = 3.0,
@@ -228,7 +221,7 @@ def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustaine
             t = threading.Thread(target=helper, args=(stop,), daemon=True) if helper else None
             if t:
                 t.start()
-            with _Clock() as clock:
+            with _Nvml() as clock:
                 if cond == "sustained 3 s":
                     one = statistics.median(timed(batch, 3))
                     times = timed(batch, max(10, int(sustained_s / one)))
@@ -242,8 +235,8 @@ def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustaine
             rows.append({"step": name, "condition": cond, "steps": len(times), "ms": statistics.median(times) * 1e3,
                          "ms_first_tenth": statistics.median(times[:k]) * 1e3,
                          "ms_last_tenth": statistics.median(times[-k:]) * 1e3,
-                         "sm_mhz_median": statistics.median(clock.samples) if clock.samples else None,
-                         "sm_mhz_min": min(clock.samples, default=None)})
+                         "sm_mhz_median": statistics.median(clock.sm_mhz) if clock.sm_mhz else None,
+                         "sm_mhz_min": min(clock.sm_mhz, default=None)})
     engine.close()
     return rows
 
