@@ -16,6 +16,8 @@
 #   bash benchmarks/gpu_session.sh contention  # one GPU: steps beside a busy interpreter / after idle / sustained, then bench_predict
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
+#   bash benchmarks/gpu_session.sh tune        # one GPU: decode with and without the bf16 linear tuning, decode diag,
+#                                              # then the served runs with async scheduling
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -121,6 +123,14 @@ grid2)
   ;;
 probes)
   step probes 240 python3 benchmarks/engine_probes.py --out "$OUT/probes_$GPU.json" 2>&1 | tail -60
+  ;;
+tune)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -8
+  step untuned 150 env PLAN_ENGINE_TUNE_LINEAR=0 python3 benchmarks/bench_engine.py --decode-only --no-hf \
+      --out "$OUT/engine_untuned_$GPU.json" 2>&1 | tail -14
+  step tuned 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned_$GPU.json" 2>&1 | tail -14
+  step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,64 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -30
+  bash "$0" serving_async
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

@@ -23,11 +23,18 @@ from .config import EngineConfig, EngineError
 from .kernels import feed_ids
 from .model import build_model
 from .piecewise import PiecewiseGraphs, piecewise_sizes
-from .quant import SCHEMES
+from .quant import SCHEMES, tune_linear_enabled
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    """The decode batch sizes that get a CUDA graph: those of GRAPH_BATCH_SIZES below max_num_seqs, and the
+    first one that holds it (a batch pads up to the next size)."""
+    max_bs = min(max_num_seqs, GRAPH_BATCH_SIZES[-1])
+    return [b for b in GRAPH_BATCH_SIZES if b < max_bs] + [next(b for b in GRAPH_BATCH_SIZES if b >= max_bs)]
 
 
 @dataclass
@@ -72,6 +79,9 @@ class ModelRunner:
         # fp8 at 2-16 rows: the faster of the weight-only GEMV and _scaled_mm, per layer shape (before capture)
         self.fp8_gemv_rows = (SCHEMES["fp8"].tune(self.model, self.dtype)
                               if config.quant == "fp8" and self.device.type == "cuda" else None)
+        t0 = time.perf_counter()
+        self.linear_backends = self._tune_linears()
+        self.linear_tune_s = time.perf_counter() - t0
         self.pinned = self.device.type == "cuda"
         # The last step's sampled tokens, by row, where the next step's decode rows may gather their inputs;
         # and two pinned host copies (one for the step in flight, one for the step being read).
@@ -97,6 +107,16 @@ class ModelRunner:
             if not spec.is_moe:
                 self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
                                                  self.trash_slot, self.device, self.sampled, self.graph_pool)
+
+    def _tune_linears(self) -> dict | None:
+        """bf16/fp16 linears at each decode graph's batch size: the fastest of cuBLAS, cuBLASLt and the Triton
+        GEMV per weight shape, timed before capture so the graphs hold the winners (quant.Unquantized.tune).
+        Not without graphs: an eager step would pay the library switch on every call. Where it does not run,
+        tune() gets no sizes, which clears what an earlier runner of this process chose (schemes are shared)."""
+        c = self.config
+        tuned = tune_linear_enabled() and c.quant == "none" and self.device.type == "cuda" and c.cuda_graphs
+        backends = SCHEMES["none"].tune(self.model, self.dtype, graph_batch_sizes(c.max_num_seqs) if tuned else [])
+        return backends if tuned else None
 
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
@@ -173,7 +193,9 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
-                "varlen_prefill": self.varlen, "fp8_gemv_rows": self.fp8_gemv_rows}
+                "varlen_prefill": self.varlen, "fp8_gemv_rows": self.fp8_gemv_rows,
+                "linear_backends": self.linear_backends,
+                "linear_tune_s": round(self.linear_tune_s, 3)}
 
     # ----------------------------------------------------------------------- inputs
     def _tensor(self, data, dtype) -> torch.Tensor:
@@ -377,8 +399,7 @@ class ModelRunner:
 
     # ----------------------------------------------------------------------- CUDA graphs
     def _capture_graphs(self) -> None:
-        max_bs = min(self.config.max_num_seqs, GRAPH_BATCH_SIZES[-1])
-        sizes = [b for b in GRAPH_BATCH_SIZES if b < max_bs] + [next(b for b in GRAPH_BATCH_SIZES if b >= max_bs)]
+        sizes = graph_batch_sizes(self.config.max_num_seqs)
         n = sizes[-1]
         dev = self.device
         # The graphs' inputs: ids, positions, slots and context lengths are the rows of one [4, n] int64 tensor

@@ -1,8 +1,13 @@
 """How a Linear stores its weight and multiplies by it: as loaded (bf16/fp16/fp32), fp8 or int8.
 
 Quantization is per output channel (one scale per weight row), so each checkpoint shard or random block can be
-quantized as it arrives: the full-precision model never exists on the device. Schemes are stateless; the
-tensors live on the Linear (`weight`, `weight_scale`).
+quantized as it arrives: the full-precision model never exists on the device. The tensors live on the Linear
+(`weight`, `weight_scale`); a scheme holds only the kernel choices its `tune` timed on the device.
+
+As loaded: F.linear with PyTorch's default BLAS library (or at <= 16 rows the Triton GEMV of gemv.py, with
+PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 16 rows) the Triton GEMV
+per weight shape at each decode CUDA-graph batch size, and at exactly those row counts the winner runs
+(PLAN_ENGINE_TUNE_LINEAR=0 turns this off): none of them is fastest at every shape and row count.
 
 fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
 PLAN_ENGINE_FP8_GEMV=0 turns it off). Otherwise activations are quantized per token at run time; on CUDA the
@@ -13,11 +18,17 @@ per-row scale on the output (cheaper than scaling the weight; saves memory, not 
 """
 from __future__ import annotations
 
+import functools
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gemv
+from . import gemv, parallel
 from .kernels import triton, use_triton
 
 if triton is not None:
@@ -37,7 +48,94 @@ def quantize_rows(w: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, t
     return (q if qdtype == FP8 else q.round()).to(qdtype), scale
 
 
+def tune_linear_enabled() -> bool:
+    """PLAN_ENGINE_TUNE_LINEAR (default 1): whether the engine times bf16/fp16 linear backends at start-up."""
+    value = os.environ.get("PLAN_ENGINE_TUNE_LINEAR", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"PLAN_ENGINE_TUNE_LINEAR={value!r}: expected 0 or 1")
+    return value == "1"
+
+
+def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
+    """Median over `reps` of the mean device time of `calls` back-to-back calls (after a warm-up)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def fastest(candidates: dict[str, Callable[[], object]], time_s: Callable = _median_s) -> str:
+    """The name of the candidate call `time_s` times fastest; ties go to the one listed first. A call that
+    raises RuntimeError (a library missing from this build, a kernel refusing the shape) never wins."""
+    def timed_s(fn) -> float:
+        try:
+            return time_s(fn)
+        except RuntimeError:
+            return float("inf")
+    return min(candidates, key=lambda name: timed_s(candidates[name]))
+
+
+# Bytes of weights a timing cycles through: more than any GPU's L2 cache (H200: 60 MB), so each call reads its
+# weight from memory as a step's layers do. Timed alone, a 32 MB o_proj would be served from L2.
+COLD_WEIGHT_BYTES = 256 << 20
+MAX_WEIGHT_COPIES = 8
+
+
+def _cold_copies(layer: nn.Module) -> list:
+    """`layer` and stand-ins holding their own copy of its weight (and its scales), COLD_WEIGHT_BYTES in all."""
+    nbytes = layer.weight.numel() * layer.weight.element_size()
+    n = min(MAX_WEIGHT_COPIES, max(1, -(-COLD_WEIGHT_BYTES // nbytes)))
+    return [layer] + [SimpleNamespace(weight=layer.weight.clone(), weight_scale=getattr(layer, "weight_scale", None))
+                      for _ in range(n - 1)]
+
+
+def _in_turn(fns: list[Callable]) -> Callable:
+    """One call: the next of `fns`, round robin."""
+    turn = itertools.cycle(fns)
+    return lambda: next(turn)()
+
+
+def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int],
+          candidates: Callable[[nn.Module, torch.Tensor], dict[str, Callable]]) -> dict[tuple[int, int, int], str]:
+    """{(N, K, rows): fastest of candidates(layer, x)} for x [rows, K] of each of `rows_list` and each distinct
+    weight shape (N, K) of the linears of `model` that use `scheme`, each timed over cold copies of the weight."""
+    layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is scheme}
+    winners = {}
+    for (n, k), layer in layers.items():
+        copies = _cold_copies(layer) if rows_list else []
+        for rows in rows_list:
+            x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
+            per_copy = [candidates(c, x) for c in copies]
+            winners[(n, k, rows)] = fastest({name: _in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
+        del copies
+    return winners
+
+
+BLAS_LIBRARIES = ("cublas", "cublaslt")
+
+
+def _blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.linear with `library` preferred. The preference is process-global, so it holds for this call only;
+    under CUDA graph capture the kernel it picked is what the graph replays."""
+    previous = torch.backends.cuda.preferred_blas_library()
+    torch.backends.cuda.preferred_blas_library(library)
+    try:
+        return F.linear(x, weight)
+    finally:
+        torch.backends.cuda.preferred_blas_library(previous)
+
+
 class Unquantized:
+    def __init__(self):
+        self.backends: dict[tuple[int, int, int], str] = {}   # (N, K, rows) -> fastest backend (tune)
+
     def create(self, layer: nn.Module, out_features: int, in_features: int) -> None:
         layer.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
 
@@ -45,10 +143,40 @@ class Unquantized:
         layer.weight.data[row:row + w.shape[0]].copy_(w)
 
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # a row count tune() timed for this weight shape (a decode graph's batch size): the backend that won
+        backend = self.backends.get((*layer.weight.shape, x.shape[0])) if self.backends else None
+        if backend == "triton":
+            return gemv.gemv(x, layer.weight)
+        if backend is not None:
+            return _blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
         if gemv.wanted(x, layer.weight):
             return gemv.gemv(x, layer.weight)
         return F.linear(x, layer.weight)
+
+    def tune(self, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]) -> dict[str, dict[str, str]]:
+        """Times cuBLAS, cuBLASLt and (<= gemv.MAX_ROWS rows) the Triton GEMV for every distinct weight shape of
+        `model`'s linears of this scheme at each of `rows_list` (CUDA; before graphs are captured, which then
+        hold the winners). Replaces earlier choices (schemes are shared by every model of the process), so an
+        empty `rows_list` clears them. Returns {"NxK": {"rows": backend}}."""
+        winners = _race(self, model, dtype, rows_list, self._candidates)
+        if winners and parallel.size() > 1:
+            # Rank 0's choices on every rank: replicated layers (LM head, MoE router) then round alike on all
+            # ranks, as they do under one library (another kernel could route a token to another expert).
+            winners = parallel.broadcast(winners)
+        self.backends = winners
+        report: dict[str, dict[str, str]] = {}
+        for (n, k, rows), name in winners.items():
+            report.setdefault(f"{n}x{k}", {})[str(rows)] = name
+        return report
+
+    @staticmethod
+    def _candidates(layer, x) -> dict[str, Callable[[], torch.Tensor]]:
+        calls = {library: functools.partial(_blas_linear, library, x, layer.weight) for library in BLAS_LIBRARIES}
+        # the GEMV where gemv.wanted would take it: an fp32 tl.dot would be tf32, less exact than cuBLAS
+        if x.shape[0] <= gemv.MAX_ROWS and use_triton(x) and x.dtype in (torch.bfloat16, torch.float16):
+            calls["triton"] = functools.partial(gemv.gemv, x, layer.weight)
+        return calls
 
 
 class _PerRow(Unquantized):
@@ -97,16 +225,12 @@ class Fp8(_PerRow):
     def tune(self, model: nn.Module, dtype: torch.dtype) -> dict[str, list[int]]:
         """Time both paths at each of TUNED_ROWS for every distinct fp8 weight shape of `model` (CUDA; before
         graphs are captured, which then hold the winner). Returns {"NxK": [rows where the GEMV won]}."""
-        layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is self}
-        for (n, k), layer in layers.items():
-            for rows in TUNED_ROWS:
-                x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
-                try:
-                    mm_s = _median_s(lambda: self._quantized(layer, x))
-                except RuntimeError:            # a _scaled_mm that refuses this shape: the GEMV it is
-                    mm_s = float("inf")
-                self.gemv_wins[(n, k, rows)] = _median_s(lambda: gemv.gemv(x, layer.weight, scale=layer.weight_scale)) <= mm_s
-        return {f"{n}x{k}": [r for r in TUNED_ROWS if self.gemv_wins[(n, k, r)]] for n, k in layers}
+        winners = _race(self, model, dtype, TUNED_ROWS, lambda layer, x: {     # the GEMV first: it wins ties
+            "gemv": functools.partial(gemv.gemv, x, layer.weight, scale=layer.weight_scale),
+            "scaled_mm": functools.partial(self._quantized, layer, x)})
+        self.gemv_wins.update({key: name == "gemv" for key, name in winners.items()})
+        shapes = dict.fromkeys(key[:2] for key in winners)
+        return {f"{n}x{k}": [r for r in TUNED_ROWS if self.gemv_wins[(n, k, r)]] for n, k in shapes}
 
     def _quantized(self, layer, x):
         xq, xs = quantize_tokens_fp8(x)
@@ -120,21 +244,6 @@ class Fp8(_PerRow):
 
 
 SCHEMES = {"none": Unquantized(), "fp8": Fp8(), "int8": Int8()}
-
-
-def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
-    """Median over `reps` of the mean device time of `calls` back-to-back calls (after a warm-up)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / calls)
-    return sorted(times)[len(times) // 2]
 
 
 # --------------------------------------------------------------------------- per-token fp8 activations

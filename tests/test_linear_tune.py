@@ -1,0 +1,144 @@
+"""Per-shape linear backends (quant.Unquantized.tune): the selection among timed candidates, apply() following
+an injected choice table, the PLAN_ENGINE_TUNE_LINEAR switch, and the runner reporting nothing tuned on CPU.
+The timing itself needs CUDA: a GPU-only test at the end races the real backends and captures each in a graph."""
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from backends.engine import gemv, quant  # noqa: E402
+from backends.engine.quant import Unquantized, fastest, tune_linear_enabled  # noqa: E402
+
+
+def _fake_time_s(times_s: dict[str, float]):
+    """A timer that runs the candidate (each returns its own name) and reports the time given for that name."""
+    return lambda fn: times_s[fn()]
+
+
+def _named(*names):
+    return {name: (lambda name=name: name) for name in names}
+
+
+def test_fastest_picks_the_quickest_candidate():
+    candidates = _named("cublas", "cublaslt", "triton")
+    assert fastest(candidates, _fake_time_s({"cublas": 35.4e-6, "cublaslt": 31.8e-6, "triton": 40e-6})) == "cublaslt"
+    assert fastest(candidates, _fake_time_s({"cublas": 16.3e-6, "cublaslt": 17e-6, "triton": 15.9e-6})) == "triton"
+    # a tie goes to the candidate listed first
+    assert fastest(candidates, _fake_time_s({"cublas": 1e-6, "cublaslt": 1e-6, "triton": 2e-6})) == "cublas"
+
+
+def test_fastest_treats_a_runtime_error_as_infinitely_slow():
+    def unavailable():
+        raise RuntimeError("Cannot set preferred backend to cuBLASLt")
+    # listed first, so it would win a tie: it must rank behind any time at all
+    candidates = {"cublaslt": unavailable, **_named("cublas")}
+    assert fastest(candidates, _fake_time_s({"cublas": 1e3})) == "cublas"
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, n: int, k: int):
+        super().__init__()
+        Unquantized().create(self, n, k)
+        self.weight.data.normal_()
+
+
+def test_apply_takes_the_tuned_backend_only_at_a_tuned_shape_and_row_count(monkeypatch):
+    ran = []
+    monkeypatch.setattr(gemv, "gemv", lambda x, w: (ran.append("triton"), x @ w.t())[1])
+    monkeypatch.setattr(quant, "_blas_linear", lambda library, x, w: (ran.append(library), x @ w.t())[1])
+    scheme = Unquantized()
+    tuned, other = _Layer(8, 16), _Layer(12, 16)
+    scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas"}
+    for rows, layer, path in [(4, tuned, "cublaslt"), (2, tuned, "triton"), (64, tuned, "cublas"),
+                              (3, tuned, None), (1, tuned, None), (4, other, None)]:
+        ran.clear()
+        x = torch.randn(rows, 16)
+        y = scheme.apply(layer, x)
+        assert ran == ([path] if path else []), (rows, layer.weight.shape)
+        torch.testing.assert_close(y, x @ layer.weight.t())
+
+
+def test_apply_without_a_table_is_f_linear(monkeypatch):
+    monkeypatch.setattr(quant, "_blas_linear", lambda *a: pytest.fail("no table: no library switch"))
+    layer = _Layer(8, 16)
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(Unquantized().apply(layer, x), torch.nn.functional.linear(x, layer.weight))
+
+
+def test_tune_without_row_counts_times_nothing_and_clears_the_table():
+    scheme = Unquantized()
+    scheme.backends = {(8, 16, 4): "cublaslt"}
+    layer = _Layer(8, 16)
+    layer.scheme = scheme
+    assert scheme.tune(torch.nn.ModuleList([layer]), torch.float32, []) == {}
+    assert scheme.backends == {}
+
+
+def test_blas_linear_restores_the_preferred_library():
+    before = torch.backends.cuda.preferred_blas_library()
+    x, w = torch.randn(2, 16), torch.randn(8, 16)
+    try:
+        y = quant._blas_linear("cublaslt", x, w)    # a CPU build cannot prefer cuBLASLt: RuntimeError
+    except RuntimeError:
+        y = None
+    assert torch.backends.cuda.preferred_blas_library() == before
+    if y is not None:
+        torch.testing.assert_close(y, x @ w.t())
+
+
+def test_tune_switch(monkeypatch):
+    monkeypatch.delenv("PLAN_ENGINE_TUNE_LINEAR", raising=False)
+    assert tune_linear_enabled()
+    monkeypatch.setenv("PLAN_ENGINE_TUNE_LINEAR", "0")
+    assert not tune_linear_enabled()
+    monkeypatch.setenv("PLAN_ENGINE_TUNE_LINEAR", "off")
+    with pytest.raises(ValueError, match="PLAN_ENGINE_TUNE_LINEAR='off': expected 0 or 1"):
+        tune_linear_enabled()
+
+
+def test_runner_on_cpu_tunes_nothing():
+    from backends.engine.config import TINY, EngineConfig
+    from backends.engine.model_runner import ModelRunner
+
+    runner = ModelRunner(EngineConfig(model=TINY, device="cpu", num_kv_blocks=16))
+    info = runner.kv_info()
+    assert info["linear_backends"] is None
+    assert quant.SCHEMES["none"].backends == {}
+
+
+def test_graph_batch_sizes():
+    from backends.engine.model_runner import graph_batch_sizes
+
+    assert graph_batch_sizes(1) == [1]
+    assert graph_batch_sizes(48) == [1, 2, 4, 8, 16, 32, 64]
+    assert graph_batch_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert graph_batch_sizes(10_000) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
+    """The real race on small shapes, then each backend forced at one row count and captured in a CUDA graph
+    (the library switch happens at capture): every replay matches F.linear, and the preference is restored."""
+    scheme = Unquantized()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    layers = torch.nn.ModuleList([_Layer(256, 512), _Layer(1024, 256)]).cuda().to(torch.bfloat16)
+    for layer in layers:
+        layer.scheme = scheme
+    report = scheme.tune(layers, torch.bfloat16, [1, 8, 64])
+    assert set(report) == {"256x512", "1024x256"}
+    for per_rows in report.values():
+        assert set(per_rows) == {"1", "8", "64"}
+        assert per_rows["64"] in quant.BLAS_LIBRARIES     # no GEMV above gemv.MAX_ROWS
+        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, "triton"}
+    layer = layers[0]
+    before = torch.backends.cuda.preferred_blas_library()
+    for backend in (*quant.BLAS_LIBRARIES, "triton"):
+        scheme.backends = {(256, 512, 8): backend}
+        x = torch.randn(8, 512, dtype=torch.bfloat16, device="cuda", generator=g)
+        scheme.apply(layer, x)                              # warm-up outside capture (Triton JIT, handles)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = scheme.apply(layer, x)
+        x.copy_(torch.randn(8, 512, dtype=torch.bfloat16, device="cuda", generator=g))
+        graph.replay()
+        torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight), rtol=2e-2, atol=2e-2)
+        assert torch.backends.cuda.preferred_blas_library() == before
