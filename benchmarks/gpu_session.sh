@@ -18,6 +18,8 @@
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh tune        # one GPU: decode with and without the bf16 linear tuning, decode diag,
 #                                              # then the served runs with async scheduling
+#   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
+#                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -131,6 +133,15 @@ tune)
   step tuned 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned_$GPU.json" 2>&1 | tail -14
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,64 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -30
   bash "$0" serving_async
+  ;;
+tune2)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4
+  for i in 1 2; do
+    step "untuned $i" 150 env PLAN_ENGINE_TUNE_LINEAR=0 python3 benchmarks/bench_engine.py --decode-only --no-hf \
+        --out "$OUT/engine_untuned${i}_$GPU.json" 2>&1 | tail -9
+    step "tuned $i" 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned${i}_$GPU.json" 2>&1 | tail -9
+  done
+  step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

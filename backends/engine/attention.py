@@ -14,9 +14,8 @@ Public kernels (the profiler team times these directly):
                    num_splits) -> [B,H,D]
       one query per sequence over its first context_lens[b] cached tokens. On CUDA a Triton split-K
       ("flash-decoding") kernel: one program per (sequence, kv head, split) reads each K/V tile once for
-      all the query heads of its group, so it is bound by KV bandwidth; the last split of a (sequence, kv
-      head) to finish merges the partial results in the same launch. Pure torch elsewhere. CUDA-graph safe (no
-      host sync, shapes fixed by B and W).
+      all the query heads of its group, so it is bound by KV bandwidth; partial results are merged by a
+      second small kernel. Pure torch elsewhere. CUDA-graph safe (no host sync, shapes fixed by B and W).
   paged_attention(q, k, v, k_cache, v_cache, meta, scale): one engine step's mix of prefill chunks and
       decodes (tokens of prefill sequences first, then one token per decoding sequence).
 
@@ -117,7 +116,7 @@ def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) 
         return 1
     sms = _num_sms(device)
     n = max(1, min(MAX_DECODE_SPLITS, (4 * sms) // (batch_size * num_kv_heads)))
-    return 1 << (n.bit_length() - 1)  # a power of two: the merge spans the splits with tl.arange
+    return 1 << (n.bit_length() - 1)  # a power of two: the merge kernel spans the splits with tl.arange
 
 
 def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale=1.0):
@@ -139,8 +138,8 @@ if triton is not None:
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
     @triton.jit(do_not_specialize=["stride_bt"])
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, count_ptr, scale_log2,
-                       kv_scale, stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2, kv_scale,
+                       stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
                        NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr):
@@ -195,25 +194,21 @@ if triton is not None:
             tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=omask)
             tl.store(part_ml_ptr + base * 2, m, mask=gmask)
             tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask)
-            # The last split of this (sequence, KV head) to finish merges them all, in this launch: a separate merge
-            # kernel was one more launch per layer (~1.8 us of a 4.7 ms batch-1 step on an H200, x32 layers). The
-            # atomic is acq_rel: the other splits' stores above are visible to the one that sees the count reach
-            # NUM_SPLITS - 1, which sets it back to 0 for the next launch (and the next CUDA-graph replay).
-            count_at = count_ptr + b * tl.num_programs(1) + kvh
-            tl.debug_barrier()          # every thread's partial stores are issued before the count moves
-            if tl.atomic_add(count_at, 1) == NUM_SPLITS - 1:
-                s = tl.arange(0, NUM_SPLITS)
-                rows = (b * num_heads + heads)[:, None] * NUM_SPLITS + s[None, :]          # [BLOCK_G, NUM_SPLITS]
-                ml_mask = gmask[:, None]
-                ms = tl.load(part_ml_ptr + rows * 2, mask=ml_mask, other=float("-inf"), cache_modifier=".cg")
-                ls = tl.load(part_ml_ptr + rows * 2 + 1, mask=ml_mask, other=0.0, cache_modifier=".cg")
-                w = tl.where(ls > 0, tl.exp2(ms - tl.max(ms, axis=1)[:, None]) * ls, 0.0)
-                os = tl.load(part_o_ptr + rows[:, :, None] * HEAD_DIM + d[None, None, :],
-                             mask=ml_mask[:, :, None] & dmask[None, None, :], other=0.0, cache_modifier=".cg")
-                merged = tl.sum(os * w[:, :, None], axis=1) / tl.maximum(tl.sum(w, axis=1), 1e-30)[:, None]
-                tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
-                         merged.to(out_ptr.dtype.element_ty), mask=omask)
-                tl.atomic_xchg(count_at, 0)
+
+    @triton.jit
+    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, stride_ob, stride_oh, num_heads,
+                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        s = tl.arange(0, NUM_SPLITS)
+        d = tl.arange(0, BLOCK_D)
+        base = (b * num_heads + h) * NUM_SPLITS + s
+        m = tl.load(part_ml_ptr + base * 2)
+        l = tl.load(part_ml_ptr + base * 2 + 1)
+        w = tl.where(l > 0, tl.exp2(m - tl.max(m, axis=0)) * l, 0.0)
+        o = tl.load(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], mask=d[None, :] < HEAD_DIM, other=0.0)
+        out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+        tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
 
 
 def decode_tile(head_dim: int) -> int:
@@ -235,30 +230,19 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     if num_splits > 1:
         part_o = torch.empty(B, H, num_splits, D, dtype=torch.float32, device=q.device)
         part_ml = torch.empty(B, H, num_splits, 2, dtype=torch.float32, device=q.device)
-        counts = _split_counters(q.device, B * KVH)
     else:
-        part_o = part_ml = counts = out
+        part_o = part_ml = out
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, counts, scale * 1.4426950408889634,
-        kv_scale,
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
         KV_FP8=k_cache.dtype != q.dtype, num_warps=4)
+    if num_splits > 1:
+        _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,
+                                     BLOCK_D=block_d, NUM_SPLITS=num_splits)
     return out
-
-
-# Split-K decode's finish counters, per device: zeros, and back to zero after every launch (the kernel resets
-# them). Kept for the process: CUDA graphs hold their address, so a larger need gets a new buffer beside it.
-_COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
-
-
-def _split_counters(device: torch.device, n: int) -> torch.Tensor:
-    bufs = _COUNTERS.setdefault(device, [])
-    if not bufs or bufs[-1].numel() < n:
-        bufs.append(torch.zeros(max(n, 4096), dtype=torch.int32, device=device))
-    return bufs[-1]
 
 
 def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0, out=None):
