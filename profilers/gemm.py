@@ -59,17 +59,38 @@ def weight_bytes(point: GemmPoint) -> int:
     return point.n * point.k * (2 if point.dtype == "bf16" else 1)
 
 
+def tuned_rows() -> int:
+    """Up to this many rows the built-in engine runs a bf16 linear on whichever BLAS library it timed faster for
+    the shape (its decode CUDA-graph sizes at the default max_num_seqs; backends.engine.quant.Unquantized.tune)."""
+    from backends.engine.config import EngineConfig
+    from backends.engine.model_runner import graph_batch_sizes
+
+    return graph_batch_sizes(EngineConfig.max_num_seqs)[-1]
+
+
 def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
     set_bytes, make, op = _builder(point, ctx.device)
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes))]
-    timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
+    extra = {}
+    if point.dtype == "bf16" and ctx.device == "cuda" and point.m <= tuned_rows():
+        # As the engine runs it: the faster of cuBLAS and cuBLASLt for this shape (neither wins everywhere).
+        from backends.engine.quant import BLAS_LIBRARIES, blas_linear
+
+        by_library = {lib: ctx.timer.time(lambda i, lib=lib: blas_linear(lib, *sets[i]), len(sets))
+                      for lib in BLAS_LIBRARIES}
+        library = min(by_library, key=lambda lib: by_library[lib].seconds)
+        timing = by_library[library]
+        extra = {"library": library, "seconds_by_library": {lib: t.seconds for lib, t in by_library.items()}}
+    else:
+        timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
     return {"dtype": point.dtype, "m": point.m, "n": point.n, "k": point.k, "layer": point.layer,
             "seconds": timing.seconds, "flops": 2.0 * point.m * point.n * point.k,
-            "weight_bytes": weight_bytes(point), "timing": timing.mode}
+            "weight_bytes": weight_bytes(point), "timing": timing.mode, **extra}
 
 
 def gemm_notes() -> dict:
-    return {"bf16": "torch.nn.functional.linear, bf16 in and out",
+    return {"bf16": "torch.nn.functional.linear, bf16 in and out; up to the engine's largest decode graph (M <= "
+                    f"{tuned_rows()}) the faster of cuBLAS and cuBLASLt, as the engine tunes it",
             "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M padded to a "
                    f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
                    f"not timed",

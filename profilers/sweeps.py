@@ -31,6 +31,9 @@ class AttentionShape:
     head_dim: int
 
 
+# Llama-3.2-1B: layers of 4-32 M parameters, below the others (small weights stream far below copy bandwidth).
+LLAMA_1B = [Layer("llama1b.qkv", 3072, 2048), Layer("llama1b.o", 2048, 2048),
+            Layer("llama1b.gate_up", 16384, 2048), Layer("llama1b.down", 2048, 8192)]
 LLAMA_8B = [Layer("llama8b.qkv", 6144, 4096), Layer("llama8b.o", 4096, 4096),
             Layer("llama8b.gate_up", 28672, 4096), Layer("llama8b.down", 4096, 14336)]
 # Llama-70B sharded by tensor parallelism: column-parallel layers split N, row-parallel split K.
@@ -91,7 +94,7 @@ LLAMA_8B_ATTENTION = AttentionShape(heads=32, kv_heads=8, head_dim=128)
 FULL = Sweep(
     copy_bytes=_pow2(1 * MB, 2 * GB),
     gemm_ms=[1, 8, 32, 128, 512, 2048, 8192, 16384],
-    gemm_layers=LLAMA_8B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
+    gemm_layers=LLAMA_1B + LLAMA_8B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
     gemm_dtypes=["bf16", "fp8", "int8"],
     prefill_seqs=[512, 1024, 2048, 4096, 8192, 16384],
     decode_points=_decode_grid([1, 8, 32, 128], [512, 2048, 8192, 32768], 1 << 20),

@@ -44,7 +44,7 @@ class _Layer(torch.nn.Module):
 def test_apply_takes_the_tuned_backend_only_at_a_tuned_shape_and_row_count(monkeypatch):
     ran = []
     monkeypatch.setattr(gemv, "gemv", lambda x, w: (ran.append("triton"), x @ w.t())[1])
-    monkeypatch.setattr(quant, "_blas_linear", lambda library, x, w: (ran.append(library), x @ w.t())[1])
+    monkeypatch.setattr(quant, "blas_linear", lambda library, x, w: (ran.append(library), x @ w.t())[1])
     scheme = Unquantized()
     tuned, other = _Layer(8, 16), _Layer(12, 16)
     scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas"}
@@ -58,7 +58,7 @@ def test_apply_takes_the_tuned_backend_only_at_a_tuned_shape_and_row_count(monke
 
 
 def test_apply_without_a_table_is_f_linear(monkeypatch):
-    monkeypatch.setattr(quant, "_blas_linear", lambda *a: pytest.fail("no table: no library switch"))
+    monkeypatch.setattr(quant, "blas_linear", lambda *a: pytest.fail("no table: no library switch"))
     layer = _Layer(8, 16)
     x = torch.randn(4, 16)
     torch.testing.assert_close(Unquantized().apply(layer, x), torch.nn.functional.linear(x, layer.weight))
@@ -73,11 +73,11 @@ def test_tune_without_row_counts_times_nothing_and_clears_the_table():
     assert scheme.backends == {}
 
 
-def test_blas_linear_restores_the_preferred_library():
+def testblas_linear_restores_the_preferred_library():
     before = torch.backends.cuda.preferred_blas_library()
     x, w = torch.randn(2, 16), torch.randn(8, 16)
     try:
-        y = quant._blas_linear("cublaslt", x, w)    # a CPU build cannot prefer cuBLASLt: RuntimeError
+        y = quant.blas_linear("cublaslt", x, w)    # a CPU build cannot prefer cuBLASLt: RuntimeError
     except RuntimeError:
         y = None
     assert torch.backends.cuda.preferred_blas_library() == before

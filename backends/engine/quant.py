@@ -121,7 +121,7 @@ def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]
 BLAS_LIBRARIES = ("cublas", "cublaslt")
 
 
-def _blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """F.linear with `library` preferred. The preference is process-global, so it holds for this call only;
     under CUDA graph capture the kernel it picked is what the graph replays."""
     previous = torch.backends.cuda.preferred_blas_library()
@@ -148,7 +148,7 @@ class Unquantized:
         if backend == "triton":
             return gemv.gemv(x, layer.weight)
         if backend is not None:
-            return _blas_linear(backend, x, layer.weight)
+            return blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
         if gemv.wanted(x, layer.weight):
             return gemv.gemv(x, layer.weight)
@@ -172,7 +172,7 @@ class Unquantized:
 
     @staticmethod
     def _candidates(layer, x) -> dict[str, Callable[[], torch.Tensor]]:
-        calls = {library: functools.partial(_blas_linear, library, x, layer.weight) for library in BLAS_LIBRARIES}
+        calls = {library: functools.partial(blas_linear, library, x, layer.weight) for library in BLAS_LIBRARIES}
         # the GEMV where gemv.wanted would take it: an fp32 tl.dot would be tf32, less exact than cuBLAS
         if x.shape[0] <= gemv.MAX_ROWS and use_triton(x) and x.dtype in (torch.bfloat16, torch.float16):
             calls["triton"] = functools.partial(gemv.gemv, x, layer.weight)
