@@ -274,7 +274,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     step = json.loads((directory / "step.json").read_text())
     base = profiles(step, directory)
     name = step["meta"].get("gpu") or "CPU (tiny)"
-    if (directory / "profile.yaml").is_file():      # one of several machines of a kind: named by its directory
+    if (directory / "profile.yaml").is_file() and directory.name != name:   # one of several machines of a kind
         name = f"{name} ({directory.name})"
     fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
     c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
@@ -317,16 +317,23 @@ def report(dirs: list[Path], holdout: float, seed: int) -> str:
     lines += ["## Reproduce", "", "```bash",
               "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid2, then serving):",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 200 --tp 1",
-              "# one lease, its own profile (H200-one-machine: + served runs; H200-70b: the 70B fp8 case):",
-              "bash benchmarks/gpu_session.sh machine    # or: bash benchmarks/gpu_session.sh grid70",
+              "# one lease, its own profile (H200-one-machine, H200-tuned: + served runs; H200-70b: the 70B fp8 case;",
+              "# H200-grid3: after the profiler timed bf16 GEMMs as the engine's tuned linears run them):",
+              "bash benchmarks/gpu_session.sh machine    # or: grid70, grid3",
+              "# served runs with async scheduling (H200-async2):",
+              "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "# the shipped calibrated profile (all points of the machine):",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "# the shipped profiles: H200-grid3's measured profile with the 4x H200 collectives, calibrated on all",
+              "# of its steps and on H200-tuned's served steps (both the current engine):",
+              "cp benchmarks/results/accuracy/H200-grid3/profile.yaml hw_profiles/measured/H200.yaml  # then:",
+              "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
+              "hw_profiles/measured/H200.yaml",
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid3/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200-tuned/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200-tuned/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 
