@@ -46,6 +46,8 @@ GEMM_TILE_M = 128                   # rows of a GEMM tile (cuBLAS / CUTLASS comp
 # An fp8 linear in the built-in engine: up to this many rows a weight-only GEMV (fp8 weights widened in the
 # kernel, bf16 activations); above, per-token activation quantization (one kernel) then the fp8 GEMM.
 FP8_GEMV_MAX_ROWS = 16
+# ... and the row buckets at which the engine times that GEMV against quantization + GEMM per weight shape.
+FP8_TUNED_ROWS = (2, 4, 8, 16)
 KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
 # Per layer, the host launches of an eager step's attention. Per-sequence SDPA (engines before varlen prefill):
 # slices, GQA expansion, SDPA and the copy back for each prefill sequence. Varlen: one flash call and its copy,
@@ -204,14 +206,16 @@ def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, co
 
 
 def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
-                 engine: bool = True, fp8_rows_tuned: bool = True, gemv: bool = True) -> tuple[float, float, float, str]:
+                 engine: bool = True, fp8_rows_tuned: bool = True, gemv: bool = True,
+                 fp8_gemv_won: bool | None = None) -> tuple[float, float, float, str]:
     """(FLOPs, bytes, seconds, bound) of Y[m,n] = X[m,k] @ W[k,n], W stored in `weight_dtype`, without
     the issue floor. Weight-only int8/int4 run as the profiler times them: a dequantize pass (read the
     quantized weights, write bf16), a bf16 GEMM, and the per-channel scale on the output. `engine`: an fp8
     linear as the built-in engine runs it (GEMV at few rows, else activation quantization + GEMM), not the bare
     GEMM the profiler times; `fp8_rows_tuned`: at 2-16 rows the engine takes whichever of the GEMV and the GEMM
-    path it timed faster for the shape (engines since 2026-12-02; before, always the GEMV)."""
-    key = (m, n, k, weight_dtype, engine, fp8_rows_tuned, gemv)
+    path it timed faster for the shape (engines since 2026-12-02; before, always the GEMV): the one it reported
+    (`fp8_gemv_won`), else the one this model prices faster."""
+    key = (m, n, k, weight_dtype, engine, fp8_rows_tuned, gemv, fp8_gemv_won)
     hit = hw.gemm_memo.get(key)
     if hit is not None:
         return hit
@@ -221,8 +225,9 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
         nbytes = n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
         eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
         result = (flops, nbytes, hw.e.fp8_gemv_latency_s + nbytes / (hw.bandwidth * eff), "memory")
-        if m > 1 and fp8_rows_tuned:
-            result = min(result, _gemm_kernel(hw, m, n, k, weight_dtype, gemv=False), key=lambda r: r[2])
+        if m > 1 and fp8_rows_tuned and not fp8_gemv_won:
+            gemm = _gemm_kernel(hw, m, n, k, weight_dtype, gemv=False)
+            result = gemm if fp8_gemv_won is False else min(result, gemm, key=lambda r: r[2])
         hw.gemm_memo[key] = result
         return result
     act_in = 1 if cdt == "fp8" else ACT_BYTES   # fp8 GEMMs quantize activations first
@@ -248,9 +253,11 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
 
 
 def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
-              count: int = 1, graphs: bool = True, fp8_rows_tuned: bool = True) -> OpCost:
+              count: int = 1, graphs: bool = True, fp8_rows_tuned: bool = True,
+              fp8_gemv_won: bool | None = None) -> OpCost:
     """Y[m,n] = X[m,k] @ W[k,n] with W stored in `weight_dtype`; `graphs`: issued from a CUDA graph."""
-    flops, nbytes, t, bound = _gemm_kernel(hw, m, n, k, weight_dtype, fp8_rows_tuned=fp8_rows_tuned)
+    flops, nbytes, t, bound = _gemm_kernel(hw, m, n, k, weight_dtype, fp8_rows_tuned=fp8_rows_tuned,
+                                           fp8_gemv_won=fp8_gemv_won)
     return OpCost(name, flops, nbytes, max(t, hw.issue_interval_s(graphs)), bound, count)
 
 
@@ -334,6 +341,19 @@ class Deployment:
     # fp8 linears at 2-16 rows run the faster of the weight-only GEMV and quantization + GEMM for their shape (the
     # built-in engine times both at start-up since 2026-12-02; before, it always took the GEMV).
     fp8_rows_tuned: bool = True
+    # ... and which it chose, as it reported them: (N, K, rows, whether the GEMV won) per weight shape and row bucket
+    # of FP8_TUNED_ROWS (none known: the path this model prices faster).
+    fp8_gemv_choices: frozenset[tuple[int, int, int, bool]] = frozenset()
+
+    def fp8_gemv_won(self, n: float, k: float, rows: float) -> bool | None:
+        """The engine's reported choice for an fp8 weight [n, k] at `rows` rows (2-16), or None if unknown."""
+        if not self.fp8_gemv_choices or not 1 < rows <= FP8_GEMV_MAX_ROWS:
+            return None
+        bucket = next(r for r in FP8_TUNED_ROWS if r >= rows)
+        for won in (True, False):
+            if (int(n), int(k), bucket, won) in self.fp8_gemv_choices:
+                return won
+        return None
 
     @property
     def kv_heads_per_gpu(self) -> int:
@@ -407,10 +427,16 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
     return ops
 
 
+def _linear(hw: Hardware, d: Deployment, name: str, m: float, n: float, k: float, weight_dtype: str, count: int,
+            graphs: bool) -> OpCost:
+    """A linear layer of the deployment's model, on the path its engine takes for the shape."""
+    return gemm_cost(hw, name, m, n, k, weight_dtype, count, graphs, d.fp8_rows_tuned, d.fp8_gemv_won(n, k, m))
+
+
 def _projection_ops(hw: Hardware, d: Deployment, tokens: int, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
-    lin = partial(gemm_cost, hw, fp8_rows_tuned=d.fp8_rows_tuned)
+    lin = partial(_linear, hw, d)
     if m.is_mla:
         heads = m.num_attention_heads / tp
         ops = []
@@ -440,7 +466,7 @@ def expected_active_experts(num_experts: int, top_k: int, tokens: float) -> floa
 def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int, graphs: bool) -> list[OpCost]:
     m, tp, wd = d.model, d.tp, d.weight_dtype
     h = m.hidden_size
-    lin = partial(gemm_cost, hw, fp8_rows_tuned=d.fp8_rows_tuned)
+    lin = partial(_linear, hw, d)
     if not is_moe:
         inter = m.intermediate_size / tp
         return [lin("mlp_gate_up", tokens, 2 * inter, h, wd, count, graphs),

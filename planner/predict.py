@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from planner.costmodel import Batch, Deployment, Hardware, prepare, step_breakdown, step_time_s
+from planner.costmodel import FP8_TUNED_ROWS, Batch, Deployment, Hardware, prepare, step_breakdown, step_time_s
 from planner.memory import memory_breakdown
 from planner.schemas import HardwareProfile, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 
@@ -29,12 +29,22 @@ def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
 def engine_features(report: dict) -> dict:
     """Deployment fields from what the built-in engine reported of itself (its `kv_cache` start-up event, or
     a trace's config line): the prefill path it took, whether it scheduled asynchronously, and whether it chose
-    its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`). Engines before piecewise graphs and varlen prefill
+    its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`), and which. Engines before piecewise graphs and varlen prefill
     reported neither: their prefill was eager, per sequence."""
     return {"piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
             "varlen_prefill": bool(report.get("varlen_prefill")),
             "async_scheduling": bool(report.get("async_scheduling")),
-            "fp8_rows_tuned": "fp8_gemv_rows" in report}
+            "fp8_rows_tuned": "fp8_gemv_rows" in report,
+            "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {})}
+
+
+def fp8_gemv_choices(rows_by_shape: dict[str, list[int]]) -> frozenset[tuple[int, int, int, bool]]:
+    """The engine's `fp8_gemv_rows` ({"NxK": [row buckets where its GEMV won]}) as Deployment.fp8_gemv_choices."""
+    out = set()
+    for shape, won in rows_by_shape.items():
+        n, k = (int(v) for v in shape.split("x"))
+        out.update((n, k, r, r in won) for r in FP8_TUNED_ROWS)
+    return frozenset(out)
 
 
 def engine_deployment(model: ModelSpec, plan: Plan, report: dict) -> Deployment:

@@ -229,3 +229,35 @@ def test_engine_report_says_whether_fp8_rows_are_tuned():
 
     assert engine_features({"fp8_gemv_rows": None})["fp8_rows_tuned"]
     assert not engine_features({"varlen_prefill": True})["fp8_rows_tuned"]
+    assert engine_features({"fp8_gemv_rows": {"8x4": [2, 16]}})["fp8_gemv_choices"] == {
+        (8, 4, 2, True), (8, 4, 4, False), (8, 4, 8, False), (8, 4, 16, True)}
+
+
+def test_fp8_rows_priced_on_the_path_the_engine_reported():
+    """Where the engine reported its choice for a shape and row bucket, that path is priced, whichever this model
+    thinks faster; shapes it did not report keep the faster of the two."""
+    from dataclasses import replace
+
+    from planner.catalog import load_hardware, load_model
+    from planner.costmodel import Batch, Deployment, step_time_s
+    from planner.predict import fp8_gemv_choices
+
+    hw = load_hardware("h200", "measured")
+    model = load_model("llama-70b")
+    d = Deployment(model, weight_dtype="fp8")
+    q = model.num_attention_heads * model.head_dim
+    shapes = {"qkv": (q + 2 * model.num_kv_heads * model.head_dim, model.hidden_size),
+              "o": (model.hidden_size, q), "gate_up": (2 * model.intermediate_size, model.hidden_size),
+              "down": (model.hidden_size, model.intermediate_size)}
+    eight = Batch.of(decode_contexts=[1024] * 8)
+
+    def reported(won: bool) -> Deployment:
+        return replace(d, fp8_gemv_choices=fp8_gemv_choices({f"{n}x{k}": [2, 4, 8, 16] if won else []
+                                                              for n, k in shapes.values()}))
+    gemv, gemm, either = (step_time_s(hw, reported(True), eight), step_time_s(hw, reported(False), eight),
+                          step_time_s(hw, d, eight))
+    assert either <= min(gemv, gemm) * (1 + 1e-12)      # the faster path shape by shape
+    assert gemv != gemm
+    assert step_time_s(hw, replace(d, fp8_rows_tuned=False), eight) == pytest.approx(gemv)
+    one = Batch.of(decode_contexts=[1024])        # one row: the GEMV whatever was reported
+    assert step_time_s(hw, reported(False), one) == step_time_s(hw, d, one)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from planner.costmodel import FP8_TUNED_ROWS
+
 from . import gemv, parallel
 from .kernels import triton, use_triton
 
@@ -202,7 +204,8 @@ class Int8(_PerRow):
 # Rows at which the weight-only GEMV and quantization + _scaled_mm race (one row always takes the GEMV's
 # CUDA-core kernel, near the bandwidth floor). Which wins depends on the layer's size: on an H200 the GEMV's
 # tensor-core kernel streams a 70B layer at ~0.3 of bandwidth, where _scaled_mm at 32 rows was faster than it at 8.
-TUNED_ROWS = (2, 4, 8, 16)
+# The cost model prices the choices the engine reports at these buckets, so they live with it.
+TUNED_ROWS = FP8_TUNED_ROWS
 
 
 class Fp8(_PerRow):
