@@ -17,8 +17,6 @@
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh grid3       # one GPU: full profile, then the step grid (with 70B fp8), one machine
-#   bash benchmarks/gpu_session.sh tune        # one GPU: decode with and without the bf16 linear tuning, decode diag,
-#                                              # then the served runs with async scheduling
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
@@ -126,14 +124,6 @@ grid2)
   ;;
 probes)
   step probes 240 python3 benchmarks/engine_probes.py --out "$OUT/probes_$GPU.json" 2>&1 | tail -60
-  ;;
-tune)
-  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -8
-  step untuned 150 env PLAN_ENGINE_TUNE_LINEAR=0 python3 benchmarks/bench_engine.py --decode-only --no-hf \
-      --out "$OUT/engine_untuned_$GPU.json" 2>&1 | tail -14
-  step tuned 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned_$GPU.json" 2>&1 | tail -14
-  step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,64 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -30
-  bash "$0" serving_async
   ;;
 grid3)
   step profile 160 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

@@ -1,5 +1,6 @@
-"""Carry a profile's measured collectives (the all-reduce curves and fits of a multi-GPU session) into a profile
-measured on one GPU, which has none: `python benchmarks/merge_collectives.py FROM.yaml INTO.yaml` rewrites INTO."""
+"""Carry a profile's measured collectives (the raw all-reduce runs of a multi-GPU session, refitted) into a
+profile measured on one GPU, which has none: `python benchmarks/merge_collectives.py FROM.yaml INTO.yaml`
+rewrites INTO."""
 from __future__ import annotations
 
 import sys
@@ -8,18 +9,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.schemas import HardwareProfile  # noqa: E402
-
-FIELDS = ("allreduce_alpha_s", "allreduce_busbw_fraction", "allreduce_by_bytes")
+from profilers.writer import with_collectives  # noqa: E402
 
 
 def main(src: str, dst: str) -> int:
-    have, into = HardwareProfile.load(src), HardwareProfile.load(dst)
-    if not have.efficiency.allreduce_by_bytes:
-        print(f"{src}: no measured all-reduce curves", file=sys.stderr)
+    collectives = (HardwareProfile.load(src).measured or {}).get("collectives") or {}
+    if not collectives.get("runs"):
+        print(f"{src}: no measured collective runs", file=sys.stderr)
         return 2
-    eff = into.efficiency.model_copy(update={f: getattr(have.efficiency, f) for f in FIELDS})
-    measured = {**(into.measured or {}), "collectives": (have.measured or {}).get("collectives")}
-    into.model_copy(update={"efficiency": eff, "measured": measured}).dump(dst)
+    with_collectives(HardwareProfile.load(dst), collectives["runs"], collectives.get("provenance", {})).dump(dst)
     return 0
 
 

@@ -186,12 +186,16 @@ def device_memory(base: HardwareProfile, memory_bytes: float) -> dict:
 def merge_collectives(profile: HardwareProfile, results: dict[str, dict], device: DeviceInfo,
                       command: str) -> HardwareProfile:
     """Add (or replace) multi-GPU all-reduce curves in an existing profile, keeping everything else."""
+    runs = {**(profile.measured or {}).get("collectives", {}).get("runs", {}), **results}
+    return with_collectives(profile, runs, {"command": command, "gpu": f"{device.count}x {device.name}",
+                                            "driver": device.driver,
+                                            "date": datetime.datetime.now().isoformat(timespec="seconds")})
+
+
+def with_collectives(profile: HardwareProfile, runs: dict[str, dict], provenance: dict) -> HardwareProfile:
+    """`profile` with the all-reduce curves fitted from `runs` (raw collective results by group size) in place of
+    its own, and their provenance: also how a one-GPU profile takes over another session's multi-GPU runs."""
     eff = profile.efficiency.model_copy(deep=True)
-    measured = dict(profile.measured or {})
-    runs = {**measured.get("collectives", {}).get("runs", {}), **results}
     fits = apply_collectives(eff, runs, profile.interconnect.bandwidth_bytes_per_s)
-    measured["collectives"] = {"runs": runs, "fits": fits,
-                               "provenance": {"command": command, "gpu": f"{device.count}x {device.name}",
-                                              "driver": device.driver,
-                                              "date": datetime.datetime.now().isoformat(timespec="seconds")}}
+    measured = {**(profile.measured or {}), "collectives": {"runs": runs, "fits": fits, "provenance": provenance}}
     return profile.model_copy(update={"efficiency": eff, "measured": measured})
