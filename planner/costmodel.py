@@ -143,6 +143,13 @@ class Hardware:
         d = min(self.attn_mem_factor, key=lambda k: abs(math.log(k / head_dim)))
         return self.e.attention_memory * self.attn_mem_factor[d]
 
+    def attention_shortest_len(self, head_dim: int) -> float:
+        """The shortest causal prefill the profile measured (nearest head size), 0 without curves."""
+        if not self.attn_curves:
+            return 0.0
+        d = min(self.attn_curves, key=lambda k: abs(math.log(k / head_dim)))
+        return math.exp(self.attn_curves[d][0][0])
+
     def attention_compute_efficiency(self, seq_tokens: float, head_dim: int) -> float:
         """Prefill attention's fraction of bf16 peak for causal sequences of `seq_tokens`: the measured curve of
         the nearest head size (log-log: it grows about as a power of the length), else the scalar."""
@@ -205,6 +212,11 @@ def roofline_s(hw: Hardware, flops: float, nbytes: float, compute_dtype: str, co
     return max(t_c, t_m), bound
 
 
+def fp8_gemv_bytes(m: float, n: float, k: float) -> float:
+    """What the engine's weight-only fp8 GEMV moves: the fp8 weight once, bf16 activations in and out."""
+    return n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
+
+
 def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
                  engine: bool = True, fp8_rows_tuned: bool = True, gemv: bool = True,
                  fp8_gemv_won: bool | None = None) -> tuple[float, float, float, str]:
@@ -222,7 +234,7 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     cdt = COMPUTE_DTYPE[weight_dtype]
     flops = 2.0 * m * n * k
     if engine and gemv and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
-        nbytes = n * k * WEIGHT_BYTES_PER_PARAM["fp8"] + (m * k + m * n) * ACT_BYTES
+        nbytes = fp8_gemv_bytes(m, n, k)
         eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
         result = (flops, nbytes, hw.e.fp8_gemv_latency_s + nbytes / (hw.bandwidth * eff), "memory")
         if m > 1 and fp8_rows_tuned and not fp8_gemv_won:
@@ -414,6 +426,12 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
         seq_tokens = math.sqrt(2 * pairs / max(b.prefill_seqs, 1))
         t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.attention_compute_efficiency(seq_tokens, qk_p),
                               hw.e.attention_memory)
+        # Below the shortest measured prefill a call costs what that one did: short prefills are latency, not
+        # the quadratic work (an H200's flash call over 128 tokens of 32 heads takes ~13 us).
+        shortest = hw.attention_shortest_len(qk_p)
+        if seq_tokens < shortest:
+            floor_flops = 2 * heads * (qk_p + v_p) * shortest ** 2 / 2
+            floor_s = max(floor_s, floor_flops / (hw.peak("bf16") * hw.attention_compute_efficiency(shortest, qk_p)))
         ops.append(OpCost("attention_prefill", flops, nbytes, max(t, floor_s), bound, count))
     if b.decode_seqs:
         ctx = b.decode_ctx_tokens
@@ -507,6 +525,23 @@ def _activation_bytes_per_token(d: Deployment, is_moe: bool) -> float:
     return 3 * (inter + shared) / d.tp * ACT_BYTES
 
 
+def _prefill_copies(hw: Hardware, d: Deployment, b: Batch, tokens: int, count: int) -> list[OpCost]:
+    """A step with prefill tokens moves activations the model does not compute: the varlen attention's output
+    is copied into the step's attention buffer, and under piecewise graphs each piece's qkv output is copied
+    into the static buffer the eager attention reads (per layer, read and write)."""
+    if not b.prefill_tokens or d.model.is_mla:
+        return []
+    m = d.model
+    q_width = m.num_attention_heads / d.tp * m.head_dim
+    ops = []
+    if d.varlen_prefill:
+        ops.append(_elementwise(hw, "attention_out_copy", 2 * b.prefill_tokens * q_width * ACT_BYTES, count, True))
+    if piecewise_bucket(d, b):
+        qkv_width = q_width + 2 * d.kv_heads_per_gpu * m.head_dim
+        ops.append(_elementwise(hw, "piece_copy", 2 * tokens * qkv_width * ACT_BYTES, count, True))
+    return ops
+
+
 def _elementwise(hw: Hardware, name: str, nbytes: float, count: int, graphs: bool) -> OpCost:
     t = nbytes / (hw.bandwidth * hw.memory_efficiency(nbytes))
     return OpCost(name, 0.0, nbytes, max(t, hw.issue_interval_s(graphs)), "memory", count)
@@ -534,6 +569,7 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         ops += _projection_ops(hw, d, tokens, count, graphs)
         ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
         ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
+        ops += _prefill_copies(hw, d, b, tokens, count)
         ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
         ops.append(_elementwise(hw, "activation", tokens * _activation_bytes_per_token(d, is_moe), count, graphs))
         if d.tp > 1:

@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Optional
 
-from planner.costmodel import COMPUTE_DTYPE, curve_points, interp_log
+from planner.costmodel import COMPUTE_DTYPE, curve_points, fp8_gemv_bytes, interp_log
 from planner.schemas import CurvePoint
 
 SMALL_MESSAGE_BYTES = 64 << 10          # all-reduces at or under this are latency (alpha) bound
@@ -150,4 +150,28 @@ def gemm_model_fields(rows: list[dict], bandwidth_bytes_per_s: float) -> dict:
     dequant = dequant_fraction(rows, bandwidth_bytes_per_s)
     if dequant is not None:
         fields["dequant_memory"] = dequant
+    return {**fields, **fp8_gemv_fields(rows, bandwidth_bytes_per_s)}
+
+
+def fp8_gemv_fields(rows: list[dict], bandwidth_bytes_per_s: float) -> dict:
+    """fp8_gemv_latency_s and fp8_gemv_memory (one row), fp8_gemv_rows_memory (2-16 rows: another kernel) from the
+    engine's weight-only fp8 GEMV timed beside fp8 rows (`gemv_seconds`), as the cost model prices it:
+    t = latency + bytes / (bandwidth x fraction). One row: a least-squares line through time against bytes over
+    the layer shapes (no latency where the line's intercept is negative); more rows: the median fraction after
+    that latency. {} without such rows (a profile from before, or without Triton)."""
+    gemv = [r for r in rows if r["dtype"] == "fp8" and r.get("gemv_seconds")]
+    one = [(fp8_gemv_bytes(r["m"], r["n"], r["k"]), r["gemv_seconds"]) for r in gemv if r["m"] == 1]
+    if len({b for b, _ in one}) < 2:
+        return {}
+    slope, latency = statistics.linear_regression([b for b, _ in one], [t for _, t in one])
+    if latency < 0 or slope <= 0:
+        latency = 0.0
+        fraction = statistics.median(b / t for b, t in one) / bandwidth_bytes_per_s
+    else:
+        fraction = 1.0 / (slope * bandwidth_bytes_per_s)
+    fields = {"fp8_gemv_latency_s": latency, "fp8_gemv_memory": fraction}
+    more = [fp8_gemv_bytes(r["m"], r["n"], r["k"]) / (r["gemv_seconds"] - latency) for r in gemv
+            if r["m"] > 1 and r["gemv_seconds"] > latency]
+    if more:
+        fields["fp8_gemv_rows_memory"] = statistics.median(more) / bandwidth_bytes_per_s
     return fields

@@ -73,26 +73,51 @@ def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes))]
     extra = {}
     if point.dtype == "bf16" and ctx.device == "cuda" and point.m <= tuned_rows():
-        # As the engine runs it: the faster of cuBLAS and cuBLASLt for this shape (neither wins everywhere).
+        # As the engine runs it: the fastest of cuBLAS, cuBLASLt and, at few rows, its Triton GEMV for this
+        # shape (none wins everywhere).
+        from backends.engine import gemv
+        from backends.engine.kernels import use_triton
         from backends.engine.quant import BLAS_LIBRARIES, blas_linear
 
-        by_library = {lib: ctx.timer.time(lambda i, lib=lib: blas_linear(lib, *sets[i]), len(sets))
-                      for lib in BLAS_LIBRARIES}
+        calls = {lib: (lambda i, lib=lib: blas_linear(lib, *sets[i])) for lib in BLAS_LIBRARIES}
+        if point.m <= gemv.MAX_ROWS and use_triton(sets[0][0]):
+            calls["triton"] = lambda i: gemv.gemv(*sets[i])
+        by_library = {lib: ctx.timer.time(call, len(sets)) for lib, call in calls.items()}
         library = min(by_library, key=lambda lib: by_library[lib].seconds)
         timing = by_library[library]
         extra = {"library": library, "seconds_by_library": {lib: t.seconds for lib, t in by_library.items()}}
     else:
         timing = ctx.timer.time(lambda i: op(*sets[i]), len(sets))
+    if point.dtype == "fp8" and ctx.device == "cuda":
+        extra = _fp8_gemv(ctx, point, sets)
     return {"dtype": point.dtype, "m": point.m, "n": point.n, "k": point.k, "layer": point.layer,
             "seconds": timing.seconds, "flops": 2.0 * point.m * point.n * point.k,
             "weight_bytes": weight_bytes(point), "timing": timing.mode, **extra}
 
 
+def _fp8_gemv(ctx: BenchContext, point: GemmPoint, sets: list) -> dict:
+    """At decode rows (<= 16) the engine runs fp8 weights through its weight-only Triton GEMV (bf16 x, no
+    activation quantization), which the cost model prices on its own terms: timed beside _scaled_mm, over the
+    same weights."""
+    import torch
+
+    from backends.engine import gemv
+    from backends.engine.kernels import use_triton
+
+    x = torch.randn(point.m, point.k, dtype=torch.bfloat16, device=ctx.device)
+    if point.m > gemv.MAX_ROWS or not use_triton(x):
+        return {}
+    scale = torch.ones(point.n, dtype=torch.float32, device=ctx.device)
+    timing = ctx.timer.time(lambda i: gemv.gemv(x, sets[i][1].t(), scale=scale), len(sets))
+    return {"gemv_seconds": timing.seconds}
+
+
 def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out; up to the engine's largest decode graph (M <= "
-                    f"{tuned_rows()}) the faster of cuBLAS and cuBLASLt, as the engine tunes it",
+                    f"{tuned_rows()}) the fastest of cuBLAS, cuBLASLt and (M <= 16) the engine's Triton GEMV, as "
+                    "the engine tunes it",
             "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M padded to a "
                    f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
-                   f"not timed",
+                   f"not timed; at M <= 16 also the engine's weight-only Triton GEMV (`gemv_seconds`)",
             "int8": "weight-only int8: int8 weight .to(bf16), F.linear, per-channel scale on the output; "
                     "efficiency against the bf16 peak, its compute dtype (planner.costmodel.COMPUTE_DTYPE)"}

@@ -36,19 +36,22 @@ LLAMA_1B = [Layer("llama1b.qkv", 3072, 2048), Layer("llama1b.o", 2048, 2048),
             Layer("llama1b.gate_up", 16384, 2048), Layer("llama1b.down", 2048, 8192)]
 LLAMA_8B = [Layer("llama8b.qkv", 6144, 4096), Layer("llama8b.o", 4096, 4096),
             Layer("llama8b.gate_up", 28672, 4096), Layer("llama8b.down", 4096, 14336)]
-# Llama-70B sharded by tensor parallelism: column-parallel layers split N, row-parallel split K.
+# Llama-70B whole (TP 1, fp8 on one 141 GB card) and sharded by tensor parallelism: column-parallel layers
+# split N, row-parallel split K.
+LLAMA_70B = [Layer("llama70b.qkv", 10240, 8192), Layer("llama70b.o", 8192, 8192),
+             Layer("llama70b.gate_up", 57344, 8192), Layer("llama70b.down", 8192, 28672)]
 LLAMA_70B_TP4 = [Layer("llama70b.tp4.qkv", 2560, 8192), Layer("llama70b.tp4.o", 8192, 2048),
                  Layer("llama70b.tp4.gate_up", 14336, 8192), Layer("llama70b.tp4.down", 8192, 7168)]
 LLAMA_70B_TP8 = [Layer("llama70b.tp8.qkv", 1280, 8192), Layer("llama70b.tp8.o", 8192, 1024),
                  Layer("llama70b.tp8.gate_up", 7168, 8192), Layer("llama70b.tp8.down", 8192, 3584)]
 
 # Held-out points: shapes, token counts and copy sizes that are on none of the grids, for checking
-# the cost model's interpolation (Qwen-32B-like 5120-wide layers, un-sharded 70B layers, odd M).
+# the cost model's interpolation (Qwen-32B-like 5120-wide layers, Qwen2.5-72B layers, odd M).
 HOLDOUT_GEMM_GPU = [GemmPoint(16, 5120, 5120, "bf16", "holdout.5120sq"),
                     GemmPoint(96, 27648, 5120, "bf16", "holdout.qwen32b.gate_up"),
-                    GemmPoint(1024, 10240, 8192, "bf16", "holdout.llama70b.qkv"),
+                    GemmPoint(1024, 8192, 29568, "bf16", "holdout.qwen72b.down"),
                     GemmPoint(4096, 5120, 13824, "bf16", "holdout.qwen32b.down"),
-                    GemmPoint(2, 57344, 8192, "bf16", "holdout.llama70b.gate_up"),
+                    GemmPoint(2, 59136, 8192, "bf16", "holdout.qwen72b.gate_up"),
                     GemmPoint(256, 8192, 8192, "fp8", "holdout.llama70b.o"),
                     GemmPoint(3072, 14336, 4096, "fp8", "holdout.mistral7b.gate_up"),
                     GemmPoint(64, 5120, 5120, "int8", "holdout.5120sq")]
@@ -94,9 +97,9 @@ LLAMA_8B_ATTENTION = AttentionShape(heads=32, kv_heads=8, head_dim=128)
 FULL = Sweep(
     copy_bytes=_pow2(1 * MB, 2 * GB),
     gemm_ms=[1, 8, 32, 128, 512, 2048, 8192, 16384],
-    gemm_layers=LLAMA_1B + LLAMA_8B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
+    gemm_layers=LLAMA_1B + LLAMA_8B + LLAMA_70B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
     gemm_dtypes=["bf16", "fp8", "int8"],
-    prefill_seqs=[512, 1024, 2048, 4096, 8192, 16384],
+    prefill_seqs=[128, 256, 512, 1024, 2048, 4096, 8192, 16384],
     decode_points=_decode_grid([1, 8, 32, 128], [512, 2048, 8192, 32768], 1 << 20),
     attention=LLAMA_8B_ATTENTION,
     prefill_head_dims=(64,),

@@ -19,7 +19,8 @@ def synthetic_trace(path, hw, spec, params=TRUE):
     """Steps timed by the cost model with `params`: lone prefills and decode points, as bench_accuracy writes."""
     truth = cal.apply_params(hw, params)
     d = Deployment(spec)
-    lines = [{"event": "config", "model": spec.model_dump(mode="json"), "tp": 1}]
+    lines = [{"event": "config", "model": spec.model_dump(mode="json"), "tp": 1,     # what today's engine reports
+              "piecewise_sizes": list(d.piecewise_sizes), "varlen_prefill": d.varlen_prefill}]
     step = 0
     # Chunks after a long context make attention a large share of some prefill steps.
     for n, before in ((128, 0), (512, 0), (2048, 0), (8192, 0), (1024, 7168), (2048, 30720), (512, 15872)):
@@ -116,9 +117,10 @@ def test_fp8_decode_points_excluded_and_harness_arrivals(setup):
     points = cal.load_trace(trace)
     dec = next(p for p in points if p.kind == "decode")
     pre = next(p for p in points if p.kind == "prefill")
-    fp8 = replace(dec, deployment=replace(dec.deployment, weight_dtype="fp8"))
-    assert cal.excluded_why(fp8) and not cal.excluded_why(dec) and not cal.excluded_why(
-        replace(pre, deployment=replace(pre.deployment, weight_dtype="fp8")))
+    old_fp8 = replace(dec, deployment=replace(dec.deployment, weight_dtype="fp8", varlen_prefill=False))
+    assert cal.excluded_why(old_fp8) and not cal.excluded_why(dec) and not cal.excluded_why(
+        replace(pre, deployment=replace(pre.deployment, weight_dtype="fp8", varlen_prefill=False)))
+    assert not cal.excluded_why(replace(dec, deployment=replace(dec.deployment, weight_dtype="fp8")))
     w = Workload(input_tokens=LengthDist(mean=16), output_tokens=LengthDist(mean=4), rate_rps=10.0)
     r = harness_requests(w, 5, 3)
     g = np.random.default_rng(3).gamma(1.0, 0.1, 5)

@@ -182,6 +182,43 @@ def test_prefill_attention_efficiency_by_length_and_head_size():
     assert prepare(TOY).attention_compute_efficiency(2048, 128) == TOY.efficiency.attention_compute   # no curve
 
 
+def test_short_prefill_attention_costs_at_least_the_shortest_measured_call():
+    """Below the shortest measured prefill the attention call costs what that one did (launch latency, not the
+    quadratic work); above it the curve prices it as before."""
+    curves = {"128": [{"x": 128, "y": 0.01}, {"x": 8192, "y": 0.4}]}
+    h = prepare(TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(
+        update={"attention_compute_by_len": Efficiency(attention_compute_by_len=curves).attention_compute_by_len})}))
+    m = catalog.load_model("llama-8b")             # 32 heads of 128
+    d = Deployment(m, piecewise_sizes=())
+
+    def attn_s(tokens):
+        return {o.name: o for o in step_ops(h, d, Batch.of([(tokens, 0)]))}["attention_prefill"].time_s
+    at_128 = 2 * 32 * 256 * 128 ** 2 / 2 / (1e15 * 0.01)         # the profiler's FLOPs at 128 tokens
+    assert h.attention_shortest_len(128) == pytest.approx(128)
+    assert attn_s(128) == pytest.approx(at_128, rel=0.01)
+    assert attn_s(16) == pytest.approx(at_128, rel=1e-6)
+    assert attn_s(1024) > at_128
+    assert prepare(TOY).attention_shortest_len(128) == 0.0
+
+
+def test_prefill_steps_price_their_activation_copies():
+    """A varlen prefill copies the attention output (tokens x q width, read and write); under piecewise graphs
+    each layer's qkv output is also copied into the static buffer, at the bucket's token count."""
+    m = catalog.load_model("llama-8b")
+    h = prepare(TOY)
+    ops = {o.name: o for o in step_ops(h, Deployment(m, varlen_prefill=True), Batch.of([(100, 0)]))}
+    assert ops["attention_out_copy"].bytes == 2 * 100 * 4096 * 2
+    assert ops["piece_copy"].bytes == 2 * 128 * (4096 + 2 * 1024) * 2
+    assert ops["piece_copy"].count == 32
+    eager = {o.name for o in step_ops(h, Deployment(m, piecewise_sizes=()), Batch.of([(100, 0)]))}
+    assert "piece_copy" not in eager and "attention_out_copy" in eager
+    per_seq = {o.name for o in step_ops(h, Deployment(m, piecewise_sizes=(), varlen_prefill=False),
+                                        Batch.of([(100, 0)]))}
+    assert not per_seq & {"piece_copy", "attention_out_copy"}       # engines before varlen prefill
+    decode = {o.name for o in step_ops(h, Deployment(m, varlen_prefill=True), Batch.of([], [1000] * 8))}
+    assert not decode & {"piece_copy", "attention_out_copy"}
+
+
 def test_decode_attention_bandwidth_by_head_size():
     """The measured factor of the nearest head size scales the decode-attention bandwidth; none: the scalar."""
     eff = TOY.efficiency.model_copy(update={"attention_memory": 0.9,

@@ -215,6 +215,26 @@ def test_gemm_curve_is_median_over_shapes():
     assert rows[0]["weight_bw_fraction"] == pytest.approx(0.1)
 
 
+def test_fp8_gemv_fields_from_the_timed_gemv():
+    """One row: latency and bandwidth fraction recovered from a line through time against bytes; 2-16 rows: the
+    median fraction after that latency; no GEMV timings: nothing (the defaults stand)."""
+    from planner.costmodel import fp8_gemv_bytes
+    bw, lat = 1e12, 3e-6
+    shapes = [(4096, 4096), (6144, 4096), (28672, 4096), (4096, 14336)]
+    rows = [{"dtype": "fp8", "m": 1, "n": n, "k": k, "gemv_seconds": lat + fp8_gemv_bytes(1, n, k) / (bw * 0.8)}
+            for n, k in shapes]
+    rows += [{"dtype": "fp8", "m": 8, "n": n, "k": k, "gemv_seconds": lat + fp8_gemv_bytes(8, n, k) / (bw * 0.4)}
+             for n, k in shapes]
+    rows.append({"dtype": "fp8", "m": 32, "n": 4096, "k": 4096})          # _scaled_mm only
+    got = fit.fp8_gemv_fields(rows, bw)
+    assert got["fp8_gemv_latency_s"] == pytest.approx(lat)
+    assert got["fp8_gemv_memory"] == pytest.approx(0.8)
+    assert got["fp8_gemv_rows_memory"] == pytest.approx(0.4)
+    assert fit.fp8_gemv_fields([r for r in rows if r["m"] != 1], bw) == {}
+    assert "fp8_gemv_memory" in fit.gemm_model_fields(
+        [dict(r, weight_bytes=r["n"] * r["k"], seconds=1.0, efficiency=0.5) for r in rows], bw)
+
+
 def test_weight_only_int8_is_measured_against_bf16_peak():
     rows = [{"dtype": "int8", "m": 16, "flops": 1000.0, "seconds": 1.0, "weight_bytes": 10}]
     fit.annotate_gemm(rows, {"bf16": 2000.0, "int8": 4000.0}, 1.0)
