@@ -18,7 +18,7 @@
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh grid3       # one GPU: full profile, then the step grid (with 70B fp8), one machine
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
-#                                              # then the step grid (with 70B fp8), one machine
+#                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
@@ -135,7 +135,8 @@ grid4)
   step tests 120 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4
   step eager 90 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | grep -A14 "^prefill"
   step profile 200 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
-  step accuracy 330 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
+  step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
+  step decode 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -9
   ;;
 tune2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4

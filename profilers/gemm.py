@@ -73,16 +73,14 @@ def measure_gemm(ctx: BenchContext, point: GemmPoint) -> dict:
     sets = [make() for _ in range(rotation_sets(set_bytes, ctx.cache_bytes))]
     extra = {}
     if point.dtype == "bf16" and ctx.device == "cuda" and point.m <= tuned_rows():
-        # As the engine runs it: the fastest of cuBLAS, cuBLASLt and, at few rows, its Triton GEMV for this
-        # shape (none wins everywhere).
-        from backends.engine import gemv
-        from backends.engine.kernels import use_triton
-        from backends.engine.quant import BLAS_LIBRARIES, blas_linear
+        # As the engine runs it: the fastest of the backends its start-up race times for this shape (cuBLAS,
+        # cuBLASLt and, at few rows, its Triton GEMVs; none wins everywhere).
+        from types import SimpleNamespace
 
-        calls = {lib: (lambda i, lib=lib: blas_linear(lib, *sets[i])) for lib in BLAS_LIBRARIES}
-        if point.m <= gemv.MAX_ROWS and use_triton(sets[0][0]):
-            calls["triton"] = lambda i: gemv.gemv(*sets[i])
-        by_library = {lib: ctx.timer.time(call, len(sets)) for lib, call in calls.items()}
+        from backends.engine.quant import Unquantized
+
+        per_set = [Unquantized.candidates(SimpleNamespace(weight=w), x) for x, w in sets]
+        by_library = {lib: ctx.timer.time(lambda i, lib=lib: per_set[i][lib](), len(sets)) for lib in per_set[0]}
         library = min(by_library, key=lambda lib: by_library[lib].seconds)
         timing = by_library[library]
         extra = {"library": library, "seconds_by_library": {lib: t.seconds for lib, t in by_library.items()}}
@@ -114,8 +112,8 @@ def _fp8_gemv(ctx: BenchContext, point: GemmPoint, sets: list) -> dict:
 
 def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out; up to the engine's largest decode graph (M <= "
-                    f"{tuned_rows()}) the fastest of cuBLAS, cuBLASLt and (M <= 16) the engine's Triton GEMV, as "
-                    "the engine tunes it",
+                    f"{tuned_rows()}) the fastest of the backends the engine's start-up race times (cuBLAS, cuBLASLt "
+                    "and at M <= 16 its Triton GEMVs)",
             "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M padded to a "
                    f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
                    f"not timed; at M <= 16 also the engine's weight-only Triton GEMV (`gemv_seconds`)",

@@ -132,11 +132,12 @@ def test_gemv_against_matmul(M, N, K):
     g = torch.Generator().manual_seed(M * 7 + N + K)
     x = torch.randn(M, K, generator=g).to(DEVICE, torch.bfloat16)
     w = (torch.randn(N, K, generator=g) * 0.02).to(DEVICE, torch.bfloat16)
-    out = gemv.gemv(x, w)
     ref = x.float() @ w.float().t()
-    assert out.shape == (M, N) and out.dtype == torch.bfloat16
-    assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
-    assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 1e-2
+    # one row: also the CUDA-core row kernel, which the linear tuning races for bf16 weights too
+    for out in [gemv.gemv(x, w)] + ([gemv.gemv_row(x, w)] if M == 1 else []):
+        assert out.shape == (M, N) and out.dtype == torch.bfloat16
+        assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
+        assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 1e-2
 
 
 @pytest.mark.parametrize("M", [1, 4, 16])

@@ -44,12 +44,13 @@ class _Layer(torch.nn.Module):
 def test_apply_takes_the_tuned_backend_only_at_a_tuned_shape_and_row_count(monkeypatch):
     ran = []
     monkeypatch.setattr(gemv, "gemv", lambda x, w: (ran.append("triton"), x @ w.t())[1])
+    monkeypatch.setattr(gemv, "gemv_row", lambda x, w: (ran.append("triton_row"), x @ w.t())[1])
     monkeypatch.setattr(quant, "blas_linear", lambda library, x, w: (ran.append(library), x @ w.t())[1])
     scheme = Unquantized()
     tuned, other = _Layer(8, 16), _Layer(12, 16)
-    scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas"}
+    scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas", (8, 16, 1): "triton_row"}
     for rows, layer, path in [(4, tuned, "cublaslt"), (2, tuned, "triton"), (64, tuned, "cublas"),
-                              (3, tuned, None), (1, tuned, None), (4, other, None)]:
+                              (1, tuned, "triton_row"), (3, tuned, None), (1, other, None), (4, other, None)]:
         ran.clear()
         x = torch.randn(rows, 16)
         y = scheme.apply(layer, x)
@@ -128,17 +129,18 @@ def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
     for per_rows in report.values():
         assert set(per_rows) == {"1", "8", "64"}
         assert per_rows["64"] in quant.BLAS_LIBRARIES     # no GEMV above gemv.MAX_ROWS
-        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, "triton"}
+        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, *quant.GEMV_KERNELS}
+        assert per_rows["8"] != "triton_row"              # the row kernel takes one row only
     layer = layers[0]
     before = torch.backends.cuda.preferred_blas_library()
-    for backend in (*quant.BLAS_LIBRARIES, "triton"):
-        scheme.backends = {(256, 512, 8): backend}
-        x = torch.randn(8, 512, dtype=torch.bfloat16, device="cuda", generator=g)
+    for backend, rows in [*((lib, 8) for lib in (*quant.BLAS_LIBRARIES, "triton")), ("triton_row", 1)]:
+        scheme.backends = {(256, 512, rows): backend}
+        x = torch.randn(rows, 512, dtype=torch.bfloat16, device="cuda", generator=g)
         scheme.apply(layer, x)                              # warm-up outside capture (Triton JIT, handles)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             y = scheme.apply(layer, x)
-        x.copy_(torch.randn(8, 512, dtype=torch.bfloat16, device="cuda", generator=g))
+        x.copy_(torch.randn(rows, 512, dtype=torch.bfloat16, device="cuda", generator=g))
         graph.replay()
         torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight), rtol=2e-2, atol=2e-2)
         assert torch.backends.cuda.preferred_blas_library() == before

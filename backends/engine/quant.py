@@ -6,7 +6,8 @@ quantized as it arrives: the full-precision model never exists on the device. Th
 
 As loaded: F.linear with PyTorch's default BLAS library (or at <= 16 rows the Triton GEMV of gemv.py, with
 PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 16 rows) the Triton GEMV
-per weight shape at each decode CUDA-graph batch size, and at exactly those row counts the winner runs
+(one row: both of its kernels) per weight shape at each decode CUDA-graph batch size, and at exactly those row
+counts the winner runs
 (PLAN_ENGINE_TUNE_LINEAR=0 turns this off): none of them is fastest at every shape and row count.
 
 fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
@@ -134,6 +135,11 @@ def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
         torch.backends.cuda.preferred_blas_library(previous)
 
 
+# Tuned backends that are gemv.py kernels (the rest are BLAS libraries): the tensor-core GEMV for <= 16 rows, and
+# the CUDA-core one for one row (written for fp8 weights, but it streams bf16 too, and sometimes faster).
+GEMV_KERNELS = {"triton": "gemv", "triton_row": "gemv_row"}
+
+
 class Unquantized:
     def __init__(self):
         self.backends: dict[tuple[int, int, int], str] = {}   # (N, K, rows) -> fastest backend (tune)
@@ -147,8 +153,8 @@ class Unquantized:
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         # a row count tune() timed for this weight shape (a decode graph's batch size): the backend that won
         backend = self.backends.get((*layer.weight.shape, x.shape[0])) if self.backends else None
-        if backend == "triton":
-            return gemv.gemv(x, layer.weight)
+        if backend in GEMV_KERNELS:
+            return getattr(gemv, GEMV_KERNELS[backend])(x, layer.weight)
         if backend is not None:
             return blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
@@ -161,7 +167,7 @@ class Unquantized:
         `model`'s linears of this scheme at each of `rows_list` (CUDA; before graphs are captured, which then
         hold the winners). Replaces earlier choices (schemes are shared by every model of the process), so an
         empty `rows_list` clears them. Returns {"NxK": {"rows": backend}}."""
-        winners = _race(self, model, dtype, rows_list, self._candidates)
+        winners = _race(self, model, dtype, rows_list, self.candidates)
         if winners and parallel.size() > 1:
             # Rank 0's choices on every rank: replicated layers (LM head, MoE router) then round alike on all
             # ranks, as they do under one library (another kernel could route a token to another expert).
@@ -173,11 +179,14 @@ class Unquantized:
         return report
 
     @staticmethod
-    def _candidates(layer, x) -> dict[str, Callable[[], torch.Tensor]]:
+    def candidates(layer, x) -> dict[str, Callable[[], torch.Tensor]]:
+        """The calls tune() races for x @ layer.weight^T (the profiler times the same ones)."""
         calls = {library: functools.partial(blas_linear, library, x, layer.weight) for library in BLAS_LIBRARIES}
-        # the GEMV where gemv.wanted would take it: an fp32 tl.dot would be tf32, less exact than cuBLAS
+        # the GEMVs where gemv.wanted would take them: an fp32 tl.dot would be tf32, less exact than cuBLAS
         if x.shape[0] <= gemv.MAX_ROWS and use_triton(x) and x.dtype in (torch.bfloat16, torch.float16):
             calls["triton"] = functools.partial(gemv.gemv, x, layer.weight)
+            if x.shape[0] == 1:
+                calls["triton_row"] = functools.partial(gemv.gemv_row, x, layer.weight)
         return calls
 
 
