@@ -31,6 +31,7 @@ def test_report_on_synthetic_machine(tmp_path):
     assert _module().main([str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
     for needle in ("step level (held-out points)", "calibrated ms (err)", "datasheet ms (err)", "median",
+                   "Pooled over 4 seeded splits (seeds 0-3",
                    "engine KV tokens", "Planned as fitting but out of memory: Llama-3.1-8B fp8 TP1", "## Reproduce"):
         assert needle in text, needle
 
