@@ -136,7 +136,7 @@ def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
 
 
 # Tuned backends that are gemv.py kernels (the rest are BLAS libraries): the tensor-core GEMV for <= 16 rows, and
-# the CUDA-core one for one row (written for fp8 weights, but it streams bf16 too, and sometimes faster).
+# the CUDA-core one for one row (written for fp8 weights; it streams bf16 too, and the race decides).
 GEMV_KERNELS = {"triton": "gemv", "triton_row": "gemv_row"}
 
 
