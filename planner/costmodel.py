@@ -143,20 +143,22 @@ class Hardware:
         d = min(self.attn_mem_factor, key=lambda k: abs(math.log(k / head_dim)))
         return self.e.attention_memory * self.attn_mem_factor[d]
 
+    def _attn_curve(self, head_dim: int):
+        """The measured prefill-attention curve of the nearest head size, or None."""
+        if not self.attn_curves:
+            return None
+        return self.attn_curves[min(self.attn_curves, key=lambda k: abs(math.log(k / head_dim)))]
+
     def attention_shortest_len(self, head_dim: int) -> float:
         """The shortest causal prefill the profile measured (nearest head size), 0 without curves."""
-        if not self.attn_curves:
-            return 0.0
-        d = min(self.attn_curves, key=lambda k: abs(math.log(k / head_dim)))
-        return math.exp(self.attn_curves[d][0][0])
+        curve = self._attn_curve(head_dim)
+        return math.exp(curve[0][0]) if curve else 0.0
 
     def attention_compute_efficiency(self, seq_tokens: float, head_dim: int) -> float:
         """Prefill attention's fraction of bf16 peak for causal sequences of `seq_tokens`: the measured curve of
         the nearest head size (log-log: it grows about as a power of the length), else the scalar."""
-        if not self.attn_curves:
-            return self.e.attention_compute
-        d = min(self.attn_curves, key=lambda k: abs(math.log(k / head_dim)))
-        return math.exp(interp_log(self.attn_curves[d], seq_tokens))
+        curve = self._attn_curve(head_dim)
+        return math.exp(interp_log(curve, seq_tokens)) if curve else self.e.attention_compute
 
     def issue_interval_s(self, graphs: bool) -> float:
         """Shortest time per kernel: how fast kernels are issued, replayed from a CUDA graph or eagerly."""
@@ -525,10 +527,10 @@ def _activation_bytes_per_token(d: Deployment, is_moe: bool) -> float:
     return 3 * (inter + shared) / d.tp * ACT_BYTES
 
 
-def _prefill_copies(hw: Hardware, d: Deployment, b: Batch, tokens: int, count: int) -> list[OpCost]:
+def _prefill_copies(hw: Hardware, d: Deployment, b: Batch, bucket: int | None, count: int) -> list[OpCost]:
     """A step with prefill tokens moves activations the model does not compute: the varlen attention's output
-    is copied into the step's attention buffer, and under piecewise graphs each piece's qkv output is copied
-    into the static buffer the eager attention reads (per layer, read and write)."""
+    is copied into the step's attention buffer, and under piecewise graphs (at token `bucket`) each piece's qkv
+    output is copied into the static buffer the eager attention reads (per layer, read and write)."""
     if not b.prefill_tokens or d.model.is_mla:
         return []
     m = d.model
@@ -536,9 +538,9 @@ def _prefill_copies(hw: Hardware, d: Deployment, b: Batch, tokens: int, count: i
     ops = []
     if d.varlen_prefill:
         ops.append(_elementwise(hw, "attention_out_copy", 2 * b.prefill_tokens * q_width * ACT_BYTES, count, True))
-    if piecewise_bucket(d, b):
+    if bucket:
         qkv_width = q_width + 2 * d.kv_heads_per_gpu * m.head_dim
-        ops.append(_elementwise(hw, "piece_copy", 2 * tokens * qkv_width * ACT_BYTES, count, True))
+        ops.append(_elementwise(hw, "piece_copy", 2 * bucket * qkv_width * ACT_BYTES, count, True))
     return ops
 
 
@@ -554,9 +556,10 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
     tokens = b.tokens
     if tokens <= 0:
         return []
+    bucket = piecewise_bucket(d, b)  # None for decode-only steps, which replay a whole graph
     if graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
         tokens = padded_batch(d, tokens)
-    elif bucket := piecewise_bucket(d, b):
+    elif bucket:
         tokens = bucket
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
@@ -569,7 +572,7 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         ops += _projection_ops(hw, d, tokens, count, graphs)
         ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
         ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
-        ops += _prefill_copies(hw, d, b, tokens, count)
+        ops += _prefill_copies(hw, d, b, bucket, count)
         ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
         ops.append(_elementwise(hw, "activation", tokens * _activation_bytes_per_token(d, is_moe), count, graphs))
         if d.tp > 1:
