@@ -119,6 +119,39 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     return dst.copy_(src)
 
 
+# --------------------------------------------------------------------------- L2 prefetch
+if triton is not None:
+    @triton.jit
+    def _l2_prefetch_kernel(src_ptr, sink_ptr, n_words, BLOCK: tl.constexpr, ITERS: tl.constexpr,
+                            EVICT: tl.constexpr):
+        pid = tl.program_id(0)
+        start = pid.to(tl.int64) * BLOCK * ITERS
+        acc = tl.zeros([BLOCK], tl.int32)
+        for i in range(ITERS):
+            offs = start + i * BLOCK + tl.arange(0, BLOCK)
+            acc ^= tl.load(src_ptr + offs, mask=offs < n_words, other=0, eviction_policy=EVICT)
+        # a checksum of what was read: the loads have a use, so the compiler keeps them (and tests can check it)
+        tl.store(sink_ptr + pid, tl.xor_sum(acc, axis=0))
+
+
+L2_PREFETCH_BLOCK, L2_PREFETCH_ITERS = 2048, 16      # 32-bit words: 128 KiB per program
+
+
+def l2_prefetch_programs(t: torch.Tensor) -> int:
+    return triton.cdiv(t.numel() * t.element_size() // 4, L2_PREFETCH_BLOCK * L2_PREFETCH_ITERS)
+
+
+def l2_prefetch(t: torch.Tensor, sink: torch.Tensor, evict: str = "") -> None:
+    """Reads contiguous `t` (a whole number of 32-bit words) once, so that it sits in L2 for the next kernel that
+    reads it; sink[p] (int32, one per program) receives the XOR of the words program p read.
+    evict: "" (normal) or "evict_last"."""
+    words = t.view(-1).view(torch.int32)
+    n = l2_prefetch_programs(t)
+    assert sink.dtype == torch.int32 and sink.numel() >= n
+    _l2_prefetch_kernel[(n,)](words, sink, words.numel(), BLOCK=L2_PREFETCH_BLOCK, ITERS=L2_PREFETCH_ITERS,
+                              EVICT=evict, num_warps=4)
+
+
 # --------------------------------------------------------------------------- q/k norm + RoPE + KV store
 def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: dict | None, device) -> torch.Tensor:
     """[max_len, head_dim] fp32: cos of the head_dim/2 frequencies, then their sin (rotate-half RoPE)."""
