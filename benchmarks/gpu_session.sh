@@ -23,6 +23,7 @@
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh prefetch    # one GPU: kernel + prefetch tests, decode without / with the o_proj
 #                                              # L2 prefetch (normal, evict_last) twice in turn, decode diag 32/256
+#   bash benchmarks/gpu_session.sh prefetch2   # one GPU: the L2 probe, then decode without / with the prefetch twice
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -152,6 +153,16 @@ prefetch)
   done
   step diag 120 env PLAN_ENGINE_PREFETCH_MAX_BATCH=0 python3 benchmarks/engine_decode_diag.py --batches 32,256 \
       --out "$OUT/diag_b32b256_$GPU.json" 2>&1 | grep -v "^|" | tail -8
+  ;;
+prefetch2)
+  step tests 100 python3 -m pytest -q -x tests/test_engine_kernels.py -k "prefetch or decode" 2>&1 | tail -3
+  step l2 60 python3 benchmarks/engine_probes.py --only l2 --out "$OUT/probes_l2_$GPU.json" 2>&1 | tail -40
+  for i in 1 2; do
+    for v in off:0 normal:32; do IFS=: read -r name mb <<< "$v"
+      step "$name $i" 100 env PLAN_ENGINE_PREFETCH_MAX_BATCH=$mb python3 benchmarks/bench_engine.py --decode-only \
+          --no-hf --batches 1,8,16,32 --trace /tmp/t.jsonl --out "$OUT/engine_prefetch2_${name}${i}_$GPU.json" 2>&1 | tail -6
+    done
+  done
   ;;
 tune2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4

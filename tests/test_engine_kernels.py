@@ -172,8 +172,8 @@ def test_l2_prefetch_reads_every_word_once(evict):
     g = torch.Generator().manual_seed(4)
     # two programs' worth and a ragged tail: bf16 [300, 448] is 67,200 words
     w = torch.randn(300, 448, generator=g).to(DEVICE, torch.bfloat16)
-    sink = torch.zeros(kernels.l2_prefetch_programs(w) + 1, dtype=torch.int32, device=DEVICE)
-    kernels.l2_prefetch(w, sink, evict)
+    sink = torch.zeros(kernels.l2_prefetch_programs(w, 2048, 16) + 1, dtype=torch.int32, device=DEVICE)
+    kernels.l2_prefetch(w, sink, evict, block=2048, iters=16)
     words = w.view(-1).view(torch.int32).cpu().numpy()
-    assert kernels.l2_prefetch_programs(w) == 3 and sink[-1].item() == 0
+    assert kernels.l2_prefetch_programs(w, 2048, 16) == 3 and sink[-1].item() == 0
     assert numpy.bitwise_xor.reduce(sink.cpu().numpy()) == numpy.bitwise_xor.reduce(words) != 0

@@ -134,22 +134,25 @@ if triton is not None:
         tl.store(sink_ptr + pid, tl.xor_sum(acc, axis=0))
 
 
-L2_PREFETCH_BLOCK, L2_PREFETCH_ITERS = 2048, 16      # 32-bit words: 128 KiB per program
+# 32-bit words per program and loop trips: a program's loads are independent within a trip but the trips are
+# not pipelined, so many short programs keep more reads in flight than a few long ones.
+L2_PREFETCH_BLOCK, L2_PREFETCH_ITERS, L2_PREFETCH_WARPS = 4096, 1, 4
 
 
-def l2_prefetch_programs(t: torch.Tensor) -> int:
-    return triton.cdiv(t.numel() * t.element_size() // 4, L2_PREFETCH_BLOCK * L2_PREFETCH_ITERS)
+def l2_prefetch_programs(t: torch.Tensor, block: int = L2_PREFETCH_BLOCK, iters: int = L2_PREFETCH_ITERS) -> int:
+    return triton.cdiv(t.numel() * t.element_size() // 4, block * iters)
 
 
-def l2_prefetch(t: torch.Tensor, sink: torch.Tensor, evict: str = "") -> None:
+def l2_prefetch(t: torch.Tensor, sink: torch.Tensor, evict: str = "", block: int = L2_PREFETCH_BLOCK,
+                iters: int = L2_PREFETCH_ITERS, num_warps: int = L2_PREFETCH_WARPS) -> None:
     """Reads contiguous `t` (a whole number of 32-bit words) once, so that it sits in L2 for the next kernel that
     reads it; sink[p] (int32, one per program) receives the XOR of the words program p read.
     evict: "" (normal) or "evict_last"."""
     words = t.view(-1).view(torch.int32)
-    n = l2_prefetch_programs(t)
+    n = l2_prefetch_programs(t, block, iters)
     assert sink.dtype == torch.int32 and sink.numel() >= n
-    _l2_prefetch_kernel[(n,)](words, sink, words.numel(), BLOCK=L2_PREFETCH_BLOCK, ITERS=L2_PREFETCH_ITERS,
-                              EVICT=evict, num_warps=4)
+    _l2_prefetch_kernel[(n,)](words, sink, words.numel(), BLOCK=block, ITERS=iters, EVICT=evict,
+                              num_warps=num_warps)
 
 
 # --------------------------------------------------------------------------- q/k norm + RoPE + KV store
