@@ -16,11 +16,6 @@ contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequence
            wakes every millisecond for ~0.2 ms of work, beside one that runs 3 ms of Python every 8 ms (an event
            loop streaming ~100 tokens per step; with the default and a 0.2 ms switch interval), back to back 3 s;
            SM clock polled meanwhile: why a served run's steps are slower than the step grid's on one machine.
-l2         the o_proj L2 prefetch (backends/engine/prefetch.py) in isolation: the Llama-3.1-8B o_proj weight
-           (4096 x 4096 bf16) read by cuBLAS at 1, 8 and 32 rows from DRAM (L2 flushed) and right after the prefetch
-           kernel read it into L2; the prefetch kernel alone at several program shapes; and an attention-sized
-           latency-bound stand-in (a 64-row GEMM on a small matrix, looped ~9 us) beside the prefetch on another
-           stream: what the GEMM gains, and what the prefetch costs beside latency-bound work.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -285,65 +280,6 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
             "prefill_ms": statistics.median(r["time_s"] * 1e3 for r in recs if r["num_prefill_tokens"])}
 
 
-def probe_l2() -> dict:
-    from backends.engine.kernels import l2_prefetch, l2_prefetch_programs
-    w = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    flush_a = torch.empty(512 * 2 ** 20, dtype=torch.uint8, device="cuda")
-    flush_b = torch.empty_like(flush_a)
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
-    shapes = [(2048, 16, 4), (4096, 1, 4), (2048, 1, 4), (8192, 1, 8), (4096, 2, 4), (1024, 1, 2)]
-    sink = torch.zeros(max(l2_prefetch_programs(w, b, i) for b, i, _ in shapes), dtype=torch.int32, device="cuda")
-
-    def timed(before, body, reps=30):
-        out = []
-        for _ in range(reps):
-            flush_b.copy_(flush_a)                # evicts L2 (50 MB) many times over
-            before()
-            ev[0].record()
-            body()
-            ev[1].record()
-            ev[1].synchronize()
-            out.append(ev[0].elapsed_time(ev[1]) * 1e3)
-        return statistics.median(out)
-
-    res = {"weight_bytes": w.numel() * 2, "l2_bytes": torch.cuda.get_device_properties(0).L2_cache_size,
-           "prefetch_us": {}, "gemm": []}
-    for b, i, nw in shapes:
-        res["prefetch_us"][f"block{b}_iters{i}_warps{nw}"] = timed(lambda: None,
-                                                                  lambda: l2_prefetch(w, sink, "", b, i, nw))
-    for rows in (1, 8, 32):
-        x = torch.randn(rows, 4096, device="cuda", dtype=torch.bfloat16)
-        gemm = lambda: torch.nn.functional.linear(x, w)  # noqa: E731
-        for _ in range(3):
-            gemm()
-        row = {"rows": rows, "cold_us": timed(lambda: None, gemm)}
-        for evict in ("", "evict_last"):
-            row[f"after_prefetch{evict and '_' + evict}_us"] = timed(lambda: l2_prefetch(w, sink, evict), gemm)
-        res["gemm"].append(row)
-    # latency-bound stand-in for attention (~9 us of small dependent kernels), alone and beside the prefetch
-    a = torch.randn(64, 512, device="cuda", dtype=torch.bfloat16)
-    m = torch.randn(512, 512, device="cuda", dtype=torch.bfloat16)
-    side = torch.cuda.Stream()
-
-    def small_chain():
-        y = a
-        for _ in range(4):
-            y = y @ m
-    def beside():
-        main = torch.cuda.current_stream()
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            l2_prefetch(w, sink)
-        small_chain()
-        main.wait_stream(side)
-    res["chain_alone_us"] = timed(lambda: None, small_chain)
-    res["chain_beside_prefetch_us"] = timed(lambda: None, beside)
-    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
-    res["chain_then_gemm_us"] = timed(lambda: None, lambda: (small_chain(), torch.nn.functional.linear(x, w)))
-    res["chain_beside_prefetch_then_gemm_us"] = timed(lambda: None, lambda: (beside(), torch.nn.functional.linear(x, w)))
-    return res
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -353,8 +289,7 @@ def main() -> int:
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
-                     ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("l2", probe_l2)):
+                     ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace)):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -379,8 +314,6 @@ def main() -> int:
     for r in out.get("contention", []) if isinstance(out.get("contention"), list) else []:
         print(f"{r['step']}, {r['condition']}: {r['ms']:.2f} ms (first tenth {r['ms_first_tenth']:.2f}, last "
               f"{r['ms_last_tenth']:.2f}); SM {r['sm_mhz_median']} MHz (min {r['sm_mhz_min']})")
-    if isinstance(out.get("l2"), dict):
-        print("l2:", json.dumps(out["l2"], indent=1))
     if isinstance(out.get("async_trace"), dict) and "steps" in out["async_trace"]:
         print("async trace:", {k: round(v, 3) if isinstance(v, float) else v for k, v in out["async_trace"].items()})
     return 0

@@ -21,9 +21,6 @@
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
-#   bash benchmarks/gpu_session.sh prefetch    # one GPU: kernel + prefetch tests, decode without / with the o_proj
-#                                              # L2 prefetch (normal, evict_last) twice in turn, decode diag 32/256
-#   bash benchmarks/gpu_session.sh prefetch2   # one GPU: the L2 probe, then decode without / with the prefetch twice
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -140,29 +137,6 @@ grid4)
   step profile 200 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
   step decode 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -9
-  ;;
-prefetch)
-  step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py \
-      tests/test_engine_cuda_paths.py::test_o_proj_prefetch_leaves_decode_graphs_exact 2>&1 | tail -4
-  for i in 1 2; do
-    for v in off:0: normal:32: last:32:evict_last; do IFS=: read -r name mb ev <<< "$v"
-      step "$name $i" 100 env PLAN_ENGINE_PREFETCH_MAX_BATCH=$mb PLAN_ENGINE_PREFETCH_EVICT=$ev \
-          python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,8,16,32 \
-          --out "$OUT/engine_prefetch_${name}${i}_$GPU.json" 2>&1 | tail -6
-    done
-  done
-  step diag 120 env PLAN_ENGINE_PREFETCH_MAX_BATCH=0 python3 benchmarks/engine_decode_diag.py --batches 32,256 \
-      --out "$OUT/diag_b32b256_$GPU.json" 2>&1 | grep -v "^|" | tail -8
-  ;;
-prefetch2)
-  step tests 100 python3 -m pytest -q -x tests/test_engine_kernels.py -k "prefetch or decode" 2>&1 | tail -3
-  step l2 60 python3 benchmarks/engine_probes.py --only l2 --out "$OUT/probes_l2_$GPU.json" 2>&1 | tail -40
-  for i in 1 2; do
-    for v in off:0 normal:32; do IFS=: read -r name mb <<< "$v"
-      step "$name $i" 100 env PLAN_ENGINE_PREFETCH_MAX_BATCH=$mb python3 benchmarks/bench_engine.py --decode-only \
-          --no-hf --batches 1,8,16,32 --trace /tmp/t.jsonl --out "$OUT/engine_prefetch2_${name}${i}_$GPU.json" 2>&1 | tail -6
-    done
-  done
   ;;
 tune2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4

@@ -141,27 +141,3 @@ def test_fp8_rows_tuning_picks_a_path_per_shape_and_both_agree():
     finally:
         scheme.gemv_wins[key] = saved
     assert _rel(outs[0], outs[1]) < 0.05
-
-
-def test_o_proj_prefetch_leaves_decode_graphs_exact(monkeypatch):
-    """Decode graphs that read each o_proj weight into L2 on a side stream during attention produce the tokens
-    the graphs without it do (the prefetch only reads; its stream joins before o_proj)."""
-    from backends.engine import model_runner
-    from backends.engine.config import EngineConfig, SamplingParams
-    from backends.engine.engine import LLMEngine
-    from planner.schemas import ModelSpec
-
-    spec = ModelSpec(name="small", architecture="llama", hidden_size=512, num_layers=4, num_attention_heads=8,
-                     num_kv_heads=2, head_dim=64, intermediate_size=1024, vocab_size=1000,
-                     max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
-    prompts = [list(range(3 + i, 3 + i + n)) for i, n in enumerate((5, 40, 130, 300, 17, 600, 9, 64))]
-    params = [SamplingParams(max_tokens=12, ignore_eos=True) for _ in prompts]
-    results = {}
-    for max_batch in (0, 8):
-        monkeypatch.setattr(model_runner, "PREFETCH_MAX_BATCH", max_batch)
-        engine = LLMEngine(EngineConfig(model=spec, dtype="bf16", num_kv_blocks=400, max_num_batched_tokens=512,
-                                        max_num_seqs=8, max_model_len=2048))
-        results[max_batch] = (engine.runner.kv_info()["o_proj_prefetch_batch_sizes"], engine.generate(prompts, params))
-        engine.close()
-    assert results[0][0] == [] and results[8][0] == [1, 2, 4, 8]
-    assert results[8][1] == results[0][1]

@@ -119,42 +119,6 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     return dst.copy_(src)
 
 
-# --------------------------------------------------------------------------- L2 prefetch
-if triton is not None:
-    @triton.jit
-    def _l2_prefetch_kernel(src_ptr, sink_ptr, n_words, BLOCK: tl.constexpr, ITERS: tl.constexpr,
-                            EVICT: tl.constexpr):
-        pid = tl.program_id(0)
-        start = pid.to(tl.int64) * BLOCK * ITERS
-        acc = tl.zeros([BLOCK], tl.int32)
-        for i in range(ITERS):
-            offs = start + i * BLOCK + tl.arange(0, BLOCK)
-            acc ^= tl.load(src_ptr + offs, mask=offs < n_words, other=0, eviction_policy=EVICT)
-        # a checksum of what was read: the loads have a use, so the compiler keeps them (and tests can check it)
-        tl.store(sink_ptr + pid, tl.xor_sum(acc, axis=0))
-
-
-# 32-bit words per program and loop trips: a program's loads are independent within a trip but the trips are
-# not pipelined, so many short programs keep more reads in flight than a few long ones.
-L2_PREFETCH_BLOCK, L2_PREFETCH_ITERS, L2_PREFETCH_WARPS = 4096, 1, 4
-
-
-def l2_prefetch_programs(t: torch.Tensor, block: int = L2_PREFETCH_BLOCK, iters: int = L2_PREFETCH_ITERS) -> int:
-    return triton.cdiv(t.numel() * t.element_size() // 4, block * iters)
-
-
-def l2_prefetch(t: torch.Tensor, sink: torch.Tensor, evict: str = "", block: int = L2_PREFETCH_BLOCK,
-                iters: int = L2_PREFETCH_ITERS, num_warps: int = L2_PREFETCH_WARPS) -> None:
-    """Reads contiguous `t` (a whole number of 32-bit words) once, so that it sits in L2 for the next kernel that
-    reads it; sink[p] (int32, one per program) receives the XOR of the words program p read.
-    evict: "" (normal) or "evict_last"."""
-    words = t.view(-1).view(torch.int32)
-    n = l2_prefetch_programs(t, block, iters)
-    assert sink.dtype == torch.int32 and sink.numel() >= n
-    _l2_prefetch_kernel[(n,)](words, sink, words.numel(), BLOCK=block, ITERS=iters, EVICT=evict,
-                              num_warps=num_warps)
-
-
 # --------------------------------------------------------------------------- q/k norm + RoPE + KV store
 def rope_cos_sin(head_dim: int, max_len: int, theta: float, scaling: dict | None, device) -> torch.Tensor:
     """[max_len, head_dim] fp32: cos of the head_dim/2 frequencies, then their sin (rotate-half RoPE)."""

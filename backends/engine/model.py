@@ -133,21 +133,13 @@ class CausalLM(nn.Module):
         self.register_buffer("cos_sin", rope_cos_sin(spec.head_dim, max_model_len, spec.rope_theta,
                                                      spec.rope_scaling, self.lm_head.weight.device).float(),
                              persistent=False)
-        # Set by the model runner while it captures small-batch decode graphs (prefetch.L2Prefetch).
-        self.o_proj_prefetch = None
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, hidden]."""
         h, residual = self.piece(0, input_ids, positions, None, meta)
         for i, layer in enumerate(self.model.layers):
-            h, residual = self.piece(i + 1, self._attend(layer.self_attn, h, meta), positions, residual, meta)
+            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta), positions, residual, meta)
         return h
-
-    def _attend(self, attn: Attention, qkv, meta: AttentionMetadata):
-        if self.o_proj_prefetch is None:
-            return attn.attend(qkv, meta)
-        with self.o_proj_prefetch.beside(attn.o_proj.weight):
-            return attn.attend(qkv, meta)
 
     @property
     def num_pieces(self) -> int:

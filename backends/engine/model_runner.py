@@ -23,7 +23,6 @@ from .config import EngineConfig, EngineError
 from .kernels import feed_ids
 from .model import build_model
 from .piecewise import PiecewiseGraphs, piecewise_sizes
-from .prefetch import MAX_BATCH as PREFETCH_MAX_BATCH, L2Prefetch
 from .quant import SCHEMES, tune_linear_enabled
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
@@ -95,7 +94,6 @@ class ModelRunner:
         self.max_model_len = min(self.max_model_len, self.num_kv_blocks * self.block_size)
         self.max_blocks_per_seq = cdiv(self.max_model_len, self.block_size)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.prefetch_batch_sizes: list[int] = []     # decode graphs with the o_proj L2 prefetch
         self.last_graph_bs: int | None = None      # for the step trace
         self.last_piecewise_size: int | None = None
         self.piecewise: PiecewiseGraphs | None = None
@@ -194,7 +192,6 @@ class ModelRunner:
                 "max_model_len": self.max_model_len,
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
-                "o_proj_prefetch_batch_sizes": self.prefetch_batch_sizes,
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
                 "varlen_prefill": self.varlen, "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
@@ -417,12 +414,8 @@ class ModelRunner:
         self.staging_free = torch.cuda.Event()      # recorded once the last upload has read the staging buffers
         self.graph_logits: dict[int, torch.Tensor] = {}
         pool = None
-        prefetch = L2Prefetch.for_o_proj(self.model, dev)
         with torch.inference_mode():
             for bs in reversed(sizes):   # largest first, so the smaller graphs reuse its memory pool
-                self.model.o_proj_prefetch = prefetch if bs <= PREFETCH_MAX_BATCH else None
-                if self.model.o_proj_prefetch is not None:
-                    self.prefetch_batch_sizes.insert(0, bs)
                 meta = AttentionMetadata(slot_mapping=self.graph_slots[:bs], decode_block_tables=self.graph_tables[:bs],
                                          decode_context_lens=self.graph_ctx[:bs],
                                          decode_num_splits=decode_num_splits(bs, self.num_local_kv_heads, dev))
@@ -435,7 +428,6 @@ class ModelRunner:
                     self.graph_logits[bs] = forward()
                 pool = graph.pool()
                 self.graphs[bs] = graph
-        self.model.o_proj_prefetch = None          # eager steps never prefetch
         self.graph_pool = pool
         torch.cuda.synchronize()
 
