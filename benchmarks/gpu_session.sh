@@ -21,6 +21,7 @@
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
+#   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -137,6 +138,10 @@ grid4)
   step profile 200 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
   step decode 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -9
+  ;;
+engine_full)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
+  step engine 420 python3 benchmarks/bench_engine.py --out "$OUT/engine_$GPU.json" --trace /tmp/e.jsonl 2>&1 | tail -30
   ;;
 tune2)
   step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py 2>&1 | tail -4
