@@ -16,6 +16,9 @@ contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequence
            wakes every millisecond for ~0.2 ms of work, beside one that runs 3 ms of Python every 8 ms (an event
            loop streaming ~100 tokens per step; with the default and a 0.2 ms switch interval), back to back 3 s;
            SM clock polled meanwhile: why a served run's steps are slower than the step grid's on one machine.
+stages     the decode-attention kernel (head size 128, 1k context) at batch 1-256 over every power-of-two split
+           count and software-pipeline depth 1-3 (Triton's default is 3): whether shared memory for stages a
+           one- or two-tile program never uses is what limits how many programs an SM holds.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -74,6 +77,33 @@ def probe_decode(copy_bw: float) -> list[dict]:
                              "default": tile == attention.decode_tile(head_dim)})
             del sets
             torch.cuda.empty_cache()
+    return rows
+
+
+def probe_stages(copy_bw: float) -> list[dict]:
+    from backends.engine import attention
+    from profilers.attention import _paged_set
+    from profilers.sweeps import AttentionShape
+    from profilers.timing import CudaTimer, rotation_sets
+
+    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    shape, context, rows = AttentionShape(32, 8, 128), 1024, []
+    for batch in (1, 8, 16, 32, 64, 256):
+        kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
+        sets = [_paged_set(torch, "cuda", batch, context, shape) for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+        default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
+        for splits in (1, 2, 4, 8, 16, 32):
+            if batch * shape.kv_heads * splits > 16384 and splits != default:
+                continue
+            for stages in (1, 2, 3):
+                def op(i, splits=splits, stages=stages, sets=sets):
+                    q, kc, vc, bt, cl = sets[i]
+                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, num_stages=stages)
+                t = timer.time(op, len(sets)).seconds
+                rows.append({"batch": batch, "splits": splits, "stages": stages, "seconds": t,
+                             "fraction_of_copy": kv_bytes / t / copy_bw, "default_splits": splits == default})
+        del sets
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -289,7 +319,8 @@ def main() -> int:
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
-                     ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace)):
+                     ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
+                     ("stages", lambda: probe_stages(out["copy_bandwidth"]))):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -314,6 +345,9 @@ def main() -> int:
     for r in out.get("contention", []) if isinstance(out.get("contention"), list) else []:
         print(f"{r['step']}, {r['condition']}: {r['ms']:.2f} ms (first tenth {r['ms_first_tenth']:.2f}, last "
               f"{r['ms_last_tenth']:.2f}); SM {r['sm_mhz_median']} MHz (min {r['sm_mhz_min']})")
+    for r in out.get("stages", []) if isinstance(out.get("stages"), list) else []:
+        print(f"stages b{r['batch']} splits{r['splits']}{'*' if r['default_splits'] else ''} stages{r['stages']}: "
+              f"{r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
     if isinstance(out.get("async_trace"), dict) and "steps" in out["async_trace"]:
         print("async trace:", {k: round(v, 3) if isinstance(v, float) else v for k, v in out["async_trace"].items()})
     return 0

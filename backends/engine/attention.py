@@ -110,6 +110,10 @@ def _num_sms(device: torch.device) -> int:
 MAX_DECODE_SPLITS = int(os.environ.get("PLAN_ENGINE_DECODE_MAX_SPLITS", "16"))
 
 
+# Software-pipeline depth of the decode kernel (None: Triton's default); under measurement.
+DECODE_STAGES = int(os.environ["PLAN_ENGINE_DECODE_STAGES"]) if os.environ.get("PLAN_ENGINE_DECODE_STAGES") else None
+
+
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Splits of each context so small batches still give every SM a few programs (static per batch size)."""
     if device.type != "cuda":
@@ -220,7 +224,7 @@ def decode_tile(head_dim: int) -> int:
 
 
 def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
-                            kv_scale=1.0, tile: int | None = None):
+                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None):
     B, H, D = q.shape
     _, block_size, KVH, _ = k_cache.shape
     assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
@@ -238,7 +242,7 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
-        KV_FP8=k_cache.dtype != q.dtype, num_warps=4)
+        KV_FP8=k_cache.dtype != q.dtype, num_warps=4, **({} if num_stages is None else {"num_stages": num_stages}))
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,
                                      BLOCK_D=block_d, NUM_SPLITS=num_splits)
@@ -249,7 +253,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num
     """Into `out` when given (the Triton kernel writes it directly)."""
     if use_triton(q):
         return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
-                                       out=out, kv_scale=kv_scale)
+                                       out=out, kv_scale=kv_scale, num_stages=DECODE_STAGES)
     o = decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
     return o if out is None else out.copy_(o)
 
