@@ -21,7 +21,6 @@
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
-#   bash benchmarks/gpu_session.sh stages      # one GPU: decode-attention pipeline depth probe, decode at stages 1/2/default
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -139,14 +138,6 @@ grid4)
   step profile 200 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
   step decode 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -9
-  ;;
-stages)
-  step tests 100 python3 -m pytest -q -x tests/test_engine_kernels.py -k decode 2>&1 | tail -3
-  step probe 150 python3 benchmarks/engine_probes.py --only stages --out "$OUT/probes_stages_$GPU.json" 2>&1 | grep "^stages b"
-  for v in default: s1:1 s2:2 default2:; do IFS=: read -r name st <<< "$v"
-    step "$name" 100 env PLAN_ENGINE_DECODE_STAGES=$st python3 benchmarks/bench_engine.py --decode-only --no-hf \
-        --trace /tmp/t.jsonl --out "$OUT/engine_stages_${name}_$GPU.json" 2>&1 | tail -8
-  done
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

@@ -110,10 +110,6 @@ def _num_sms(device: torch.device) -> int:
 MAX_DECODE_SPLITS = int(os.environ.get("PLAN_ENGINE_DECODE_MAX_SPLITS", "16"))
 
 
-# Software-pipeline depth of the decode kernel (None: Triton's default); under measurement.
-DECODE_STAGES = int(os.environ["PLAN_ENGINE_DECODE_STAGES"]) if os.environ.get("PLAN_ENGINE_DECODE_STAGES") else None
-
-
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Splits of each context so small batches still give every SM a few programs (static per batch size)."""
     if device.type != "cuda":
@@ -237,6 +233,8 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     else:
         part_o = part_ml = out
     block_d = triton.next_power_of_2(D)
+    # num_stages (probes only): Triton's default depth was the fastest, or within 4%, at every batch 1-256 with
+    # the default splits on an H200 (benchmarks/engine_probes.py --only stages).
     _decode_kernel[(B, KVH, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
@@ -253,7 +251,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num
     """Into `out` when given (the Triton kernel writes it directly)."""
     if use_triton(q):
         return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
-                                       out=out, kv_scale=kv_scale, num_stages=DECODE_STAGES)
+                                       out=out, kv_scale=kv_scale)
     o = decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
     return o if out is None else out.copy_(o)
 
