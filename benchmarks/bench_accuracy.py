@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -51,10 +52,14 @@ GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps
                         (96, 2048), (128, 4096), (160, 1024), (256, 1024), (256, 4096)],
                 mixed=[(512, 1, 16, 1024), (1024, 1, 48, 1024), (2048, 1, 8, 2048), (256, 4, 64, 1024),
                        (1024, 2, 100, 1024), (2048, 3, 200, 1024)],
-                # five lone prefills each: a short one is host bound and varies ~10% from one to the next
-                warmup=2, steps=5, prefill_reps=5, max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=8448),
+                # At least `steps` measured steps (lone prefills) a point, more up to `max_steps` where they are
+                # cheap: until `measure_s` of them. A host-bound step (a short prefill, a small model's decode)
+                # varies 10-40% from one to the next, so five of them left their median off by up to 20%.
+                warmup=2, steps=5, max_steps=31, measure_s=0.15, max_num_seqs=256, max_num_batched_tokens=8192,
+                max_model_len=8448),
     "tiny": dict(prefill=[32, 128], decode=[(1, 64), (8, 128), (32, 256)], mixed=[(32, 1, 4, 64), (16, 2, 8, 64)],
-                 warmup=1, steps=3, prefill_reps=2, max_num_seqs=32, max_num_batched_tokens=256, max_model_len=512),
+                 warmup=1, steps=3, max_steps=6, measure_s=1.0, max_num_seqs=32, max_num_batched_tokens=256,
+                 max_model_len=512),
 }
 # `fit`: one more run first, at another load and seed, whose engine steps are calibration data (its own trace
 # file); the `fractions` runs are only ever predicted.
@@ -127,9 +132,20 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
                                                     "gpu_memory_utilization", "block_size", "cuda_graphs")}}
     marks = []
 
-    def phase(point: dict, warm: int, measured: int, start, serial: bool = False) -> None:
+    def clock() -> tuple[int, float]:
+        return engine.stats.num_steps, engine.stats.step_time_sum_s
+
+    def how_many(since: tuple[int, float]) -> int:
+        """Measured steps for a point whose warm-up steps ran since `since` (their mean time sets the count)."""
+        n, t = clock()
+        mean_s = (t - since[1]) / max(1, n - since[0])
+        return max(g["steps"], min(g["max_steps"], math.ceil(g["measure_s"] / max(mean_s, 1e-9))))
+
+    def phase(point: dict, warm: int, start, serial: bool = False) -> None:
         """Warm-up then measured steps of one point; `serial`: one request at a time (lone prefills)."""
-        for n, is_warmup in ((warm, True), (measured, False)):
+        since = clock()
+        for n, is_warmup in ((warm, True), (None, False)):
+            n = n if is_warmup else how_many(since)
             first = engine.stats.num_steps + 1
             for chunk in ([1] * n if serial else [n]):
                 start(chunk)
@@ -147,12 +163,12 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
             def start(n, length=length):
                 for _ in range(n):
                     engine.add_request([1] * length, SamplingParams(max_tokens=1, ignore_eos=True))
-            phase(point, 1, g["prefill_reps"], start, serial=True)
+            phase(point, 1, start, serial=True)
             out["points"].append(point)
         def fits(batch: int, ctx: int, prompt_tokens: int = 0) -> str | None:
             """Why the point cannot run on this engine's KV cache, or None."""
-            need = batch * -(-(ctx + g["warmup"] + g["steps"] + 1) // cfg.block_size) + -(-prompt_tokens // cfg.block_size)
-            if need > engine.block_manager.num_free_blocks or ctx + g["steps"] + 8 > engine.max_model_len:
+            need = batch * -(-(ctx + g["warmup"] + g["max_steps"] + 1) // cfg.block_size) + -(-prompt_tokens // cfg.block_size)
+            if need > engine.block_manager.num_free_blocks or ctx + g["warmup"] + g["max_steps"] + 8 > engine.max_model_len:
                 return f"needs {need} KV blocks, {engine.block_manager.num_free_blocks} free"
             return None
 
@@ -164,7 +180,7 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
                 out["skipped"].append({"batch": batch, "ctx": ctx, "why": "gpu budget"})
                 continue
             point = {"id": f"decode-{batch}x{ctx}", "kind": "decode", "batch": batch, "ctx": ctx}
-            phase(point, g["warmup"], g["steps"],
+            phase(point, g["warmup"],
                   lambda n, b=batch, c=ctx, p=point["id"]: inject_decodes(engine, b, c, n, f"{p}-{n}-{time.time_ns()}"))
             out["points"].append(point)
         for length, prompts, batch, ctx in g["mixed"]:
@@ -174,19 +190,24 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
                 continue
             point = {"id": f"mixed-{prompts}x{length}+{batch}x{ctx}", "kind": "mixed", "prompt_len": length,
                      "prompts": prompts, "batch": batch, "ctx": ctx}
-            n_steps = g["warmup"] + g["steps"]
-            inject_decodes(engine, batch, ctx, n_steps, f"{point['id']}-{time.time_ns()}")
-            first = engine.stats.num_steps + 1
-            for i in range(n_steps):
+            # The decodes last as long as the most steps the point may take; those it does not take are cut short.
+            tag = f"{point['id']}-{time.time_ns()}"
+            inject_decodes(engine, batch, ctx, g["warmup"] + g["max_steps"], tag)
+            first, since = engine.stats.num_steps + 1, clock()
+            i, n_steps = 0, g["warmup"] + g["max_steps"]
+            while i < n_steps:
                 # fresh prompts every step (one token each: they finish in the step that prefills them)
                 for _ in range(prompts):
                     engine.add_request([1 + i] * length, SamplingParams(max_tokens=1, ignore_eos=True))
                 engine.step()
-                if i + 1 == g["warmup"]:
+                i += 1
+                if i == g["warmup"]:
                     marks.append((first, engine.stats.num_steps, point["id"], True))
-                    measured_first = engine.stats.num_steps + 1
+                    measured_first, n_steps = engine.stats.num_steps + 1, g["warmup"] + how_many(since)
             marks.append((measured_first, engine.stats.num_steps, point["id"], False))
             point["steps"] = [measured_first, engine.stats.num_steps]
+            for k in range(batch):
+                engine.abort_request(f"{tag}-{k}")
             run_steps(engine)
             out["points"].append(point)
     finally:

@@ -48,6 +48,9 @@ def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
     grid, overlapped = tmp_path / "CPU", tmp_path / "CPU-async"
     bench = [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--device", "cpu", "--tiny"]
     subprocess.run([*bench, "--out-dir", str(grid)], check=True, capture_output=True, timeout=600)
+    # Cheap points take more measured steps than the grid's least, up to its cap (tiny CPU steps are all cheap).
+    step = json.loads((grid / "step.json").read_text())
+    assert all(len(p["times_s"]) == 6 for case in step["cases"] for p in case["points"])
     subprocess.run([*bench, "--only", "serving", "--async-scheduling", "--out-dir", str(overlapped)], check=True,
                    capture_output=True, timeout=600)
     doc = json.loads((overlapped / "serving.json").read_text())
