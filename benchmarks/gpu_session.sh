@@ -19,6 +19,7 @@
 #   bash benchmarks/gpu_session.sh grid3       # one GPU: full profile, then the step grid (with 70B fp8), one machine
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
+#   bash benchmarks/gpu_session.sh grid5       # one GPU: full profile, then the step grid (cheap points measured more)
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
@@ -138,6 +139,10 @@ grid4)
   step profile 200 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 150 --tp 1 2>&1 | tail -9
   step decode 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -9
+  ;;
+grid5)
+  step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  step accuracy 360 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 170 --tp 1 2>&1 | tail -9
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
