@@ -20,6 +20,7 @@
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh grid5       # one GPU: full profile, then the step grid (cheap points measured more)
+#   bash benchmarks/gpu_session.sh whole       # one GPU: CUDA-path tests, lone prefills with and without whole-forward graphs
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
@@ -143,6 +144,10 @@ grid4)
 grid5)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 360 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 170 --tp 1 2>&1 | tail -9
+  ;;
+whole)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
+  step prefill 400 python3 benchmarks/bench_prefill_graphs.py --out "$OUT/prefill_graphs_$GPU.json" 2>&1 | tail -12
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

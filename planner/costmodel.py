@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from planner.schemas import CurvePoint, HardwareProfile, ModelSpec
@@ -57,6 +57,8 @@ EAGER_KERNELS_PER_PREFILL_SEQ = 4
 VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 2, 3
 # Token buckets of the built-in engine's piecewise CUDA graphs (backends/engine/piecewise.py runs these).
 PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1280, 1536, 2048)
+# ... and the most fresh prompts (no cached prefix, no decodes) a step may hold to replay as one whole-forward graph.
+FULL_GRAPH_PREFILLS = 8
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -348,6 +350,9 @@ class Deployment:
     # for all prefill chunks (else one per chunk). Older engine traces say neither.
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
     varlen_prefill: bool = True
+    # ... and a step of fresh prompts only (whole_graph) replays one graph for its whole forward (engines since
+    # 2026-12-02, eighth session).
+    whole_graph_prefill: bool = True
     served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
     # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
     # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.
@@ -557,10 +562,15 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
     if tokens <= 0:
         return []
     bucket = piecewise_bucket(d, b)  # None for decode-only steps, which replay a whole graph
-    if graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
-        tokens = padded_batch(d, tokens)
-    elif bucket:
+    attended = b
+    if bucket:
         tokens = bucket
+        if whole_graph(d, b):        # the padding rows attend as one more prompt
+            pad = bucket - b.prefill_tokens
+            attended = replace(b, prefill_tokens=bucket, prefill_seqs=b.prefill_seqs + 1,
+                               prefill_pairs=b.prefill_pairs + pad * (pad + 1) / 2, prefill_kv_tokens=bucket)
+    elif graphs_hide_launches(d, b):   # padded rows go through every GEMM (their attention is a no-op)
+        tokens = padded_batch(d, tokens)
     h = m.hidden_size
     layer_frac = d.layers_per_stage / m.num_layers
     graphs = True                   # per-kernel floor: the device-side launch (eager issue: step_time_s)
@@ -571,8 +581,8 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
         ops += _projection_ops(hw, d, tokens, count, graphs)
         ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
-        ops += _attention_ops(hw, d, b, m.sliding_window if window else None, count)
-        ops += _prefill_copies(hw, d, b, bucket, count)
+        ops += _attention_ops(hw, d, attended, m.sliding_window if window else None, count)
+        ops += _prefill_copies(hw, d, attended, bucket, count)
         ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
         ops.append(_elementwise(hw, "activation", tokens * _activation_bytes_per_token(d, is_moe), count, graphs))
         if d.tp > 1:
@@ -651,8 +661,16 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:
-    """Decode-only steps replay a CUDA graph: kernels are issued at the graph rate, not the eager one."""
-    return d.cuda_graphs and b.prefill_tokens == 0
+    """Decode-only steps replay a CUDA graph: kernels are issued at the graph rate, not the eager one; so do
+    steps of fresh prompts that fit a whole-forward graph."""
+    return d.cuda_graphs and (b.prefill_tokens == 0 or whole_graph(d, b))
+
+
+def whole_graph(d: Deployment, b: Batch) -> bool:
+    """A step of at most FULL_GRAPH_PREFILLS fresh prompts (no cached prefix, no decodes) within the piecewise
+    buckets replays one graph for its whole forward, attention included."""
+    return (d.whole_graph_prefill and d.varlen_prefill and b.decode_seqs == 0 and 0 < b.prefill_seqs <= FULL_GRAPH_PREFILLS
+            and b.prefill_kv_tokens == b.prefill_tokens and piecewise_bucket(d, b) is not None)
 
 
 @dataclass

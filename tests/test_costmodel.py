@@ -206,7 +206,8 @@ def test_prefill_steps_price_their_activation_copies():
     each layer's qkv output is also copied into the static buffer, at the bucket's token count."""
     m = catalog.load_model("llama-8b")
     h = prepare(TOY)
-    ops = {o.name: o for o in step_ops(h, Deployment(m, varlen_prefill=True), Batch.of([(100, 0)]))}
+    ops = {o.name: o for o in step_ops(h, Deployment(m, varlen_prefill=True, whole_graph_prefill=False),
+                                       Batch.of([(100, 0)]))}
     assert ops["attention_out_copy"].bytes == 2 * 100 * 4096 * 2
     assert ops["piece_copy"].bytes == 2 * 128 * (4096 + 2 * 1024) * 2
     assert ops["piece_copy"].count == 32
@@ -298,3 +299,23 @@ def test_fp8_rows_priced_on_the_path_the_engine_reported():
     assert step_time_s(hw, replace(d, fp8_rows_tuned=False), eight) == pytest.approx(gemv)
     one = Batch.of(decode_contexts=[1024])        # one row: the GEMV whatever was reported
     assert step_time_s(hw, reported(False), one) == step_time_s(hw, d, one)
+
+
+def test_fresh_prompts_replay_one_whole_graph():
+    """Up to FULL_GRAPH_PREFILLS fresh prompts within the buckets run as one graph: no eager issue, however slow
+    the host's launches, and the bucket's padding rows attend as one more prompt. A cached prefix, a decode in
+    the step or one prompt too many leaves the step piecewise, issued layer by layer."""
+    from planner.costmodel import FULL_GRAPH_PREFILLS, step_time_s, whole_graph
+    m = catalog.load_model("llama-8b")
+    slow_host = TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(update={"kernel_overhead_s": 1e-3})})
+    d, piecewise = Deployment(m), Deployment(m, whole_graph_prefill=False)
+    fresh = Batch.of([(100, 0)])
+    assert whole_graph(d, fresh) and not whole_graph(piecewise, fresh)
+    assert step_time_s(slow_host, d, fresh) < step_time_s(slow_host, piecewise, fresh) - 0.03   # 32+ launches at 1 ms
+    attn = {o.name: o for o in step_ops(prepare(TOY), d, fresh)}
+    alone = {o.name: o for o in step_ops(prepare(TOY), piecewise, fresh)}
+    assert attn["attention_out_copy"].bytes == 2 * 128 * 4096 * 2
+    assert attn["attention_prefill"].flops > alone["attention_prefill"].flops
+    for b in (Batch.of([(100, 50)]), Batch.of([(100, 0)], [1000]), Batch.of([(20, 0)] * (FULL_GRAPH_PREFILLS + 1)),
+              Batch.of([(4096, 0)])):
+        assert not whole_graph(d, b)

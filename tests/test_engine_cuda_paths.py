@@ -76,16 +76,24 @@ def test_piecewise_graphs_match_eager(weight_dtype):
     params = SamplingParams(max_tokens=12, ignore_eos=True)
     cfg = dict(model=spec, dtype="bf16", weight_dtype=weight_dtype, num_kv_blocks=400, max_num_batched_tokens=512,
                max_num_seqs=8, max_model_len=2048)
+    # a prompt that fills its bucket exactly (no padding prompt in the whole-forward graph), one that pads it
+    alone = [list(range(7, 7 + 128)), list(range(9, 9 + 100))]
     eager = LLMEngine(EngineConfig(**cfg, cuda_graphs=False))
     expected = eager.generate(prompts, params)
+    expected_alone = [eager.generate([p], params)[0] for p in alone]
     eager.close()
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as trace:
         graphs = LLMEngine(EngineConfig(**cfg, cuda_graphs=True, trace_path=trace.name))
-        assert graphs.runner.piecewise is not None
+        assert graphs.runner.piecewise is not None and graphs.runner.kv_info()["whole_graph_prefill"]
         got = graphs.generate(prompts, params)
+        got_alone = [graphs.generate([p], params)[0] for p in alone]
         graphs.close()
         steps = [json.loads(line) for line in open(trace.name)]
     assert any(s["piecewise_tokens"] and s["num_decode_seqs"] for s in steps)      # mixed steps on the graphs
+    # fresh prompts (several at once, and alone) replayed one whole-forward graph; a mixed step never does
+    assert sum(s["whole_graph"] for s in steps) >= 3
+    assert not any(s["whole_graph"] and s["num_decode_seqs"] for s in steps)
+    assert all(x[:3] == y[:3] for x, y in zip(got_alone, expected_alone))
     # bf16 rounding differs between padded and unpadded GEMMs: allow the odd late divergence, not wholesale
     same = sum(a == b for x, y in zip(got, expected) for a, b in zip(x, y))
     assert same >= 0.9 * sum(len(x) for x in expected)

@@ -5,10 +5,19 @@ No torch here, so the CLI can parse and reject a plan before paying for the torc
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.schemas import ModelSpec
+
+
+def env_switch(name: str) -> bool:
+    """An engine switch in the environment: "1" (the default) or "0"; anything else is an error."""
+    value = os.environ.get(name, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r}: expected 0 or 1")
+    return value == "1"
 
 # The architectures this engine's one decoder implements (they differ only in bias, q/k norm and RoPE).
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe")

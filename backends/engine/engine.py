@@ -234,7 +234,8 @@ class LLMEngine:
                 "num_decode_seqs": len(dec_ctx), "decode_context_len_sum": sum(dec_ctx),
                 "decode_context_len_max": max(dec_ctx, default=0),
                 "cuda_graph_batch_size": self.runner.last_graph_bs,
-                "piecewise_tokens": self.runner.last_piecewise_size, "num_preempted": batch.num_preempted}
+                "piecewise_tokens": self.runner.last_piecewise_size, "whole_graph": self.runner.last_whole_graph,
+                "num_preempted": batch.num_preempted}
 
     def _write_trace(self, composition: dict, start_s: float, step_s: float, model_s: float) -> None:
         # start_s: gaps between one step's end and the next one's start are time the engine spent outside

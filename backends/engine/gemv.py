@@ -22,6 +22,7 @@ import os
 
 import torch
 
+from .config import env_switch
 from .kernels import triton, use_triton
 
 if triton is not None:
@@ -32,10 +33,7 @@ BACKENDS = ("cublas", "triton")
 _backend = os.environ.get("PLAN_ENGINE_GEMV", "cublas")
 if _backend not in BACKENDS:
     raise ValueError(f"PLAN_ENGINE_GEMV={_backend!r}: expected one of {BACKENDS}")
-_fp8_env = os.environ.get("PLAN_ENGINE_FP8_GEMV", "1")
-if _fp8_env not in ("0", "1"):
-    raise ValueError(f"PLAN_ENGINE_FP8_GEMV={_fp8_env!r}: expected 0 or 1")
-_fp8 = _fp8_env == "1"
+_fp8 = env_switch("PLAN_ENGINE_FP8_GEMV")
 
 
 def set_backend(name: str) -> None:

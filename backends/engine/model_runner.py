@@ -19,7 +19,7 @@ import torch
 from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
-from .config import EngineConfig, EngineError
+from .config import EngineConfig, EngineError, env_switch
 from .kernels import feed_ids
 from .model import build_model
 from .piecewise import PiecewiseGraphs, piecewise_sizes
@@ -96,6 +96,7 @@ class ModelRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.last_graph_bs: int | None = None      # for the step trace
         self.last_piecewise_size: int | None = None
+        self.last_whole_graph = False
         self.piecewise: PiecewiseGraphs | None = None
         self.varlen = self.device.type == "cuda" and varlen_supported(
             torch.empty(1, 1, spec.head_dim, dtype=self.dtype, device=self.device))
@@ -106,7 +107,8 @@ class ModelRunner:
             # MoE layers under capture run every expert over every token: fine for decode, not for prefill.
             if not spec.is_moe:
                 self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
-                                                 self.trash_slot, self.device, self.sampled, self.graph_pool)
+                                                 self.trash_slot, self.device, self.sampled, self.graph_pool,
+                                                 full=env_switch("PLAN_ENGINE_WHOLE_GRAPH"))
 
     def _tune_linears(self) -> dict | None:
         """bf16/fp16 linears at each decode graph's batch size: the fastest of cuBLAS, cuBLASLt and the Triton
@@ -193,7 +195,8 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
-                "varlen_prefill": self.varlen, "fp8_gemv_rows": self.fp8_gemv_rows,
+                "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.full),
+                "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
                 "linear_tune_s": round(self.linear_tune_s, 3)}
 
@@ -305,6 +308,8 @@ class ModelRunner:
         step["graph_bs"] = self.last_graph_bs
         self.last_piecewise_size = step["piecewise"] = (
             self.piecewise.bucket(len(step["ids"])) if self.piecewise and self.last_graph_bs is None else None)
+        self.last_whole_graph = step["piecewise_whole"] = bool(
+            step["piecewise"] and self.piecewise.full and self.piecewise.fits_whole(step))
         if self.config.tp > 1:
             parallel.broadcast(step)
         logits = self._execute(step)
@@ -343,9 +348,10 @@ class ModelRunner:
             logits = self._replay(bs, step)
             return logits[self._tensor(rows, torch.long)] if len(rows) < bs else logits
         if step.get("piecewise"):
-            _, _, meta = self._device_inputs(step, token_inputs=False)
+            whole = step["piecewise_whole"]
+            meta = None if whole else self._device_inputs(step, token_inputs=False)[2]
             hidden = self.piecewise.run(step["piecewise"], step["ids"], step["src"], step["pos"], step["slots"], meta,
-                                        self.trash_slot)
+                                        self.trash_slot, step["cu_q"] if whole else None)
         else:
             ids, pos, meta = self._device_inputs(step)
             hidden = self.model(ids, pos, meta)

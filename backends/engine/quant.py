@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
@@ -32,6 +31,7 @@ from torch import nn
 from planner.costmodel import FP8_TUNED_ROWS
 
 from . import gemv, parallel
+from .config import env_switch
 from .kernels import triton, use_triton
 
 if triton is not None:
@@ -53,10 +53,7 @@ def quantize_rows(w: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, t
 
 def tune_linear_enabled() -> bool:
     """PLAN_ENGINE_TUNE_LINEAR (default 1): whether the engine times bf16/fp16 linear backends at start-up."""
-    value = os.environ.get("PLAN_ENGINE_TUNE_LINEAR", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"PLAN_ENGINE_TUNE_LINEAR={value!r}: expected 0 or 1")
-    return value == "1"
+    return env_switch("PLAN_ENGINE_TUNE_LINEAR")
 
 
 def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
