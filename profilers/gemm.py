@@ -8,8 +8,6 @@ from profilers.context import BenchContext
 from profilers.sweeps import GemmPoint
 from profilers.timing import rotation_sets
 
-FP8_M_MULTIPLE = 16         # cuBLASLt fp8 wants M a multiple of 16: smaller batches are padded
-
 
 def _weight_only_int8(x, w_int8, scale):
     import torch
@@ -31,21 +29,21 @@ def _builder(point: GemmPoint, device: str):
                     torch.randn(n, k, dtype=torch.bfloat16, device=device))
         return 2 * (m * k + n * k + m * n), make, F.linear
     if point.dtype == "fp8":
-        m_pad = -(-m // FP8_M_MULTIPLE) * FP8_M_MULTIPLE
         fp8 = torch.float8_e4m3fn
-        # Row-wise scales (per token, per output channel): the built-in engine's and vLLM's fp8 scheme.
-        scale_a = torch.ones(m_pad, 1, dtype=torch.float32, device=device)
+        # Row-wise scales (per token, per output channel): the built-in engine's and vLLM's fp8 scheme. M as the
+        # engine runs it, unpadded (cuBLASLt takes any M; it picks other kernels for 8 rows than for 16).
+        scale_a = torch.ones(m, 1, dtype=torch.float32, device=device)
         scale_b = torch.ones(1, n, dtype=torch.float32, device=device)
 
         def make():
-            x = torch.randn(m_pad, k, device=device).to(fp8)
+            x = torch.randn(m, k, device=device).to(fp8)
             w = torch.randn(n, k, device=device).to(fp8)
             return x, w.t()                     # column-major weight, as _scaled_mm requires
 
         def op(x, w_t):
             return torch._scaled_mm(x, w_t, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16,
                                     use_fast_accum=True)
-        return m_pad * k + n * k + 2 * m_pad * n, make, op
+        return m * k + n * k + 2 * m * n, make, op
     if point.dtype == "int8":
         def make():
             return (torch.randn(m, k, dtype=torch.bfloat16, device=device),
@@ -114,8 +112,8 @@ def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out; up to the engine's largest decode graph (M <= "
                     f"{tuned_rows()}) the fastest of the backends the engine's start-up race times (cuBLAS, cuBLASLt "
                     "and at M <= 16 its Triton GEMVs)",
-            "fp8": f"torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M padded to a "
-                   f"multiple of {FP8_M_MULTIPLE} (FLOPs counted with the real M); activation quantization "
-                   f"not timed; at M <= 16 also the engine's weight-only Triton GEMV (`gemv_seconds`)",
+            "fp8": "torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M unpadded (profiles "
+                   "before 2026-12-02's eighth session padded it to 16); activation quantization not timed; at "
+                   "M <= 16 also the engine's weight-only Triton GEMV (`gemv_seconds`)",
             "int8": "weight-only int8: int8 weight .to(bf16), F.linear, per-channel scale on the output; "
                     "efficiency against the bf16 peak, its compute dtype (planner.costmodel.COMPUTE_DTYPE)"}
