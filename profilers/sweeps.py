@@ -38,6 +38,10 @@ LLAMA_8B = [Layer("llama8b.qkv", 6144, 4096), Layer("llama8b.o", 4096, 4096),
             Layer("llama8b.gate_up", 28672, 4096), Layer("llama8b.down", 4096, 14336)]
 # Llama-70B whole (TP 1, fp8 on one 141 GB card) and sharded by tensor parallelism: column-parallel layers
 # split N, row-parallel split K.
+# Qwen2.5-14B (the accuracy grid's third model): its MLP is not a scaled Llama one (K = 13824 for down), and
+# weight-streaming fp8 GEMMs at 2-16 rows vary by shape more than the weight-bytes curve alone shows.
+QWEN_14B = [Layer("qwen14b.qkv", 7168, 5120), Layer("qwen14b.o", 5120, 5120),
+            Layer("qwen14b.gate_up", 27648, 5120), Layer("qwen14b.down", 5120, 13824)]
 LLAMA_70B = [Layer("llama70b.qkv", 10240, 8192), Layer("llama70b.o", 8192, 8192),
              Layer("llama70b.gate_up", 57344, 8192), Layer("llama70b.down", 8192, 28672)]
 LLAMA_70B_TP4 = [Layer("llama70b.tp4.qkv", 2560, 8192), Layer("llama70b.tp4.o", 8192, 2048),
@@ -100,7 +104,7 @@ FULL = Sweep(
     # (planner.costmodel.PIECEWISE_TOKEN_SIZES). Between 512 and 2048 alone, a Llama-3.1-8B step at the 768 bucket
     # was priced 14% fast on an H200: it took 21.0 ms, against 22.9 ms for 1024 tokens.
     gemm_ms=[1, 8, 32, 128, 256, 512, 768, 1024, 2048, 4096, 8192, 16384],
-    gemm_layers=LLAMA_1B + LLAMA_8B + LLAMA_70B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
+    gemm_layers=LLAMA_1B + LLAMA_8B + QWEN_14B + LLAMA_70B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
     gemm_dtypes=["bf16", "fp8", "int8"],
     prefill_seqs=[128, 256, 512, 1024, 2048, 4096, 8192, 16384],
     decode_points=_decode_grid([1, 8, 32, 128], [512, 2048, 8192, 32768], 1 << 20),
