@@ -36,12 +36,12 @@ LLAMA_1B = [Layer("llama1b.qkv", 3072, 2048), Layer("llama1b.o", 2048, 2048),
             Layer("llama1b.gate_up", 16384, 2048), Layer("llama1b.down", 2048, 8192)]
 LLAMA_8B = [Layer("llama8b.qkv", 6144, 4096), Layer("llama8b.o", 4096, 4096),
             Layer("llama8b.gate_up", 28672, 4096), Layer("llama8b.down", 4096, 14336)]
-# Llama-70B whole (TP 1, fp8 on one 141 GB card) and sharded by tensor parallelism: column-parallel layers
-# split N, row-parallel split K.
 # Qwen2.5-14B (the accuracy grid's third model): its MLP is not a scaled Llama one (K = 13824 for down), and
 # weight-streaming fp8 GEMMs at 2-16 rows vary by shape more than the weight-bytes curve alone shows.
 QWEN_14B = [Layer("qwen14b.qkv", 7168, 5120), Layer("qwen14b.o", 5120, 5120),
             Layer("qwen14b.gate_up", 27648, 5120), Layer("qwen14b.down", 5120, 13824)]
+# Llama-70B whole (TP 1, fp8 on one 141 GB card) and sharded by tensor parallelism: column-parallel layers
+# split N, row-parallel split K.
 LLAMA_70B = [Layer("llama70b.qkv", 10240, 8192), Layer("llama70b.o", 8192, 8192),
              Layer("llama70b.gate_up", 57344, 8192), Layer("llama70b.down", 8192, 28672)]
 LLAMA_70B_TP4 = [Layer("llama70b.tp4.qkv", 2560, 8192), Layer("llama70b.tp4.o", 8192, 2048),
