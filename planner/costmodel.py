@@ -58,7 +58,7 @@ VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 
 # Token buckets of the built-in engine's piecewise CUDA graphs (backends/engine/piecewise.py runs these).
 PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1280, 1536, 2048)
 # ... and the most fresh prompts (no cached prefix, no decodes) a step may hold to replay as one whole-forward graph.
-FULL_GRAPH_PREFILLS = 8
+WHOLE_GRAPH_PREFILLS = 8
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -667,9 +667,9 @@ def graphs_hide_launches(d: Deployment, b: Batch) -> bool:
 
 
 def whole_graph(d: Deployment, b: Batch) -> bool:
-    """A step of at most FULL_GRAPH_PREFILLS fresh prompts (no cached prefix, no decodes) within the piecewise
+    """A step of at most WHOLE_GRAPH_PREFILLS fresh prompts (no cached prefix, no decodes) within the piecewise
     buckets replays one graph for its whole forward, attention included."""
-    return (d.whole_graph_prefill and d.varlen_prefill and b.decode_seqs == 0 and 0 < b.prefill_seqs <= FULL_GRAPH_PREFILLS
+    return (d.whole_graph_prefill and d.varlen_prefill and b.decode_seqs == 0 and 0 < b.prefill_seqs <= WHOLE_GRAPH_PREFILLS
             and b.prefill_kv_tokens == b.prefill_tokens and piecewise_bucket(d, b) is not None)
 
 

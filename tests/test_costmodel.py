@@ -302,10 +302,10 @@ def test_fp8_rows_priced_on_the_path_the_engine_reported():
 
 
 def test_fresh_prompts_replay_one_whole_graph():
-    """Up to FULL_GRAPH_PREFILLS fresh prompts within the buckets run as one graph: no eager issue, however slow
+    """Up to WHOLE_GRAPH_PREFILLS fresh prompts within the buckets run as one graph: no eager issue, however slow
     the host's launches, and the bucket's padding rows attend as one more prompt. A cached prefix, a decode in
     the step or one prompt too many leaves the step piecewise, issued layer by layer."""
-    from planner.costmodel import FULL_GRAPH_PREFILLS, step_time_s, whole_graph
+    from planner.costmodel import WHOLE_GRAPH_PREFILLS, step_time_s, whole_graph
     m = catalog.load_model("llama-8b")
     slow_host = TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(update={"kernel_overhead_s": 1e-3})})
     d, piecewise = Deployment(m), Deployment(m, whole_graph_prefill=False)
@@ -316,6 +316,6 @@ def test_fresh_prompts_replay_one_whole_graph():
     alone = {o.name: o for o in step_ops(prepare(TOY), piecewise, fresh)}
     assert attn["attention_out_copy"].bytes == 2 * 128 * 4096 * 2
     assert attn["attention_prefill"].flops > alone["attention_prefill"].flops
-    for b in (Batch.of([(100, 50)]), Batch.of([(100, 0)], [1000]), Batch.of([(20, 0)] * (FULL_GRAPH_PREFILLS + 1)),
+    for b in (Batch.of([(100, 50)]), Batch.of([(100, 0)], [1000]), Batch.of([(20, 0)] * (WHOLE_GRAPH_PREFILLS + 1)),
               Batch.of([(4096, 0)])):
         assert not whole_graph(d, b)

@@ -108,7 +108,7 @@ class ModelRunner:
             if not spec.is_moe:
                 self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
                                                  self.trash_slot, self.device, self.sampled, self.graph_pool,
-                                                 full=env_switch("PLAN_ENGINE_WHOLE_GRAPH"))
+                                                 whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"))
 
     def _tune_linears(self) -> dict | None:
         """bf16/fp16 linears at each decode graph's batch size: the fastest of cuBLAS, cuBLASLt and the Triton
@@ -195,7 +195,7 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
-                "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.full),
+                "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
                 "linear_tune_s": round(self.linear_tune_s, 3)}
@@ -309,7 +309,7 @@ class ModelRunner:
         self.last_piecewise_size = step["piecewise"] = (
             self.piecewise.bucket(len(step["ids"])) if self.piecewise and self.last_graph_bs is None else None)
         self.last_whole_graph = step["piecewise_whole"] = bool(
-            step["piecewise"] and self.piecewise.full and self.piecewise.fits_whole(step))
+            step["piecewise"] and self.piecewise.whole and self.piecewise.fits_whole(step))
         if self.config.tp > 1:
             parallel.broadcast(step)
         logits = self._execute(step)

@@ -10,17 +10,17 @@ The pieces talk through static buffers allocated outside the graphs (ids, positi
 attention output, hidden states between pieces), so the graphs' own intermediates can share one memory pool:
 pieces always replay in order on one stream.
 
-A step of fresh prompts only (no cached prefix, no decodes, at most FULL_GRAPH_PREFILLS of them) replays one graph
+A step of fresh prompts only (no cached prefix, no decodes, at most WHOLE_GRAPH_PREFILLS of them) replays one graph
 for the whole forward instead, flash attention included: its varlen call is captured with the bucket as both
 maxima and a static table of prefix sums, padded by one sequence over the bucket's padding rows and then by
-empty ones. The host then issues one replay, not a layer's worth of launches per layer (Llama-3.2-1B, 128-token
-prefill, H200: ~2-3 ms of host launches for ~0.5 ms of GPU work).
+empty ones. The host then issues one replay instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill,
+H200: 1.79 -> 1.57 ms a step; benchmarks/bench_prefill_graphs.py).
 """
 from __future__ import annotations
 
 import torch
 
-from planner.costmodel import FULL_GRAPH_PREFILLS, PIECEWISE_TOKEN_SIZES
+from planner.costmodel import WHOLE_GRAPH_PREFILLS, PIECEWISE_TOKEN_SIZES
 
 from .attention import AttentionMetadata
 from .kernels import feed_ids
@@ -37,7 +37,7 @@ def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
 
 class PiecewiseGraphs:
     def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, sampled: torch.Tensor,
-                 pool=None, full: bool = True):
+                 pool=None, whole: bool = True):
         self.model = model
         self.sizes = sizes
         n, spec = sizes[-1], model.spec
@@ -45,11 +45,11 @@ class PiecewiseGraphs:
         qkv_width = (attn.num_heads + 2 * attn.num_kv_heads) * attn.head_dim
         dtype = model.model.embed_tokens.weight.dtype
         # ids, positions, slots, where a row's token is still on the device (its row of `sampled`, else -1), and
-        # (first FULL_GRAPH_PREFILLS + 2 columns) the whole-forward graphs' prefix sums: one [5, n] int64 tensor,
+        # (first WHOLE_GRAPH_PREFILLS + 2 columns) the whole-forward graphs' prefix sums: one [5, n] int64 tensor,
         # uploaded with one copy from a pinned twin.
         self.sampled = sampled
         self.header = torch.tensor([[0], [0], [trash_slot], [-1], [0]], device=device).repeat(1, n)
-        self.cu = torch.zeros(FULL_GRAPH_PREFILLS + 2, dtype=torch.int32, device=device)
+        self.cu = torch.zeros(WHOLE_GRAPH_PREFILLS + 2, dtype=torch.int32, device=device)
         self.staging = torch.empty_like(self.header, device="cpu").pin_memory()
         self.staging_free = torch.cuda.Event()
         self.qkv = torch.zeros(n, qkv_width, dtype=dtype, device=device)
@@ -67,15 +67,15 @@ class PiecewiseGraphs:
                 pool = g.pool()
                 graphs.append(g)
             self.graphs[size] = graphs
-        self.full: dict[int, torch.cuda.CUDAGraph] = {}
-        if full and n >= FULL_GRAPH_PREFILLS + 2:
+        self.whole: dict[int, torch.cuda.CUDAGraph] = {}
+        if whole and n >= WHOLE_GRAPH_PREFILLS + 2:
             for size in reversed(sizes):
                 self._forward(size)           # warm-up: the flash-attention call at these maxima
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g, pool):
                     self._forward(size)
                 pool = g.pool()
-                self.full[size] = g
+                self.whole[size] = g
         self.pool = pool
         torch.cuda.synchronize()
 
@@ -98,7 +98,7 @@ class PiecewiseGraphs:
 
     def _forward(self, size: int) -> None:
         """The whole forward at bucket `size` for a step of fresh prompts: pieces and flash attention in turn."""
-        self.cu.copy_(self.header[4, :FULL_GRAPH_PREFILLS + 2])
+        self.cu.copy_(self.header[4, :WHOLE_GRAPH_PREFILLS + 2])
         meta = AttentionMetadata(slot_mapping=self.header[2, :size], num_prefill_tokens=size, prefill_cu_q=self.cu,
                                  prefill_cu_k=self.cu, prefill_max_q=size, prefill_max_k=size)
         layers = self.model.model.layers
@@ -110,9 +110,9 @@ class PiecewiseGraphs:
     @staticmethod
     def fits_whole(step: dict) -> bool:
         """Whether a step runs as one whole-forward graph: fresh prompts only (varlen, no cached prefix, no
-        decodes), at most FULL_GRAPH_PREFILLS of them."""
+        decodes), at most WHOLE_GRAPH_PREFILLS of them."""
         return ("cu_q" in step and step["kv_slots"] is None and not step["decode_ctx"]
-                and len(step["cu_q"]) <= FULL_GRAPH_PREFILLS + 1)
+                and len(step["cu_q"]) <= WHOLE_GRAPH_PREFILLS + 1)
 
     def run(self, size: int, ids: list[int], src: list[int], pos: list[int], slots: list[int],
             meta: AttentionMetadata | None, trash_slot: int, cu: list[int] | None = None) -> torch.Tensor:
@@ -124,11 +124,11 @@ class PiecewiseGraphs:
         h = self.staging.numpy()
         h[0, :T], h[1, :T], h[2, :T], h[3, :T] = ids, pos, slots, src
         h[0, T:size], h[1, T:size], h[2, T:size], h[3, T:size] = 0, 0, trash_slot, -1
-        whole = self.full.get(size) if cu is not None else None
+        whole = self.whole.get(size) if cu is not None else None
         if whole is not None:
             # the padding rows are one more sequence; the table's other entries are empty sequences
             h[4, :len(cu)] = cu
-            h[4, len(cu):FULL_GRAPH_PREFILLS + 2] = size
+            h[4, len(cu):WHOLE_GRAPH_PREFILLS + 2] = size
         self.header.copy_(self.staging, non_blocking=True)
         self.staging_free.record()
         if whole is not None:
