@@ -14,8 +14,9 @@ only bounds the ceiling from below (held-out engine steps agree better with this
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
-(the attention merge, small copies) cost that interval each, up to KERNELS_PER_LAYER a layer. Decode-only steps replay a CUDA graph, so that is
-all. Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
+(the attention merge, small copies) cost that interval each, up to KERNELS_PER_LAYER a layer. Decode-only steps
+replay a CUDA graph, so that is all; so do steps of fresh prompts on the built-in engine's whole-forward graphs.
+Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
 kernels already queued: such a step takes max(GPU time, launches x kernel_overhead_s), launch bound for
 small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
 token bucket) the step runs padded to its bucket and the host issues one graph per layer plus the attention's
