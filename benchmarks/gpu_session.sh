@@ -20,7 +20,8 @@
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh grid5       # one GPU: full profile, then the step grid (cheap points measured more)
-#   bash benchmarks/gpu_session.sh whole       # one GPU: CUDA-path tests, lone prefills with and without whole-forward graphs
+#   bash benchmarks/gpu_session.sh whole       # one GPU: CUDA-path tests, prefills (alone and beside 16 decodes) with and
+#                                              # without whole-forward graphs, decode at batch 1-32
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
@@ -147,7 +148,10 @@ grid5)
   ;;
 whole)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
-  step prefill 400 python3 benchmarks/bench_prefill_graphs.py --out "$OUT/prefill_graphs_$GPU.json" 2>&1 | tail -12
+  step prefill 330 python3 benchmarks/bench_prefill_graphs.py --lengths 16,128,512,2048 --decodes 0,16 --reps 15 \
+      --out "$OUT/prefill_graphs_$GPU.json" 2>&1 | tail -12
+  step decode 90 python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,8,32 \
+      --out "$OUT/engine_decode_$GPU.json" 2>&1 | tail -9
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

@@ -15,7 +15,8 @@ only bounds the ceiling from below (held-out engine steps agree better with this
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
 (the attention merge, small copies) cost that interval each, up to KERNELS_PER_LAYER a layer. Decode-only steps
-replay a CUDA graph, so that is all; so do steps of fresh prompts on the built-in engine's whole-forward graphs.
+replay a CUDA graph, so that is all; so do steps whose prompts are all fresh on the built-in engine's
+whole-forward graphs.
 Other steps are issued eagerly by the host, one kernel per `kernel_overhead_s`, while the GPU runs the
 kernels already queued: such a step takes max(GPU time, launches x kernel_overhead_s), launch bound for
 small prefills and GPU bound for large ones. With piecewise CUDA graphs (the built-in engine, up to its largest
@@ -57,8 +58,11 @@ KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, a
 EAGER_KERNELS_PER_PREFILL_SEQ = 4
 VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 2, 3
 # Token buckets of the built-in engine's piecewise CUDA graphs (backends/engine/piecewise.py runs these).
-PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1280, 1536, 2048)
-# ... and the most fresh prompts (no cached prefix, no decodes) a step may hold to replay as one whole-forward graph.
+# Steps between buckets pay the padding; above 512 tokens the buckets are at most ~25% apart (a 528-token step ran at
+# 768 before the 640 bucket). Above the largest a step runs eagerly.
+PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072,
+                         4096)
+# ... and the most fresh prompts (no cached prefix) a step may hold to replay as one whole-forward graph.
 WHOLE_GRAPH_PREFILLS = 8
 
 
@@ -352,8 +356,9 @@ class Deployment:
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
     varlen_prefill: bool = True
     # ... and a step of fresh prompts only (whole_graph) replays one graph for its whole forward (engines since
-    # 2026-12-02, eighth session).
+    # 2026-12-02, eighth session), and so does one that also carries decodes (since the ninth session).
     whole_graph_prefill: bool = True
+    whole_graph_mixed: bool = True
     served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
     # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
     # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.
@@ -668,10 +673,11 @@ def graphs_hide_launches(d: Deployment, b: Batch) -> bool:
 
 
 def whole_graph(d: Deployment, b: Batch) -> bool:
-    """A step of at most WHOLE_GRAPH_PREFILLS fresh prompts (no cached prefix, no decodes) within the piecewise
-    buckets replays one graph for its whole forward, attention included."""
-    return (d.whole_graph_prefill and d.varlen_prefill and b.decode_seqs == 0 and 0 < b.prefill_seqs <= WHOLE_GRAPH_PREFILLS
-            and b.prefill_kv_tokens == b.prefill_tokens and piecewise_bucket(d, b) is not None)
+    """A step of at most WHOLE_GRAPH_PREFILLS fresh prompts (no cached prefix) within the piecewise buckets replays
+    one graph for its whole forward, attention included; with decodes only on engines that capture such graphs."""
+    return (d.whole_graph_prefill and d.varlen_prefill and (b.decode_seqs == 0 or d.whole_graph_mixed)
+            and 0 < b.prefill_seqs <= WHOLE_GRAPH_PREFILLS and b.prefill_kv_tokens == b.prefill_tokens
+            and piecewise_bucket(d, b) is not None)
 
 
 @dataclass

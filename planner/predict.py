@@ -34,6 +34,7 @@ def engine_features(report: dict) -> dict:
     return {"piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
             "varlen_prefill": bool(report.get("varlen_prefill")),
             "whole_graph_prefill": bool(report.get("whole_graph_prefill")),
+            "whole_graph_mixed": bool(report.get("whole_graph_mixed")),
             "async_scheduling": bool(report.get("async_scheduling")),
             "fp8_rows_tuned": "fp8_gemv_rows" in report,
             "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {})}

@@ -149,7 +149,8 @@ def test_steps_with_prefill_run_at_the_piecewise_bucket():
     d = Deployment(m)
     assert piecewise_bucket(d, Batch.of([(100, 0)])) == 128
     assert piecewise_bucket(d, Batch.of([(1000, 0)], [500] * 30)) == 1280      # decodes count as tokens
-    assert piecewise_bucket(d, Batch.of([(3000, 0)])) is None                  # above the largest: eager
+    assert piecewise_bucket(d, Batch.of([(528, 0)])) == 640
+    assert piecewise_bucket(d, Batch.of([(5000, 0)])) is None                  # above the largest: eager
     assert piecewise_bucket(Deployment(m, cuda_graphs=False), Batch.of([(100, 0)])) is None
     assert piecewise_bucket(Deployment(catalog.load_model("mixtral-8x7b")), Batch.of([(100, 0)])) is None
     # A piecewise step is priced at its bucket: 129 tokens cost what 256 do on the GPU side.
@@ -303,9 +304,11 @@ def test_fp8_rows_priced_on_the_path_the_engine_reported():
 
 def test_fresh_prompts_replay_one_whole_graph():
     """Up to WHOLE_GRAPH_PREFILLS fresh prompts within the buckets run as one graph: no eager issue, however slow
-    the host's launches, and the bucket's padding rows attend as one more prompt. A cached prefix, a decode in
-    the step or one prompt too many leaves the step piecewise, issued layer by layer."""
-    from planner.costmodel import WHOLE_GRAPH_PREFILLS, step_time_s, whole_graph
+    the host's launches, and the bucket's padding rows attend as one more prompt. A cached prefix or one prompt
+    too many leaves the step piecewise, issued layer by layer."""
+    from dataclasses import replace
+
+    from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_PREFILLS, step_time_s, whole_graph
     m = catalog.load_model("llama-8b")
     slow_host = TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(update={"kernel_overhead_s": 1e-3})})
     d, piecewise = Deployment(m), Deployment(m, whole_graph_prefill=False)
@@ -316,6 +319,14 @@ def test_fresh_prompts_replay_one_whole_graph():
     alone = {o.name: o for o in step_ops(prepare(TOY), piecewise, fresh)}
     assert attn["attention_out_copy"].bytes == 2 * 128 * 4096 * 2
     assert attn["attention_prefill"].flops > alone["attention_prefill"].flops
-    for b in (Batch.of([(100, 50)]), Batch.of([(100, 0)], [1000]), Batch.of([(20, 0)] * (WHOLE_GRAPH_PREFILLS + 1)),
-              Batch.of([(4096, 0)])):
+    for b in (Batch.of([(100, 50)]), Batch.of([(20, 0)] * (WHOLE_GRAPH_PREFILLS + 1)),
+              Batch.of([(PIECEWISE_TOKEN_SIZES[-1] + 1, 0)])):
         assert not whole_graph(d, b)
+    # decodes beside fresh prompts: one graph on engines that capture it (their rows attend as the padding prompt,
+    # then the decode kernel's), piecewise on older ones
+    mixed = Batch.of([(100, 0)], [1000] * 16)
+    older = replace(d, whole_graph_mixed=False)
+    assert whole_graph(d, mixed) and not whole_graph(older, mixed)
+    assert step_time_s(slow_host, d, mixed) < step_time_s(slow_host, older, mixed) - 0.03
+    ops = {o.name: o for o in step_ops(prepare(TOY), d, mixed)}
+    assert ops["attention_decode"].bytes > 0 and ops["attention_prefill"].flops == attn["attention_prefill"].flops

@@ -106,6 +106,33 @@ def test_decode_attention(num_splits, H, KVH, D):
     torch.testing.assert_close(out, ref, **TOL)
 
 
+@pytest.mark.parametrize("count,first,splits", [(3, 5, 4), (1, 0, 2), (6, 6, 1), (0, 4, 1)])
+def test_decode_attention_rows_counted_on_the_device(count, first, splits):
+    """The whole-forward graphs' decode: count, first row and split count read from the device, one grid for
+    any count. The named rows equal decode_attention's; every other row of the step is left as it was."""
+    g = torch.Generator().manual_seed(5)
+    H, KVH, D, BS, NB, T, most, width = 8, 2, 64, 16, 60, 12, 6, 8
+    k_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
+    v_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
+    tables = torch.randint(0, NB, (most, width), generator=g).to(DEVICE, torch.int32)
+    ctx = torch.zeros(T, dtype=torch.long)
+    ctx[:count] = torch.randint(1, width * BS, (count,), generator=g)
+    ctx = ctx.to(DEVICE)
+    by_count = [1] + [splits] * most
+    dec = attention.DecodeRows(
+        rows=torch.tensor([count, first], device=DEVICE), splits=torch.tensor(by_count, dtype=torch.int32, device=DEVICE),
+        max_splits=max(by_count), num_programs=max(n * KVH * s for n, s in enumerate(by_count)),
+        part_o=torch.empty(most, H, max(by_count), D, device=DEVICE), part_ml=torch.empty(most, H, max(by_count), 2,
+                                                                                          device=DEVICE))
+    q = torch.randn(T, H, D, generator=g).to(DEVICE, DTYPE)
+    out = torch.full((T, H, D), 7.0, dtype=DTYPE, device=DEVICE)
+    attention.decode_attention_rows(q, k_cache, v_cache, tables, ctx, D ** -0.5, dec, out)
+    rows = slice(first, first + count)
+    ref = attention.decode_attention_torch(q[rows], k_cache, v_cache, tables[:count], ctx[:count], D ** -0.5)
+    torch.testing.assert_close(out[rows], ref, **TOL)
+    assert (torch.cat([out[:first], out[first + count:]]) == 7.0).all()
+
+
 @pytest.mark.skipif(DEVICE == "cuda", reason="exact fp32 only under the interpreter (tf32 dots on a GPU)")
 def test_engine_through_triton_kernels(monkeypatch):
     """Mixed prefill/decode steps with every Triton kernel and split-K decode give the torch path's tokens."""

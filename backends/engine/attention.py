@@ -60,6 +60,9 @@ class AttentionMetadata:
     prefill_max_q: int = 0
     prefill_max_k: int = 0
     prefill_kv_slots: torch.Tensor | None = None
+    # Decodes counted on the device (whole-forward graphs of mixed steps): their rows follow every prefill row
+    # the prefill attention wrote, and their attention overwrites those rows (decode_attention_rows).
+    decode_rows: DecodeRows | None = None
 
 
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -138,27 +141,44 @@ if triton is not None:
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
     @triton.jit(do_not_specialize=["stride_bt"])
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, scale_log2, kv_scale,
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr, splits_ptr,
+                       scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
-                       num_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
+                       num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
-                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr):
-        b = tl.program_id(0)
-        kvh = tl.program_id(1)
-        split = tl.program_id(2)
-        ctx = tl.load(ctx_ptr + b)
+                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr):
+        g = tl.arange(0, BLOCK_G)
+        if ROWS_ON_DEVICE:
+            # One flat grid sized for the most decodes a graph may carry: how many there are, the first one's row
+            # and the split count for that many are read from the device (decode_attention_rows).
+            nd = tl.load(rows_ptr)
+            row0 = tl.load(rows_ptr + 1)
+            num_splits = tl.load(splits_ptr + nd)
+            pid = tl.program_id(0)
+            b = pid // (num_kv_heads * num_splits)
+            kvh = pid // num_splits % num_kv_heads
+            split = pid % num_splits
+            valid = (b + tl.zeros([BLOCK_G], tl.int32)) < nd      # (vectors: masks by a scalar vary by backend)
+            ctx = tl.where(b < nd, tl.load(ctx_ptr + tl.where(b < nd, b, 0)), 0)
+        else:
+            b = tl.program_id(0)
+            kvh = tl.program_id(1)
+            split = tl.program_id(2)
+            num_splits = NUM_SPLITS
+            row0 = 0
+            valid = g >= 0
+            ctx = tl.load(ctx_ptr + b)
         # Each split takes a whole number of tiles of this sequence's own context.
-        tiles_per_split = tl.cdiv(tl.cdiv(ctx, TILE), NUM_SPLITS)
+        tiles_per_split = tl.cdiv(tl.cdiv(ctx, TILE), num_splits)
         start = split * tiles_per_split * TILE
         end = tl.minimum(start + tiles_per_split * TILE, ctx)
 
-        g = tl.arange(0, BLOCK_G)
         d = tl.arange(0, BLOCK_D)
         heads = kvh * GROUP + g
         gmask = g < GROUP
         dmask = d < HEAD_DIM
-        q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
-                    mask=gmask[:, None] & dmask[None, :], other=0.0)
+        q = tl.load(q_ptr + (row0 + b) * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                    mask=(gmask & valid)[:, None] & dmask[None, :], other=0.0)
         m = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
@@ -182,33 +202,48 @@ if triton is not None:
                 v = (v.to(tl.float32) * kv_scale).to(q.dtype)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
-        omask = gmask[:, None] & dmask[None, :]
-        if NUM_SPLITS == 1:
+        omask = (gmask & valid)[:, None] & dmask[None, :]
+        if num_splits == 1:
             out = acc / l[:, None]
-            tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
+            tl.store(out_ptr + (row0 + b) * stride_ob + heads[:, None] * stride_oh + d[None, :],
                      out.to(out_ptr.dtype.element_ty), mask=omask)
         else:
             # Empty splits (short contexts) leave m = -inf, l = 0: the merge gives them weight 0.
             out = acc / tl.maximum(l, 1e-30)[:, None]
-            base = (b * num_heads + heads) * NUM_SPLITS + split
+            base = (b * num_heads + heads) * num_splits + split
             tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=omask)
-            tl.store(part_ml_ptr + base * 2, m, mask=gmask)
-            tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask)
+            tl.store(part_ml_ptr + base * 2, m, mask=gmask & valid)
+            tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask & valid)
 
     @triton.jit
-    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, stride_ob, stride_oh, num_heads,
-                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, rows_ptr, splits_ptr, stride_ob, stride_oh, num_heads,
+                             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                             ROWS_ON_DEVICE: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
-        s = tl.arange(0, NUM_SPLITS)
+        s = tl.arange(0, NUM_SPLITS)      # with rows on the device: the most splits, of which num_splits are used
         d = tl.arange(0, BLOCK_D)
-        base = (b * num_heads + h) * NUM_SPLITS + s
-        m = tl.load(part_ml_ptr + base * 2)
-        l = tl.load(part_ml_ptr + base * 2 + 1)
+        if ROWS_ON_DEVICE:
+            nd = tl.load(rows_ptr)
+            row0 = tl.load(rows_ptr + 1)
+            num_splits = tl.load(splits_ptr + nd)
+            # nothing to merge past the decodes, or when one split wrote its rows itself
+            smask = (s < num_splits) & ((b + 0 * s) < nd) & ((num_splits + 0 * s) > 1)
+            valid = ((b + 0 * d) < nd) & ((num_splits + 0 * d) > 1)
+        else:
+            num_splits = NUM_SPLITS
+            row0 = 0
+            smask = s >= 0
+            valid = d >= 0
+        base = (b * num_heads + h) * num_splits + s
+        m = tl.load(part_ml_ptr + base * 2, mask=smask, other=float("-inf"))
+        l = tl.load(part_ml_ptr + base * 2 + 1, mask=smask, other=0.0)
         w = tl.where(l > 0, tl.exp2(m - tl.max(m, axis=0)) * l, 0.0)
-        o = tl.load(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], mask=d[None, :] < HEAD_DIM, other=0.0)
+        o = tl.load(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], mask=smask[:, None] & (d[None, :] < HEAD_DIM),
+                    other=0.0)
         out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
-        tl.store(out_ptr + b * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)
+        tl.store(out_ptr + (row0 + b) * stride_ob + h * stride_oh + d, out.to(out_ptr.dtype.element_ty),
+                 mask=(d < HEAD_DIM) & valid)
 
 
 def decode_tile(head_dim: int) -> int:
@@ -236,14 +271,62 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     # num_stages (probes only): Triton's default depth was the fastest, or within 4%, at every batch 1-256 with
     # the default splits on an H200 (benchmarks/engine_probes.py --only stages).
     _decode_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, scale * 1.4426950408889634, kv_scale,
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens,
+        scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        out.stride(0), out.stride(1), H, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
-        KV_FP8=k_cache.dtype != q.dtype, num_warps=4, **({} if num_stages is None else {"num_stages": num_stages}))
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
+        **({} if num_stages is None else {"num_stages": num_stages}))
     if num_splits > 1:
-        _decode_merge_kernel[(B, H)](part_o, part_ml, out, out.stride(0), out.stride(1), H, HEAD_DIM=D,
-                                     BLOCK_D=block_d, NUM_SPLITS=num_splits)
+        _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
+                                     HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
+    return out
+
+
+@dataclass
+class DecodeRows:
+    """Decodes whose count and first row live on the device, for a graph captured once for any count up to
+    `max_decodes` (a whole-forward graph of a mixed step): `rows` = [count, first row] (int64), `splits` the split
+    count by decode count (as decode_num_splits picks it), `part_o`/`part_ml` the partials for the most splits."""
+    rows: torch.Tensor
+    splits: torch.Tensor
+    max_splits: int
+    num_programs: int
+    part_o: torch.Tensor
+    part_ml: torch.Tensor
+
+    @classmethod
+    def allocate(cls, max_decodes: int, num_heads: int, num_kv_heads: int, head_dim: int, device: torch.device,
+                 rows: torch.Tensor):
+        by_count = [1] + [decode_num_splits(n, num_kv_heads, device) for n in range(1, max_decodes + 1)]
+        max_splits = max(by_count)
+        merged = max(n for n, s in enumerate(by_count) if s > 1 or n == 1)   # the most decodes that are split
+        return cls(rows=rows, splits=torch.tensor(by_count, dtype=torch.int32, device=device), max_splits=max_splits,
+                   num_programs=max(n * num_kv_heads * s for n, s in enumerate(by_count)),
+                   part_o=torch.empty(merged, num_heads, max_splits, head_dim, dtype=torch.float32, device=device),
+                   part_ml=torch.empty(merged, num_heads, max_splits, 2, dtype=torch.float32, device=device))
+
+
+def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale, dec: DecodeRows, out,
+                          kv_scale=1.0):
+    """decode_attention for the rows dec.rows names: q and out are every row of the step ([T, H, D]); the decode
+    kernel's flat grid and the merge's are sized for the most decodes, and programs past the count do nothing."""
+    _, H, D = q.shape
+    _, block_size, KVH, _ = k_cache.shape
+    group = H // KVH
+    block_d = triton.next_power_of_2(D)
+    _decode_kernel[(dec.num_programs,)](
+        q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows, dec.splits,
+        scale * 1.4426950408889634, kv_scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
+        out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
+    if dec.max_splits > 1:
+        _decode_merge_kernel[(dec.part_o.shape[0], H)](
+            dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
+            BLOCK_D=block_d, NUM_SPLITS=dec.max_splits, ROWS_ON_DEVICE=True)
     return out
 
 
@@ -281,7 +364,10 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
             else:
                 ks, vs = gather_kv(k_cache, v_cache, table, ctx_len, kv_scale, q.dtype)
             out[start:start + q_len] = prefill_attention(q[start:start + q_len], ks, vs, scale)
-    if q.shape[0] > n_pre:
+    if meta.decode_rows is not None:
+        decode_attention_rows(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale,
+                              meta.decode_rows, out, kv_scale)
+    elif q.shape[0] > n_pre:
         decode_attention(q[n_pre:], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale,
                          meta.decode_num_splits, kv_scale, out[n_pre:])
     return out

@@ -102,13 +102,17 @@ class ModelRunner:
             torch.empty(1, 1, spec.head_dim, dtype=self.dtype, device=self.device))
         if self.device.type == "cuda" and self.num_kv_blocks >= 3:
             self._warm_eager_step()
+        t0 = time.perf_counter()
         if config.cuda_graphs and self.device.type == "cuda":
             self._capture_graphs()
             # MoE layers under capture run every expert over every token: fine for decode, not for prefill.
             if not spec.is_moe:
                 self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
                                                  self.trash_slot, self.device, self.sampled, self.graph_pool,
-                                                 whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"))
+                                                 whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"),
+                                                 max_decodes=config.max_num_seqs,
+                                                 max_blocks_per_seq=self.max_blocks_per_seq)
+        self.capture_s = time.perf_counter() - t0
 
     def _tune_linears(self) -> dict | None:
         """bf16/fp16 linears at each decode graph's batch size: the fastest of cuBLAS, cuBLASLt and the Triton
@@ -196,9 +200,10 @@ class ModelRunner:
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
+                "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
-                "linear_tune_s": round(self.linear_tune_s, 3)}
+                "linear_tune_s": round(self.linear_tune_s, 3), "graph_capture_s": round(self.capture_s, 3)}
 
     # ----------------------------------------------------------------------- inputs
     def _tensor(self, data, dtype) -> torch.Tensor:
@@ -309,7 +314,7 @@ class ModelRunner:
         self.last_piecewise_size = step["piecewise"] = (
             self.piecewise.bucket(len(step["ids"])) if self.piecewise and self.last_graph_bs is None else None)
         self.last_whole_graph = step["piecewise_whole"] = bool(
-            step["piecewise"] and self.piecewise.whole and self.piecewise.fits_whole(step))
+            step["piecewise"] and self.piecewise.whole_graph(step) is not None)
         if self.config.tp > 1:
             parallel.broadcast(step)
         logits = self._execute(step)
@@ -350,8 +355,7 @@ class ModelRunner:
         if step.get("piecewise"):
             whole = step["piecewise_whole"]
             meta = None if whole else self._device_inputs(step, token_inputs=False)[2]
-            hidden = self.piecewise.run(step["piecewise"], step["ids"], step["src"], step["pos"], step["slots"], meta,
-                                        self.trash_slot, step["cu_q"] if whole else None)
+            hidden = self.piecewise.run(step, meta, self.trash_slot, whole)
         else:
             ids, pos, meta = self._device_inputs(step)
             hidden = self.model(ids, pos, meta)

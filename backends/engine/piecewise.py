@@ -10,11 +10,14 @@ The pieces talk through static buffers allocated outside the graphs (ids, positi
 attention output, hidden states between pieces), so the graphs' own intermediates can share one memory pool:
 pieces always replay in order on one stream.
 
-A step of fresh prompts only (no cached prefix, no decodes, at most WHOLE_GRAPH_PREFILLS of them) replays one graph
-for the whole forward instead, flash attention included: its varlen call is captured with the bucket as both
-maxima and a static table of prefix sums, padded by one sequence over the bucket's padding rows and then by
-empty ones. The host then issues one replay instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill,
-H200: 1.79 -> 1.57 ms a step; benchmarks/bench_prefill_graphs.py).
+A step whose prompts are all fresh (no cached prefix, at most WHOLE_GRAPH_PREFILLS of them) replays one graph for
+the whole forward instead, attention included: flash attention's varlen call is captured with the bucket as both
+maxima and a static table of prefix sums, padded by one sequence over the rows after the prompts and then by
+empty ones. A step that also carries decodes replays a second such graph, in which the decode kernel then
+overwrites those rows' attention: its grid is sized for the most decodes, and the count, the first decode row
+and the split count are read from the device (attention.decode_attention_rows). The host then issues one replay
+instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step;
+benchmarks/bench_prefill_graphs.py).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 
 from planner.costmodel import WHOLE_GRAPH_PREFILLS, PIECEWISE_TOKEN_SIZES
 
-from .attention import AttentionMetadata
+from .attention import AttentionMetadata, DecodeRows
 from .kernels import feed_ids
 
 
@@ -37,21 +40,27 @@ def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
 
 class PiecewiseGraphs:
     def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, sampled: torch.Tensor,
-                 pool=None, whole: bool = True):
+                 pool=None, whole: bool = True, max_decodes: int = 0, max_blocks_per_seq: int = 1):
         self.model = model
         self.sizes = sizes
         n, spec = sizes[-1], model.spec
         attn = model.model.layers[0].self_attn
         qkv_width = (attn.num_heads + 2 * attn.num_kv_heads) * attn.head_dim
         dtype = model.model.embed_tokens.weight.dtype
-        # ids, positions, slots, where a row's token is still on the device (its row of `sampled`, else -1), and
-        # (first WHOLE_GRAPH_PREFILLS + 2 columns) the whole-forward graphs' prefix sums: one [5, n] int64 tensor,
-        # uploaded with one copy from a pinned twin.
+        # ids, positions, slots, where a row's token is still on the device (its row of `sampled`, else -1),
+        # the whole-forward graphs' prefix sums (first WHOLE_GRAPH_PREFILLS + 2 columns), then their decode count
+        # and first decode row, and the decodes' context lengths: one [6, n] int64 tensor, uploaded with one copy
+        # from a pinned twin (the decodes' block tables with a second).
         self.sampled = sampled
-        self.header = torch.tensor([[0], [0], [trash_slot], [-1], [0]], device=device).repeat(1, n)
+        self.header = torch.tensor([[0], [0], [trash_slot], [-1], [0], [0]], device=device).repeat(1, n)
         self.cu = torch.zeros(WHOLE_GRAPH_PREFILLS + 2, dtype=torch.int32, device=device)
         self.staging = torch.empty_like(self.header, device="cpu").pin_memory()
         self.staging_free = torch.cuda.Event()
+        self.max_decodes = min(max_decodes, n - 1)
+        self.tables = torch.zeros(max(1, self.max_decodes), max_blocks_per_seq, dtype=torch.int32, device=device)
+        self.staging_tables = torch.empty(self.tables.numel(), dtype=torch.int32).pin_memory()
+        self.decode = DecodeRows.allocate(max(1, self.max_decodes), attn.num_heads, attn.num_kv_heads, attn.head_dim,
+                                          device, self.header[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 4])
         self.qkv = torch.zeros(n, qkv_width, dtype=dtype, device=device)
         self.attn = torch.zeros(n, attn.num_heads * attn.head_dim, dtype=dtype, device=device)
         self.residual = torch.zeros(n, spec.hidden_size, dtype=dtype, device=device)
@@ -67,15 +76,20 @@ class PiecewiseGraphs:
                 pool = g.pool()
                 graphs.append(g)
             self.graphs[size] = graphs
+        # bucket -> whole-forward graph of fresh prompts only, and one that also carries decodes
         self.whole: dict[int, torch.cuda.CUDAGraph] = {}
-        if whole and n >= WHOLE_GRAPH_PREFILLS + 2:
+        self.whole_mixed: dict[int, torch.cuda.CUDAGraph] = {}
+        if whole and n >= WHOLE_GRAPH_PREFILLS + 4:
             for size in reversed(sizes):
-                self._forward(size)           # warm-up: the flash-attention call at these maxima
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool):
-                    self._forward(size)
-                pool = g.pool()
-                self.whole[size] = g
+                for graphs, decodes in ((self.whole, False), (self.whole_mixed, True)):
+                    if decodes and not self.max_decodes:
+                        continue
+                    self._forward(size, decodes)   # warm-up: the flash-attention call at these maxima
+                    g = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(g, pool):
+                        self._forward(size, decodes)
+                    pool = g.pool()
+                    graphs[size] = g
         self.pool = pool
         torch.cuda.synchronize()
 
@@ -96,43 +110,56 @@ class PiecewiseGraphs:
         for i in range(self.model.num_pieces):
             self._piece(i, size)
 
-    def _forward(self, size: int) -> None:
-        """The whole forward at bucket `size` for a step of fresh prompts: pieces and flash attention in turn."""
+    def _forward(self, size: int, decodes: bool) -> None:
+        """The whole forward at bucket `size` for a step of fresh prompts (and `decodes`): pieces and attention in
+        turn."""
         self.cu.copy_(self.header[4, :WHOLE_GRAPH_PREFILLS + 2])
         meta = AttentionMetadata(slot_mapping=self.header[2, :size], num_prefill_tokens=size, prefill_cu_q=self.cu,
                                  prefill_cu_k=self.cu, prefill_max_q=size, prefill_max_k=size)
+        if decodes:
+            meta.decode_block_tables, meta.decode_context_lens, meta.decode_rows = self.tables, self.header[5], self.decode
         layers = self.model.model.layers
         for i in range(self.model.num_pieces):
             self._piece(i, size)
             if i < len(layers):
                 layers[i].self_attn.attend(self.qkv[:size], meta, out=self.attn[:size])
 
-    @staticmethod
-    def fits_whole(step: dict) -> bool:
-        """Whether a step runs as one whole-forward graph: fresh prompts only (varlen, no cached prefix, no
-        decodes), at most WHOLE_GRAPH_PREFILLS of them."""
-        return ("cu_q" in step and step["kv_slots"] is None and not step["decode_ctx"]
-                and len(step["cu_q"]) <= WHOLE_GRAPH_PREFILLS + 1)
+    def whole_graph(self, step: dict) -> torch.cuda.CUDAGraph | None:
+        """The whole-forward graph a step at bucket step["piecewise"] replays, if any: its prompts are all fresh
+        (varlen, no cached prefix), at most WHOLE_GRAPH_PREFILLS of them, and its decodes within max_decodes."""
+        if not ("cu_q" in step and step["kv_slots"] is None and len(step["cu_q"]) <= WHOLE_GRAPH_PREFILLS + 1):
+            return None
+        d = len(step["decode_ctx"])
+        return (self.whole_mixed if d else self.whole).get(step["piecewise"]) if d <= self.max_decodes else None
 
-    def run(self, size: int, ids: list[int], src: list[int], pos: list[int], slots: list[int],
-            meta: AttentionMetadata | None, trash_slot: int, cu: list[int] | None = None) -> torch.Tensor:
-        """Hidden states [T, hidden] of one eager step's T tokens, run at bucket `size`: the rows past T are
-        padding (position 0, their K/V written to the trash slot, their attention output stale). With `cu` (the
-        prompts' prefix sums; fits_whole) one whole-forward graph replays, and `meta` is not read."""
-        T = len(ids)
+    def run(self, step: dict, meta: AttentionMetadata | None, trash_slot: int, whole: bool) -> torch.Tensor:
+        """Hidden states [T, hidden] of one eager step's T tokens (_host_inputs' dict), run at bucket
+        step["piecewise"]: the rows past T are padding (position 0, their K/V written to the trash slot, their
+        attention output stale). With `whole` (whole_graph) one whole-forward graph replays, and `meta` is not
+        read."""
+        size, T = step["piecewise"], len(step["ids"])
         self.staging_free.synchronize()
         h = self.staging.numpy()
-        h[0, :T], h[1, :T], h[2, :T], h[3, :T] = ids, pos, slots, src
+        h[0, :T], h[1, :T], h[2, :T], h[3, :T] = step["ids"], step["pos"], step["slots"], step["src"]
         h[0, T:size], h[1, T:size], h[2, T:size], h[3, T:size] = 0, 0, trash_slot, -1
-        whole = self.whole.get(size) if cu is not None else None
-        if whole is not None:
-            # the padding rows are one more sequence; the table's other entries are empty sequences
+        graph = self.whole_graph(step) if whole else None
+        if graph is not None:
+            # the rows after the prompts are one more sequence; the table's other entries are empty sequences
+            cu, ctx = step["cu_q"], step["decode_ctx"]
             h[4, :len(cu)] = cu
             h[4, len(cu):WHOLE_GRAPH_PREFILLS + 2] = size
+            h[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 4] = len(ctx), step["num_prefill"]
+            if ctx:
+                h[5, :len(ctx)] = ctx
+                width = len(step["decode_tables"][0])
+                staged = self.staging_tables[:len(ctx) * width].view(len(ctx), width)
+                staged.numpy()[:] = step["decode_tables"][:len(ctx)]
+                # only the columns in use: the kernel never reads past a sequence's context
+                self.tables[:len(ctx), :width].copy_(staged, non_blocking=True)
         self.header.copy_(self.staging, non_blocking=True)
         self.staging_free.record()
-        if whole is not None:
-            whole.replay()
+        if graph is not None:
+            graph.replay()
             return self.hidden[:T]
         graphs = self.graphs[size]
         graphs[0].replay()
