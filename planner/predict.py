@@ -35,6 +35,9 @@ def engine_features(report: dict) -> dict:
             "varlen_prefill": bool(report.get("varlen_prefill")),
             "whole_graph_prefill": bool(report.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(report.get("whole_graph_mixed")),
+            # engines before the cap captured them at every bucket
+            "whole_graph_max_tokens": int(report.get("whole_graph_max_tokens")
+                                          or max(report.get("piecewise_sizes") or [0])),
             "async_scheduling": bool(report.get("async_scheduling")),
             "fp8_rows_tuned": "fp8_gemv_rows" in report,
             "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {})}

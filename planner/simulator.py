@@ -101,7 +101,8 @@ def step_timer(hw: Hardware, d: Deployment) -> StepTimer:
     """Shared between simulations of one deployment (scheduler settings do not change step times)."""
     m = d.model
     key = (id(hw), m.name, m.num_layers, m.hidden_size, d.tp, d.pp, d.weight_dtype, d.kv_dtype, d.cuda_graphs,
-           d.graph_batch_sizes, d.piecewise_sizes, d.varlen_prefill, d.whole_graph_prefill, d.whole_graph_mixed, d.served,
+           d.graph_batch_sizes, d.piecewise_sizes, d.varlen_prefill, d.whole_graph_prefill, d.whole_graph_mixed,
+           d.whole_graph_max_tokens, d.served,
            d.async_scheduling, d.fp8_rows_tuned, d.fp8_gemv_choices)
     t = _TIMERS.get(key)
     if t is None or t.hw is not hw:

@@ -308,7 +308,8 @@ def test_fresh_prompts_replay_one_whole_graph():
     too many leaves the step piecewise, issued layer by layer."""
     from dataclasses import replace
 
-    from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_PREFILLS, step_time_s, whole_graph
+    from planner.costmodel import (PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_MAX_TOKENS, WHOLE_GRAPH_PREFILLS, step_time_s,
+                                   whole_graph)
     m = catalog.load_model("llama-8b")
     slow_host = TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(update={"kernel_overhead_s": 1e-3})})
     d, piecewise = Deployment(m), Deployment(m, whole_graph_prefill=False)
@@ -320,7 +321,7 @@ def test_fresh_prompts_replay_one_whole_graph():
     assert attn["attention_out_copy"].bytes == 2 * 128 * 4096 * 2
     assert attn["attention_prefill"].flops > alone["attention_prefill"].flops
     for b in (Batch.of([(100, 50)]), Batch.of([(20, 0)] * (WHOLE_GRAPH_PREFILLS + 1)),
-              Batch.of([(PIECEWISE_TOKEN_SIZES[-1] + 1, 0)])):
+              Batch.of([(PIECEWISE_TOKEN_SIZES[-1] + 1, 0)]), Batch.of([(WHOLE_GRAPH_MAX_TOKENS + 1, 0)])):
         assert not whole_graph(d, b)
     # decodes beside fresh prompts: one graph on engines that capture it (their rows attend as the padding prompt,
     # then the decode kernel's), piecewise on older ones

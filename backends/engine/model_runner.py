@@ -201,6 +201,7 @@ class ModelRunner:
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
+                "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
                 "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
                 "linear_tune_s": round(self.linear_tune_s, 3), "graph_capture_s": round(self.capture_s, 3)}

@@ -16,14 +16,14 @@ maxima and a static table of prefix sums, padded by one sequence over the rows a
 empty ones. A step that also carries decodes replays a second such graph, in which the decode kernel then
 overwrites those rows' attention: its grid is sized for the most decodes, and the count, the first decode row
 and the split count are read from the device (attention.decode_attention_rows). The host then issues one replay
-instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step;
-benchmarks/bench_prefill_graphs.py).
+instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step; beside 16
+decodes 3.4 -> 2.3 ms; benchmarks/bench_prefill_graphs.py), at buckets up to WHOLE_GRAPH_MAX_TOKENS.
 """
 from __future__ import annotations
 
 import torch
 
-from planner.costmodel import WHOLE_GRAPH_PREFILLS, PIECEWISE_TOKEN_SIZES
+from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_MAX_TOKENS, WHOLE_GRAPH_PREFILLS
 
 from .attention import AttentionMetadata, DecodeRows
 from .kernels import feed_ids
@@ -80,7 +80,7 @@ class PiecewiseGraphs:
         self.whole: dict[int, torch.cuda.CUDAGraph] = {}
         self.whole_mixed: dict[int, torch.cuda.CUDAGraph] = {}
         if whole and n >= WHOLE_GRAPH_PREFILLS + 4:
-            for size in reversed(sizes):
+            for size in reversed([s for s in sizes if s <= WHOLE_GRAPH_MAX_TOKENS]):
                 for graphs, decodes in ((self.whole, False), (self.whole_mixed, True)):
                     if decodes and not self.max_decodes:
                         continue
