@@ -20,6 +20,7 @@
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh grid5       # one GPU: full profile, then the step grid (cheap points measured more)
+#   bash benchmarks/gpu_session.sh grid9       # the same with more GPU time for the grid (engines capture more graphs)
 #   bash benchmarks/gpu_session.sh whole       # one GPU: CUDA-path tests, prefills (alone and beside 16 decodes) with and
 #                                              # without whole-forward graphs, decode at batch 1-32
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
@@ -145,6 +146,10 @@ grid4)
 grid5)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 360 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 170 --tp 1 2>&1 | tail -9
+  ;;
+grid9)
+  step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  step accuracy 420 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 250 --tp 1 2>&1 | tail -9
   ;;
 whole)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
