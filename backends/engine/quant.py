@@ -57,14 +57,22 @@ def tune_linear_enabled() -> bool:
 
 
 def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
-    """Median over `reps` of the mean device time of `calls` back-to-back calls (after a warm-up)."""
+    """Median over `reps` of the mean device time of `calls` back-to-back calls, replayed from one CUDA graph as
+    the engine's graphs run them (after a warm-up). Issued from the host, a call of two launches (quantize, then
+    _scaled_mm) timed its host work, not the GPU's: the race then picked the fp8 GEMV for Qwen2.5-14B's layers at
+    8 rows, which graph replay runs ~2x slower than _scaled_mm (H200 profile: qkv 35.1 against 17.9 us)."""
     fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
     times = []
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        for _ in range(calls):
-            fn()
+        graph.replay()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3 / calls)
