@@ -21,6 +21,7 @@
 #                                              # then the step grid (with 70B fp8), one machine; decode benchmark
 #   bash benchmarks/gpu_session.sh grid5       # one GPU: full profile, then the step grid (cheap points measured more)
 #   bash benchmarks/gpu_session.sh grid9       # the same with more GPU time for the grid (engines capture more graphs)
+#   bash benchmarks/gpu_session.sh race        # linear-race tests, decode at batch 1-32, full profile, step grid
 #   bash benchmarks/gpu_session.sh whole       # one GPU: CUDA-path tests, prefills (alone and beside 16 decodes) with and
 #                                              # without whole-forward graphs, decode at batch 1-32
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
@@ -150,6 +151,13 @@ grid5)
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 420 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 250 --tp 1 2>&1 | tail -9
+  ;;
+race)
+  step tests 120 python3 -m pytest -q -x tests/test_linear_tune.py tests/test_engine_cuda_paths.py -k "tune or race or fp8_rows" 2>&1 | tail -4
+  step decode 80 python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,8,32 \
+      --out "$OUT/engine_decode_$GPU.json" 2>&1 | tail -7
+  step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  step accuracy 330 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 240 --tp 1 2>&1 | tail -9
   ;;
 whole)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
