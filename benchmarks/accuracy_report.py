@@ -27,6 +27,7 @@ from planner.costmodel import Deployment  # noqa: E402
 from planner.memory import memory_breakdown  # noqa: E402
 from planner.schemas import HardwareProfile, ModelSpec  # noqa: E402
 from planner.uncertainty import step_band  # noqa: E402
+from profilers.refit import refit  # noqa: E402
 
 KV_TARGET = 0.03
 OUTLIER = 3.0
@@ -45,7 +46,8 @@ def profiles(step: dict, directory: Path | None = None) -> dict[str, HardwarePro
     gpu = step["meta"]["gpu"]
     own = directory / "profile.yaml" if directory is not None else None
     measured = HardwareProfile.load(own) if own is not None and own.is_file() else catalog.load_hardware(gpu, "measured")
-    return {"measured": measured, "datasheet": catalog.load_hardware(gpu, "datasheet")}
+    # fitted fields recomputed from the profile's raw rows: every machine read by the current fit
+    return {"measured": refit(measured), "datasheet": catalog.load_hardware(gpu, "datasheet")}
 
 
 def stats(errors: list[float]) -> str:

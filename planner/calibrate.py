@@ -233,7 +233,8 @@ def apply_params(hw: HardwareProfile, params: dict[str, float]) -> HardwareProfi
     m = params.get("memory_scale", 1.0)
     if m != 1.0:
         update.update(memory=e.memory * m, memory_by_bytes=[{"x": p.x, "y": p.y * m} for p in e.memory_by_bytes],
-                      gemm_memory_by_bytes=_scaled(e.gemm_memory_by_bytes, m), dequant_memory=e.dequant_memory * m)
+                      gemm_memory_by_bytes=_scaled(e.gemm_memory_by_bytes, m), dequant_memory=e.dequant_memory * m,
+                      fp8_gemv_by_bytes=[{"x": p.x, "y": p.y * m} for p in e.fp8_gemv_by_bytes])
     eff = e.model_validate({**e.model_dump(), **update})
     return hw.model_copy(update={"efficiency": eff})
 

@@ -112,6 +112,7 @@ class Hardware:
         self.compute_curves = {k: curve_points(v, log_y=True) for k, v in e.gemm_compute_by_m.items() if v}
         self.full_tile_eff = {k: math.exp(max(c[1])) for k, c in self.compute_curves.items()}
         self.gemm_mem_curves = {k: curve_points(v) for k, v in e.gemm_memory_by_bytes.items() if v}
+        self.fp8_gemv_curve = curve_points(e.fp8_gemv_by_bytes) if e.fp8_gemv_by_bytes else None
         self.mem_eff = e.memory
         self.attn_curves = {int(k): curve_points(v, log_y=True) for k, v in e.attention_compute_by_len.items() if v}
         self.attn_mem_factor = {int(k): v for k, v in e.attention_memory_by_head_dim.items()}
@@ -247,8 +248,12 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     flops = 2.0 * m * n * k
     if engine and gemv and cdt == "fp8" and m <= FP8_GEMV_MAX_ROWS:
         nbytes = fp8_gemv_bytes(m, n, k)
-        eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
-        result = (flops, nbytes, hw.e.fp8_gemv_latency_s + nbytes / (hw.bandwidth * eff), "memory")
+        if m <= 1 and hw.fp8_gemv_curve:
+            t = nbytes / (hw.bandwidth * interp_log(hw.fp8_gemv_curve, nbytes))
+        else:
+            eff = hw.e.fp8_gemv_memory if m <= 1 else hw.e.fp8_gemv_rows_memory
+            t = hw.e.fp8_gemv_latency_s + nbytes / (hw.bandwidth * eff)
+        result = (flops, nbytes, t, "memory")
         if m > 1 and fp8_rows_tuned and not fp8_gemv_won:
             gemm = _gemm_kernel(hw, m, n, k, weight_dtype, gemv=False)
             result = gemm if fp8_gemv_won is False else min(result, gemm, key=lambda r: r[2])

@@ -141,6 +141,11 @@ class Efficiency(_Base):
     # took ~6 us plus 1/3.3 TB/s per byte over Llama-3.1-8B's layers, so small layers stream far below the rate
     # big ones reach. 0 unless calibrated.
     fp8_gemv_latency_s: float = 0.0
+    # ... and the one-row GEMV as measured, layer shape by layer shape: fraction of bandwidth by the bytes it moves
+    # (latency included). Preferred over latency + fraction where present: on an H200 the line through the shapes
+    # was 13-20% slow for Llama-70B's 235-470 MB layers (0.88-0.91 of bandwidth) and 7% fast for Qwen2.5-14B's
+    # down projection (0.61).
+    fp8_gemv_by_bytes: list[CurvePoint] = []
     memory: float = 0.85                        # large streams
     # memory-bandwidth efficiency as a function of bytes moved by one kernel (measured)
     memory_by_bytes: list[CurvePoint] = []

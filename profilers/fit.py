@@ -170,6 +170,10 @@ def fp8_gemv_fields(rows: list[dict], bandwidth_bytes_per_s: float) -> dict:
     else:
         fraction = 1.0 / (slope * bandwidth_bytes_per_s)
     fields = {"fp8_gemv_latency_s": latency, "fp8_gemv_memory": fraction}
+    by_bytes: dict[float, list[float]] = {}
+    for b, t in one:
+        by_bytes.setdefault(b, []).append(b / t / bandwidth_bytes_per_s)
+    fields["fp8_gemv_by_bytes"] = [CurvePoint(x=b, y=statistics.median(f)) for b, f in sorted(by_bytes.items())]
     more = [fp8_gemv_bytes(r["m"], r["n"], r["k"]) / (r["gemv_seconds"] - latency) for r in gemv
             if r["m"] > 1 and r["gemv_seconds"] > latency]
     if more:

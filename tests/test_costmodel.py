@@ -331,3 +331,19 @@ def test_fresh_prompts_replay_one_whole_graph():
     assert step_time_s(slow_host, d, mixed) < step_time_s(slow_host, older, mixed) - 0.03
     ops = {o.name: o for o in step_ops(prepare(TOY), d, mixed)}
     assert ops["attention_decode"].bytes > 0 and ops["attention_prefill"].flops == attn["attention_prefill"].flops
+
+
+def test_one_row_fp8_gemv_priced_from_the_measured_curve():
+    """Where the profile has the one-row GEMV by bytes, a measured layer costs what it measured (latency
+    included); without it, latency + bytes at the fitted fraction."""
+    from planner.costmodel import fp8_gemv_bytes
+    from planner.schemas import CurvePoint
+    small, big = fp8_gemv_bytes(1, 4096, 4096), fp8_gemv_bytes(1, 57344, 8192)
+    curve = [CurvePoint(x=small, y=0.5), CurvePoint(x=big, y=0.9)]
+    hw = TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(update={"fp8_gemv_by_bytes": curve})})
+    bw = TOY.memory_bandwidth_bytes_per_s
+    assert gemm_cost(prepare(hw), "o", 1, 4096, 4096, "fp8").time_s == pytest.approx(small / (bw * 0.5))
+    assert gemm_cost(prepare(hw), "gate_up", 1, 57344, 8192, "fp8").time_s == pytest.approx(big / (bw * 0.9))
+    e = TOY.efficiency
+    assert gemm_cost(prepare(TOY), "o", 1, 4096, 4096, "fp8").time_s == pytest.approx(
+        max(e.fp8_gemv_latency_s + small / (bw * e.fp8_gemv_memory), e.graph_kernel_overhead_s))

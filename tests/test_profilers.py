@@ -230,6 +230,10 @@ def test_fp8_gemv_fields_from_the_timed_gemv():
     assert got["fp8_gemv_latency_s"] == pytest.approx(lat)
     assert got["fp8_gemv_memory"] == pytest.approx(0.8)
     assert got["fp8_gemv_rows_memory"] == pytest.approx(0.4)
+    # ... and the one-row GEMV shape by shape, by the bytes it moves (two shapes of one size: their median)
+    assert [p.x for p in got["fp8_gemv_by_bytes"]] == sorted({fp8_gemv_bytes(1, n, k) for n, k in shapes})
+    first = got["fp8_gemv_by_bytes"][0]
+    assert first.y == pytest.approx(first.x / (lat + first.x / (bw * 0.8)) / bw)
     assert fit.fp8_gemv_fields([r for r in rows if r["m"] != 1], bw) == {}
     assert "fp8_gemv_memory" in fit.gemm_model_fields(
         [dict(r, weight_bytes=r["n"] * r["k"], seconds=1.0, efficiency=0.5) for r in rows], bw)
