@@ -236,19 +236,21 @@ def step_model(step: dict, case: dict) -> dict:
     return load_model(case["model"]).model_dump()
 
 
-def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]]) -> list[str]:
+def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]], latest: dict[str, str]
+                 ) -> list[str]:
     """A directory of served runs alone (another engine setting on a GPU calibrated above): its runs predicted by
-    that calibration and the profiles it started from, never fitted."""
+    the calibration of the last machine of that GPU listed before it (so the engine it describes) and the
+    profiles it started from, never fitted."""
     doc = json.loads((directory / "serving.json").read_text())
     gpu = doc["meta"].get("gpu") or "CPU (tiny)"
-    if gpu not in calibrated:
+    if gpu not in latest:
         return [f"## {directory.name}", "", f"No step grid of {gpu} in this report to predict these runs with.", ""]
     features = ", ".join(f"{k} {v}" for k, v in (doc.get("kv_cache") or {}).items() if k == "async_scheduling")
     name = f"{gpu} ({directory.name}: {features or 'serving runs'})"
-    hws = calibrated[gpu]
+    hws = calibrated[latest[gpu]]
     lines = [f"## {name}", "", f"Machine: {doc['meta'].get('device_name')}, {doc['meta'].get('date')}; "
-             f"`{doc['meta'].get('command')}`. Predicted by the {gpu} calibration above (fitted on synchronous-engine "
-             "steps only).", ""]
+             f"`{doc['meta'].get('command')}`. Predicted by the {latest[gpu]} calibration above (fitted on "
+             "synchronous-engine steps only).", ""]
     lines += serving_section(name, cal.load_runs(directory / "serving.json"), hws, doc.get("predicted_capacity_rps"))
     lines += serving_steps_section(name, directory / "serving_trace.jsonl", hws)
     return lines + server_section(name, directory / "serving_trace.jsonl", doc)
@@ -283,9 +285,9 @@ def pooled_section(name: str, base: HardwareProfile, traces: list[Path], fit: li
 
 
 def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, dict[str, HardwareProfile]],
-            pooled: int = 1) -> list[str]:
+            latest: dict[str, str], pooled: int = 1) -> list[str]:
     if not (directory / "step.json").exists():
-        return serving_only(directory, calibrated)
+        return serving_only(directory, calibrated, latest)
     step = json.loads((directory / "step.json").read_text())
     base = profiles(step, directory)
     name = step["meta"].get("gpu") or "CPU (tiny)"
@@ -294,6 +296,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
     c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
     calibrated[name] = {"calibrated": c.profile, **base}
+    latest[step["meta"].get("gpu") or "CPU (tiny)"] = name
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
              f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
     if (directory / "profile.yaml").is_file():
@@ -330,8 +333,9 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
              "composition, are fitted too: they are what shows the server's own per-sequence host work. The "
              "serving runs reported are never fitted.", ""]
     calibrated: dict[str, dict[str, HardwareProfile]] = {}
+    latest: dict[str, str] = {}         # GPU -> the last machine of it calibrated so far
     for d in dirs:
-        lines += machine(d, holdout, seed, calibrated, pooled)
+        lines += machine(d, holdout, seed, calibrated, latest, pooled)
     lines += ["## Reproduce", "", "```bash",
               "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid2, then serving):",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 200 --tp 1",
