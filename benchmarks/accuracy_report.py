@@ -236,21 +236,29 @@ def step_model(step: dict, case: dict) -> dict:
     return load_model(case["model"]).model_dump()
 
 
-def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]], latest: dict[str, str]
-                 ) -> list[str]:
+def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]],
+                 latest: dict[str, tuple[str, Path]], holdout: float, seed: int) -> list[str]:
     """A directory of served runs alone (another engine setting on a GPU calibrated above): its runs predicted by
     the calibration of the last machine of that GPU listed before it (so the engine it describes) and the
-    profiles it started from, never fitted."""
+    profiles it started from, never fitted. With its own `serving_fit_trace.jsonl` that calibration is fitted
+    again, on that machine's steps and this fit run's (the server's own host work shows only there)."""
     doc = json.loads((directory / "serving.json").read_text())
     gpu = doc["meta"].get("gpu") or "CPU (tiny)"
     if gpu not in latest:
         return [f"## {directory.name}", "", f"No step grid of {gpu} in this report to predict these runs with.", ""]
     features = ", ".join(f"{k} {v}" for k, v in (doc.get("kv_cache") or {}).items() if k == "async_scheduling")
     name = f"{gpu} ({directory.name}: {features or 'serving runs'})"
-    hws = calibrated[latest[gpu]]
+    source, source_dir = latest[gpu]
+    hws = calibrated[source]
+    fit = directory / "serving_fit_trace.jsonl"
+    how = "fitted on synchronous-engine steps only"
+    if fit.is_file():
+        c = cal.calibrate(hws["measured"], [source_dir / "step_trace.jsonl"], holdout=holdout, seed=seed,
+                          fit_traces=[fit])
+        hws = {**hws, "calibrated": c.profile}
+        how = f"fitted again with this directory's {fit.name}"
     lines = [f"## {name}", "", f"Machine: {doc['meta'].get('device_name')}, {doc['meta'].get('date')}; "
-             f"`{doc['meta'].get('command')}`. Predicted by the {latest[gpu]} calibration above (fitted on "
-             "synchronous-engine steps only).", ""]
+             f"`{doc['meta'].get('command')}`. Predicted by the {source} calibration above ({how}).", ""]
     lines += serving_section(name, cal.load_runs(directory / "serving.json"), hws, doc.get("predicted_capacity_rps"))
     lines += serving_steps_section(name, directory / "serving_trace.jsonl", hws)
     return lines + server_section(name, directory / "serving_trace.jsonl", doc)
@@ -285,9 +293,9 @@ def pooled_section(name: str, base: HardwareProfile, traces: list[Path], fit: li
 
 
 def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, dict[str, HardwareProfile]],
-            latest: dict[str, str], pooled: int = 1) -> list[str]:
+            latest: dict[str, tuple[str, Path]], pooled: int = 1) -> list[str]:
     if not (directory / "step.json").exists():
-        return serving_only(directory, calibrated, latest)
+        return serving_only(directory, calibrated, latest, holdout, seed)
     step = json.loads((directory / "step.json").read_text())
     base = profiles(step, directory)
     name = step["meta"].get("gpu") or "CPU (tiny)"
@@ -296,7 +304,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
     c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
     calibrated[name] = {"calibrated": c.profile, **base}
-    latest[step["meta"].get("gpu") or "CPU (tiny)"] = name
+    latest[step["meta"].get("gpu") or "CPU (tiny)"] = (name, directory)
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
              f"{step['meta'].get('date')}; `{step['meta'].get('command')}`", ""]
     if (directory / "profile.yaml").is_file():
@@ -333,7 +341,7 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
              "composition, are fitted too: they are what shows the server's own per-sequence host work. The "
              "serving runs reported are never fitted.", ""]
     calibrated: dict[str, dict[str, HardwareProfile]] = {}
-    latest: dict[str, str] = {}         # GPU -> the last machine of it calibrated so far
+    latest: dict[str, tuple[str, Path]] = {}     # GPU -> the last machine of it calibrated so far, and its directory
     for d in dirs:
         lines += machine(d, holdout, seed, calibrated, latest, pooled)
     lines += ["## Reproduce", "", "```bash",
