@@ -50,6 +50,11 @@ def profiles(step: dict, directory: Path | None = None) -> dict[str, HardwarePro
     return {"measured": refit(measured), "datasheet": catalog.load_hardware(gpu, "datasheet")}
 
 
+def trace(directory: Path, name: str) -> Path | None:
+    """A machine directory's trace file `name`, or its gzipped copy (the committed results keep large ones so)."""
+    return next((f for f in (directory / name, directory / f"{name}.gz") if f.is_file()), None)
+
+
 def stats(errors: list[float]) -> str:
     if not errors:
         return "n=0"
@@ -250,18 +255,19 @@ def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfil
     name = f"{gpu} ({directory.name}: {features or 'serving runs'})"
     source, source_dir = latest[gpu]
     hws = calibrated[source]
-    fit = directory / "serving_fit_trace.jsonl"
+    fit = trace(directory, "serving_fit_trace.jsonl")
     how = "fitted on synchronous-engine steps only"
-    if fit.is_file():
-        c = cal.calibrate(hws["measured"], [source_dir / "step_trace.jsonl"], holdout=holdout, seed=seed,
+    if fit:
+        c = cal.calibrate(hws["measured"], [trace(source_dir, "step_trace.jsonl")], holdout=holdout, seed=seed,
                           fit_traces=[fit])
         hws = {**hws, "calibrated": c.profile}
         how = f"fitted again with this directory's {fit.name}"
     lines = [f"## {name}", "", f"Machine: {doc['meta'].get('device_name')}, {doc['meta'].get('date')}; "
              f"`{doc['meta'].get('command')}`. Predicted by the {source} calibration above ({how}).", ""]
     lines += serving_section(name, cal.load_runs(directory / "serving.json"), hws, doc.get("predicted_capacity_rps"))
-    lines += serving_steps_section(name, directory / "serving_trace.jsonl", hws)
-    return lines + server_section(name, directory / "serving_trace.jsonl", doc)
+    served = trace(directory, "serving_trace.jsonl")
+    lines += serving_steps_section(name, served, hws)
+    return lines + server_section(name, served, doc)
 
 
 def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: HardwareProfile) -> list[str]:
@@ -301,8 +307,9 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     name = step["meta"].get("gpu") or "CPU (tiny)"
     if (directory / "profile.yaml").is_file() and directory.name != name:   # one of several machines of a kind
         name = f"{name} ({directory.name})"
-    fit = [directory / "serving_fit_trace.jsonl"] if (directory / "serving_fit_trace.jsonl").is_file() else []
-    c = cal.calibrate(base["measured"], [directory / "step_trace.jsonl"], holdout=holdout, seed=seed, fit_traces=fit)
+    fit = [f for f in [trace(directory, "serving_fit_trace.jsonl")] if f]
+    steps = [trace(directory, "step_trace.jsonl")]
+    c = cal.calibrate(base["measured"], steps, holdout=holdout, seed=seed, fit_traces=fit)
     calibrated[name] = {"calibrated": c.profile, **base}
     latest[step["meta"].get("gpu") or "CPU (tiny)"] = (name, directory)
     lines = [f"## {name}", "", f"Machine: {step['meta'].get('device_name')} x{step['meta'].get('device_count')}, "
@@ -312,7 +319,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
                   "profile.yaml` is that machine's measured profile, which the calibration starts from.", ""]
     lines += step_section(name, c, base)
     if pooled > 1:
-        lines += pooled_section(name, base["measured"], [directory / "step_trace.jsonl"], fit, holdout,
+        lines += pooled_section(name, base["measured"], steps, fit, holdout,
                                 range(seed, seed + pooled), c)
     gpu = step["meta"].get("gpu")
     if name != gpu and gpu in calibrated:
@@ -322,10 +329,11 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
         doc = json.loads(serving.read_text())
         lines += serving_section(name, cal.load_runs(serving), {"calibrated": c.profile, **base},
                                  doc.get("predicted_capacity_rps"))
-    if (directory / "serving_trace.jsonl").exists():
-        lines += serving_steps_section(name, directory / "serving_trace.jsonl", {"calibrated": c.profile, **base})
+    served = trace(directory, "serving_trace.jsonl")
+    if served:
+        lines += serving_steps_section(name, served, {"calibrated": c.profile, **base})
         if serving.exists():
-            lines += server_section(name, directory / "serving_trace.jsonl", json.loads(serving.read_text()))
+            lines += server_section(name, served, json.loads(serving.read_text()))
     lines += memory_section(name, step, base["measured"])
     return lines
 

@@ -26,6 +26,8 @@
 #                                              # without whole-forward graphs, decode at batch 1-32
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
+#   bash benchmarks/gpu_session.sh served      # one GPU: served mixed steps at two GIL switch intervals, then the
+#                                              # serving runs with async scheduling (then grid9 on the same machine)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -147,6 +149,11 @@ grid4)
 grid5)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   step accuracy 360 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 170 --tp 1 2>&1 | tail -9
+  ;;
+served)
+  step served_steps 200 python3 benchmarks/bench_served_steps.py --out "$OUT/served_steps_$GPU.json" 2>&1 | tail -4
+  step serving 380 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" \
+      --gpu-budget-s 60 2>&1 | tail -5
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

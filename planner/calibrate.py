@@ -32,6 +32,7 @@ No torch: this runs wherever the planner does.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import math
 import random
@@ -144,10 +145,12 @@ def deployment_from(cfg: dict) -> Deployment:
 
 
 def _read_lines(path: Path) -> list[dict]:
+    """JSON lines of a trace file, gzipped when its name ends in .gz (how the committed results keep them)."""
     if not path.is_file():
         raise UsageError(f"no such trace file: {path}")
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
     records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -1,7 +1,10 @@
 """benchmarks/accuracy_report.py on a bench_accuracy.py-shaped directory (synthetic, no torch)."""
+import gzip
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 from planner import catalog
 from tests.test_calibrate import synthetic_trace
@@ -16,10 +19,14 @@ def _module():
     return mod
 
 
-def test_report_on_synthetic_machine(tmp_path):
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_report_on_synthetic_machine(tmp_path, gzipped):
     hw = catalog.load_hardware("h100", "datasheet")
     spec = catalog.load_model("llama-8b")
-    synthetic_trace(tmp_path / "step_trace.jsonl", hw, spec)
+    trace = synthetic_trace(tmp_path / "step_trace.jsonl", hw, spec)
+    if gzipped:     # how the committed results keep large traces
+        trace.with_name(trace.name + ".gz").write_bytes(gzip.compress(trace.read_bytes()))
+        trace.unlink()
     case = {"model": spec.name, "weight_dtype": "bf16", "kv_dtype": "bf16", "tp": 1,
             "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.9,
                        "block_size": 16},
