@@ -151,8 +151,8 @@ grid5)
   step accuracy 360 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 170 --tp 1 2>&1 | tail -9
   ;;
 served)
-  step served_steps 200 python3 benchmarks/bench_served_steps.py --out "$OUT/served_steps_$GPU.json" 2>&1 | tail -4
-  step serving 380 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" \
+  step served_steps 190 python3 benchmarks/bench_served_steps.py --out "$OUT/served_steps_$GPU.json" 2>&1 | tail -4
+  step serving 370 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" \
       --gpu-budget-s 60 2>&1 | tail -5
   ;;
 grid9)
