@@ -358,20 +358,22 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "# one lease, its own profile (H200-one-machine, H200-tuned: + served runs; H200-70b: the 70B fp8 case;",
               "# H200-grid3: after the profiler timed bf16 GEMMs as the engine's tuned linears run them):",
               "bash benchmarks/gpu_session.sh machine    # or: grid70, grid3",
-              "# served runs with async scheduling (H200-async2):",
+              "# served runs with async scheduling (H200-async2, -async3):",
               "bash benchmarks/gpu_session.sh serving_async",
+              "# H200-grid12 (served async runs, then profile and step grid, one machine) and H200-async5:",
+              "bash benchmarks/gpu_session.sh served; bash benchmarks/gpu_session.sh grid9   # and: buckets",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "# the shipped profiles: H200-grid3's measured profile with the 4x H200 collectives, calibrated on all",
-              "# of its steps and on H200-tuned's served steps (both the current engine):",
-              "cp benchmarks/results/accuracy/H200-grid3/profile.yaml hw_profiles/measured/H200.yaml  # then:",
+              "# the shipped profiles: H200-grid12's measured profile with the 4x H200 collectives, calibrated on its",
+              "# steps and served async steps (one machine, the current engine):",
+              "cp benchmarks/results/accuracy/H200-grid12/profile.yaml hw_profiles/measured/H200.yaml  # then:",
               "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
               "hw_profiles/measured/H200.yaml",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid3/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200-tuned/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200-tuned/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid12/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200-grid12/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200-grid12/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 

@@ -1,20 +1,19 @@
-"""Engine steps served vs unserved: what a streaming server costs the GPU, by the server's GIL switch interval.
+"""Engine steps of one prompt beside decodes under a served Poisson load, by the number of decodes.
 
   python benchmarks/bench_served_steps.py --out $OUT/served_steps.json                 # GPU: Llama-3.1-8B
   python benchmarks/bench_served_steps.py --device cpu --tiny --load-rps 20 --duration-s 3 --out /tmp/s.json
 
-For each switch interval (the server's PLAN_ENGINE_SWITCH_INTERVAL_MS) the engine server is started with a step
-trace and loaded with one Poisson run (1024 in / 128 out at --load of the planner's predicted capacity, seed 0).
-Steps of one prompt and some decodes run eagerly between graph replays, so a step that waits for the GIL while
-the event loop streams tokens leaves the GPU idle: their time against the number of decodes beside the prompt
-(the slope, ms per decode) is the server's cost per streamed token. Unserved, the slope is the decodes' own
-attention (~0.04 ms per decode of 1k context for the 8B on an H200). Also reported: TTFT p50, TPOT p50.
+The engine server is started with a step trace and loaded with one Poisson run (1024 in / 128 out at --load of the
+planner's predicted capacity, seed 0). Reported: TTFT p50, TPOT p50, and the steps that prefill one prompt beside
+decodes: median time by 16-decode bucket and the fitted line (ms at no decodes + ms per decode). On an H200 these
+cost ~0.06 ms a decode, twice a decode-only step's share; benchmarks/probe_mixed_decodes.py has it unserved.
+(2026-12-02: run with PLAN_ENGINE_SWITCH_INTERVAL_MS 5 and 0.25 for a server GIL switch interval that was tried
+and dropped: served_steps_H200.json, the same within 10%.)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +42,7 @@ def mixed_steps(trace: Path, prompt_tokens: int) -> dict:
             "median_ms_by_decodes": {k: round(float(np.median(v)), 3) for k, v in sorted(by.items())}}
 
 
-def run(interval_ms: float, args, plan: Plan, vocab_size: int, rate_rps: float) -> dict:
+def run(args, plan: Plan, vocab_size: int, rate_rps: float) -> dict:
     from backends.harness.bench import BenchOptions, BenchSession, WorkloadOptions
     from backends.harness.runner import LoadConfig
     from backends.harness.servers import ServerOptions
@@ -51,7 +50,6 @@ def run(interval_ms: float, args, plan: Plan, vocab_size: int, rate_rps: float) 
     s = SERVING["tiny" if args.tiny else "gpu"]
     trace = Path(tempfile.mkdtemp(prefix="served-steps-")) / "trace.jsonl"
     trace.write_text(json.dumps({"event": "config"}) + "\n")
-    os.environ["PLAN_ENGINE_SWITCH_INTERVAL_MS"] = str(interval_ms)    # the server subprocess inherits it
     extra = ["--trace", str(trace), *(["--async-scheduling"] if args.async_scheduling else []),
              *(["--num-kv-blocks", "2048"] if args.device == "cpu" else [])]
     opts = BenchOptions(backend="builtin", server=ServerOptions(device=args.device, model=plan.model, extra_args=extra),
@@ -62,7 +60,7 @@ def run(interval_ms: float, args, plan: Plan, vocab_size: int, rate_rps: float) 
         doc = session.measure(LoadConfig(rate_rps=rate_rps, arrival="poisson", seed=0, warmup_requests=4,
                                          num_requests=max(20, round(rate_rps * args.duration_s)), deadline_s=120.0))
     m = doc.get("metrics") or {}
-    return {"switch_interval_ms": interval_ms, "status": doc.get("status"), "rate_rps": rate_rps,
+    return {"status": doc.get("status"), "rate_rps": rate_rps,
             "completed": m.get("completed"), "ttft_p50_ms": m.get("median_ttft_ms"),
             "tpot_p50_ms": m.get("median_tpot_ms"), "output_tok_s": m.get("output_throughput"),
             "mixed": mixed_steps(trace, s["input"])}
@@ -70,7 +68,6 @@ def run(interval_ms: float, args, plan: Plan, vocab_size: int, rate_rps: float) 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--intervals-ms", default="5,0.25", help="server GIL switch intervals to compare (5: Python's)")
     p.add_argument("--load", type=float, default=0.85, help="fraction of the planner's predicted capacity")
     p.add_argument("--load-rps", type=float, help="the request rate itself (instead of --load)")
     p.add_argument("--duration-s", type=float, default=30.0, help="seconds of arrivals per run")
@@ -85,16 +82,13 @@ def main(argv=None) -> int:
     plan = Plan(model="tiny" if a.tiny else spec.name, hardware=gpu or "cpu", max_num_seqs=g["max_num_seqs"],
                 max_num_batched_tokens=g["max_num_batched_tokens"], max_model_len=g["max_model_len"])
     rate = a.load_rps or a.load * predicted_capacity_rps(spec, gpu, plan, s["input"], s["output"])
-    runs = []
-    for interval in (float(x) for x in a.intervals_ms.split(",")):
-        r = run(interval, a, plan, spec.vocab_size, rate)
-        runs.append(r)
-        mx = r["mixed"]
-        print(f"switch {interval:g} ms: {r['completed']} requests at {rate:.2f}/s, TTFT p50 {r['ttft_p50_ms']:.1f} ms, "
-              f"TPOT p50 {r['tpot_p50_ms']:.2f} ms; {mx['steps']} mixed steps: {mx['ms_at_0']:.2f} ms + "
-              f"{mx['ms_per_decode'] * 1e3:.0f} us per decode; by decodes {mx['median_ms_by_decodes']}", flush=True)
+    r = run(a, plan, spec.vocab_size, rate)
+    mx = r["mixed"]
+    print(f"{r['completed']} requests at {rate:.2f}/s, TTFT p50 {r['ttft_p50_ms']:.1f} ms, TPOT p50 "
+          f"{r['tpot_p50_ms']:.2f} ms; {mx['steps']} mixed steps: {mx['ms_at_0']:.2f} ms + "
+          f"{mx['ms_per_decode'] * 1e3:.0f} us per decode; by decodes {mx['median_ms_by_decodes']}", flush=True)
     a.out.write_text(json.dumps({"model": spec.name, "gpu": gpu, "async_scheduling": a.async_scheduling,
-                                 "load": a.load if a.load_rps is None else None, "runs": runs}, indent=1))
+                                 "load": a.load if a.load_rps is None else None, **r}, indent=1))
     return 0
 
 

@@ -26,8 +26,11 @@
 #                                              # without whole-forward graphs, decode at batch 1-32
 #   bash benchmarks/gpu_session.sh tune2       # one GPU: decode with and without the bf16 linear tuning, twice each
 #                                              # in turn, and the decode diag
-#   bash benchmarks/gpu_session.sh served      # one GPU: served mixed steps at two GIL switch intervals, then the
+#   bash benchmarks/gpu_session.sh served      # one GPU: served mixed steps (bench_served_steps.py), then the
 #                                              # serving runs with async scheduling (then grid9 on the same machine)
+#   bash benchmarks/gpu_session.sh buckets     # one GPU: 1,024/2,048-token prompts beside 0/48 decodes with and without
+#                                              # whole-forward graphs, served mixed steps, serving runs (async)
+#   bash benchmarks/gpu_session.sh probe_mixed # one GPU: a prompt beside prefilled vs pretend-cached decodes
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -154,6 +157,19 @@ served)
   step served_steps 190 python3 benchmarks/bench_served_steps.py --out "$OUT/served_steps_$GPU.json" 2>&1 | tail -4
   step serving 370 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" \
       --gpu-budget-s 60 2>&1 | tail -5
+  ;;
+buckets)
+  step graphs 150 python3 benchmarks/bench_prefill_graphs.py --models 8b --lengths 1024,1100,2048 --decodes 0,48 \
+      --reps 10 --rounds 1 --out "$OUT/prefill_graphs_buckets_$GPU.json" 2>&1 | tail -12
+  step served_steps 100 python3 benchmarks/bench_served_steps.py \
+      --out "$OUT/served_steps_buckets_$GPU.json" 2>&1 | tail -3
+  step serving 330 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" \
+      --gpu-budget-s 60 2>&1 | tail -5
+  ;;
+probe_mixed)
+  step probe 200 python3 benchmarks/probe_mixed_decodes.py --decodes 0,16,48 --out "$OUT/mixed_decodes_$GPU.json" 2>&1 | tail -8
+  step probe2k 200 python3 benchmarks/probe_mixed_decodes.py --prompt 2048 --decodes 0,16,48 \
+      --out "$OUT/mixed_decodes_2k_$GPU.json" 2>&1 | tail -8
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

@@ -6,6 +6,7 @@ A few physically meaningful parameters are fitted by least squares on log(step t
     step_overhead_s          host work per engine step (scheduling, inputs, sampling, the sync)
     per_seq_overhead_s       host work per sequence in a step (grows the step with the batch)
     served_per_seq_overhead_s  more of it behind the streaming HTTP server (seen only in served traces)
+    async_hidden_fraction    the share of host work async scheduling hides behind the GPU (seen only in async traces)
     graph_kernel_overhead_s  issue interval of a kernel replayed from a CUDA graph (decode floor)
     kernel_overhead_s        host issue interval of an eager kernel (prefill / mixed steps: launch bound when small)
     attention_compute        prefill attention, fraction of bf16 peak (the scalar, for profiles without a curve)
@@ -52,6 +53,7 @@ PARAM_BOUNDS = {
     "step_overhead_s": (1e-6, 5e-3),
     "per_seq_overhead_s": (1e-9, 5e-5),
     "served_per_seq_overhead_s": (1e-9, 2e-4),
+    "async_hidden_fraction": (1e-3, 1.0),
     "graph_kernel_overhead_s": (1e-7, 2e-5),
     "kernel_overhead_s": (1e-6, 5e-4),
     "attention_compute": (0.2, 0.9),
@@ -66,13 +68,16 @@ PARAM_BOUNDS = {
 }
 # Fitted by default: what the step traces can tell apart. graph_kernel_overhead_s (a constant per decode
 # step, like step_overhead_s) keeps the profile's value unless named.
-DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "kernel_overhead_s",
+DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "async_hidden_fraction",
+                  "kernel_overhead_s",
                   "attention_compute_scale",
                   "attention_memory", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
                   "fp8_gemv_rows_memory", "fp8_gemv_latency_s", "gemm_knee")
 # A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
-# GPU time (max(GPU, launches x interval) has no slope there) and a hard roofline corner (no slope at knee 0).
-ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15, "fp8_gemv_latency_s": 5e-6}
+# GPU time (max(GPU, launches x interval) has no slope there), a hard roofline corner (no slope at knee 0), and
+# a per-decode cost too small to show at its floor.
+ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15, "fp8_gemv_latency_s": 5e-6,
+                     "async_hidden_fraction": 0.5}
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see
 ROBUST_SCALE = 0.05          # soft-L1 knee on log-time residuals: points off by more than ~5% count linearly
 # bench metric -> residual key planner.uncertainty reads

@@ -23,7 +23,7 @@ small prefills and GPU bound for large ones. With piecewise CUDA graphs (the bui
 token bucket) the step runs padded to its bucket and the host issues one graph per layer plus the attention's
 own launches. On top of either comes the engine's host work per step: `step_overhead_s` plus
 `per_seq_overhead_s` per sequence in the step, and `served_per_seq_overhead_s` more behind a streaming server;
-with async scheduling that work overlaps the GPU's, and a step takes the longer of the two.
+with async scheduling the share `async_hidden_fraction` of it overlaps the GPU's work (the rest adds to it).
 
 A step is a batch *composition* (continuous batching): prefill chunks and decode sequences together.
 """
@@ -61,12 +61,15 @@ VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 
 # Steps between buckets pay the padding; above 512 tokens the buckets are at most 25% apart (Llama-3.1-8B, 512 + 16
 # decodes: 20.2 ms at the 768 bucket, 15.4-16.3 ms at 640; H200). Above the largest a step runs eagerly: buckets up to
 # 4,096 ran Llama-3.1-8B's 2,056-token step 20% slower, padded to 2,560, than eagerly (it is GPU bound there).
-PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048)
+# 1,152: a 1,024-token prompt beside up to 128 decodes (served Llama-3.1-8B, H200: such steps 27-31 ms, against
+# 29-32 ms at the 1,280 bucket on another machine).
+PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 1152, 1280, 1536, 1792, 2048)
 # ... and the most fresh prompts (no cached prefix) a step may hold to replay as one whole-forward graph, and the
 # largest bucket captured so: above it the host is not what bounds a step, and the captured flash call's empty
-# programs cost more than the launches it saves (Llama-3.2-1B, 2,048-token prompt, H200: +3%).
+# programs cost more than the launches it saves (Llama-3.2-1B, 2,048-token prompt, H200: +3%; at 1,152 tokens
+# Llama-3.1-8B beside 48 decodes was the same with and without, 30.3 / 30.5 ms).
 WHOLE_GRAPH_PREFILLS = 8
-WHOLE_GRAPH_MAX_TOKENS = 1024
+WHOLE_GRAPH_MAX_TOKENS = 1280
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -672,7 +675,9 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
     if not graphs_hide_launches(d, b):
         per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
     device_s, host_s = d.pp * per_stage + p2p_time_s(hw, d, b), host_overhead_s(hw, d, b)
-    return max(device_s, host_s) if d.async_scheduling else device_s + host_s
+    if not d.async_scheduling:
+        return device_s + host_s
+    return max(device_s + (1.0 - hw.e.async_hidden_fraction) * host_s, host_s)
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:

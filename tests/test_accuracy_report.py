@@ -82,3 +82,22 @@ def test_directory_profile_is_the_machines_own(tmp_path):
     step = {"meta": {"gpu": "H100-SXM"}}
     assert mod.profiles(step, tmp_path)["measured"].efficiency.step_overhead_s == 0.00123
     assert mod.profiles(step)["measured"].efficiency.step_overhead_s != 0.00123
+
+
+def test_served_steps_fit_the_cost_of_decodes_beside_a_prompt(tmp_path):
+    """benchmarks/bench_served_steps.py's reading of a trace: only steps of one prompt of that length with decodes,
+    their median by 16-decode bucket and the fitted line."""
+    spec = importlib.util.spec_from_file_location("bench_served_steps", ROOT / "benchmarks" / "bench_served_steps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    steps = [{"event": "config"}]
+    for n in (1, 5, 20, 40, 70):
+        steps.append({"step": n, "time_s": 0.02 + 1e-4 * n, "prefill_query_lens": [1024], "num_decode_seqs": n})
+    steps += [{"step": 99, "time_s": 9.0, "prefill_query_lens": [], "num_decode_seqs": 30},          # decode-only
+              {"step": 98, "time_s": 9.0, "prefill_query_lens": [512, 512], "num_decode_seqs": 3}]   # other prompts
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(s) for s in steps) + "\n")
+    got = mod.mixed_steps(trace, 1024)
+    assert got["steps"] == 5
+    assert got["ms_per_decode"] == pytest.approx(0.1) and got["ms_at_0"] == pytest.approx(20.0)
+    assert got["median_ms_by_decodes"] == {0: pytest.approx(20.3), 16: 22.0, 32: 24.0, 64: 27.0}

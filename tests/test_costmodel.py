@@ -148,7 +148,7 @@ def test_steps_with_prefill_run_at_the_piecewise_bucket():
     m = catalog.load_model("llama-8b")
     d = Deployment(m)
     assert piecewise_bucket(d, Batch.of([(100, 0)])) == 128
-    assert piecewise_bucket(d, Batch.of([(1000, 0)], [500] * 30)) == 1280      # decodes count as tokens
+    assert piecewise_bucket(d, Batch.of([(1000, 0)], [500] * 30)) == 1152      # decodes count as tokens
     assert piecewise_bucket(d, Batch.of([(528, 0)])) == 640
     assert piecewise_bucket(d, Batch.of([(5000, 0)])) is None                  # above the largest: eager
     assert piecewise_bucket(Deployment(m, cuda_graphs=False), Batch.of([(100, 0)])) is None
@@ -245,6 +245,30 @@ def test_served_steps_pay_the_servers_per_sequence_work():
     b = Batch.of([], [1000] * 40)
     served, offline = step_time_s(h, Deployment(m), b), step_time_s(h, Deployment(m, served=False), b)
     assert served - offline == pytest.approx(40 * 1e-5)
+
+
+def test_async_scheduling_hides_its_calibrated_share_of_host_work():
+    """Synchronous steps add host work to the GPU's; async ones hide `async_hidden_fraction` of it (none by
+    default: measured served async steps took as long as synchronous ones), and a host-bound step takes its host
+    time either way."""
+    from dataclasses import replace
+
+    m = catalog.load_model("llama-8b")
+    d = Deployment(m, async_scheduling=True)
+    b = Batch.of([], [1000] * 8)
+    times = {}
+    for f in (0.0, 0.4, 1.0):
+        h = prepare(TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(
+            update={"async_hidden_fraction": f, "step_overhead_s": 1e-3})}))
+        times[f] = step_time_s(h, d, b)
+        sync = step_time_s(h, replace(d, async_scheduling=False), b)
+    host = 1e-3 + 8 * TOY.efficiency.per_seq_overhead_s
+    assert times[0.0] == pytest.approx(sync)
+    assert times[0.0] - times[0.4] == pytest.approx(0.4 * host)
+    assert times[1.0] == pytest.approx(sync - host)
+    slow_host = prepare(TOY.model_copy(update={"efficiency": TOY.efficiency.model_copy(
+        update={"async_hidden_fraction": 1.0, "step_overhead_s": 1.0})}))
+    assert step_time_s(slow_host, d, b) == pytest.approx(1.0 + 8 * TOY.efficiency.per_seq_overhead_s)
 
 
 def test_fp8_rows_priced_as_the_faster_path_when_the_engine_tunes_them():

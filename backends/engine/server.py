@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import threading
 import time
 import traceback
@@ -23,13 +21,6 @@ from aiohttp import web
 from .config import EngineError, SamplingParams
 from .engine import STEP_TIME_BUCKETS_S, LLMEngine, RequestOutput
 from .model_runner import log_json
-
-
-# The engine thread lets go of the GIL at every blocking call (each graph replay of an eager step's ~33), and the
-# event loop, streaming every client's token, may then keep it for the interpreter's switch interval (5 ms) while
-# the GPU runs out of queued kernels. Served on an H200, a 1,024-token prompt beside 64 decodes took 34-36 ms
-# against 29 ms unserved: each streamed token cost its step ~80 us. A short interval hands the GIL back sooner.
-SWITCH_INTERVAL_S = float(os.environ.get("PLAN_ENGINE_SWITCH_INTERVAL_MS", "0.25")) / 1e3
 
 
 class RequestError(ValueError):
@@ -277,7 +268,6 @@ def load_tokenizer(folder: Path | None):
 
 
 async def serve(engine: LLMEngine, host: str, port: int, served_name: str, tokenizer=None) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_S)     # this process only serves: see SWITCH_INTERVAL_S
     app = build_app(engine, served_name, tokenizer)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()

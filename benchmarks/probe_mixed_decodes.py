@@ -1,0 +1,83 @@
+"""Why a prompt beside decodes costs what it does: decodes with a prefilled context vs a pretend-cached one.
+
+  python benchmarks/probe_mixed_decodes.py --out $OUT/mixed_decodes.json      # Llama-3.1-8B, bf16
+
+The accuracy grid's mixed points (benchmarks/bench_accuracy.py) give their decodes pretend-cached contexts (blocks
+allocated, never written); served runs and bench_prefill_graphs.py decode after real prefills. For each kind and
+number of decodes: the median time of `--reps` steps of one fresh prompt beside them, and of decode-only steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_accuracy import inject_decodes  # noqa: E402
+
+CONTEXT = 1024
+
+
+def timed_steps(engine, prompt: int | None, reps: int) -> float:
+    from backends.engine.config import SamplingParams
+    times = []
+    for i in range(reps + 2):
+        if prompt:
+            engine.add_request([1 + i % 7] * prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+        t = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[2:]) * 1e3
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="Llama-3.1-8B")
+    p.add_argument("--prompt", type=int, default=1100)
+    p.add_argument("--decodes", default="0,16,48,96")
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    from backends.engine.config import EngineConfig, SamplingParams
+    from backends.engine.engine import LLMEngine
+    from planner.catalog import load_model
+
+    counts = [int(x) for x in a.decodes.split(",")]
+    steps = 2 * (a.reps + 2) + 4
+    engine = LLMEngine(EngineConfig(model=load_model(a.model), device=a.device, max_num_seqs=256,
+                                    max_num_batched_tokens=8192, max_model_len=8448))
+    rows = []
+    for kind in ("prefilled", "pretend"):
+        for n in counts:
+            tag = f"{kind}-{n}-{time.time_ns()}"
+            if kind == "pretend":
+                inject_decodes(engine, n, CONTEXT, steps, tag)
+                ids = [f"{tag}-{k}" for k in range(n)]
+            else:
+                ids = [engine.add_request([3 + k % 5] * CONTEXT, SamplingParams(max_tokens=steps, ignore_eos=True))
+                       for k in range(n)]
+                while not all(r in engine.seqs and engine.seqs[r].num_output_tokens for r in ids):
+                    engine.step()
+            row = {"kind": kind, "decodes": n, "mixed_ms": timed_steps(engine, a.prompt, a.reps),
+                   "decode_ms": timed_steps(engine, None, a.reps) if n else None}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for r in ids:
+                engine.abort_request(r)
+            while engine.has_unfinished():
+                engine.step()
+    engine.close()
+    a.out.write_text(json.dumps({"model": a.model, "prompt": a.prompt, "context": CONTEXT,
+                                 "kv_cache": engine.runner.kv_info(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
