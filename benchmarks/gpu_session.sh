@@ -30,7 +30,8 @@
 #                                              # serving runs with async scheduling (then grid9 on the same machine)
 #   bash benchmarks/gpu_session.sh buckets     # one GPU: 1,024/2,048-token prompts beside 0/48 decodes with and without
 #                                              # whole-forward graphs, served mixed steps, serving runs (async)
-#   bash benchmarks/gpu_session.sh probe_mixed # one GPU: a prompt beside prefilled vs pretend-cached decodes
+#   bash benchmarks/gpu_session.sh probe_mixed # one GPU: a prompt beside prefilled vs pretend-cached decodes, and
+#                                              # its kernels (the 2026-12-02 timings: --decodes 0,16,48, no --profile)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -167,9 +168,10 @@ buckets)
       --gpu-budget-s 60 2>&1 | tail -5
   ;;
 probe_mixed)
-  step probe 200 python3 benchmarks/probe_mixed_decodes.py --decodes 0,16,48 --out "$OUT/mixed_decodes_$GPU.json" 2>&1 | tail -8
-  step probe2k 200 python3 benchmarks/probe_mixed_decodes.py --prompt 2048 --decodes 0,16,48 \
-      --out "$OUT/mixed_decodes_2k_$GPU.json" 2>&1 | tail -8
+  step probe 150 python3 benchmarks/probe_mixed_decodes.py --decodes 0,16 --reps 5 --profile \
+      --out "$OUT/mixed_kernels_$GPU.json" 2>&1 | tail -70
+  step probe2k 150 python3 benchmarks/probe_mixed_decodes.py --prompt 2100 --decodes 0,16 --reps 5 --profile \
+      --out "$OUT/mixed_kernels_2k_$GPU.json" 2>&1 | tail -70
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

@@ -5,6 +5,7 @@
 The accuracy grid's mixed points (benchmarks/bench_accuracy.py) give their decodes pretend-cached contexts (blocks
 allocated, never written); served runs and bench_prefill_graphs.py decode after real prefills. For each kind and
 number of decodes: the median time of `--reps` steps of one fresh prompt beside them, and of decode-only steps.
+With `--profile`, also the GPU kernels of three such steps each (torch.profiler: total device time by kernel).
 """
 from __future__ import annotations
 
@@ -36,6 +37,27 @@ def timed_steps(engine, prompt: int | None, reps: int) -> float:
     return statistics.median(times[2:]) * 1e3
 
 
+def kernel_table(engine, prompt: int | None, steps: int = 3, top: int = 14) -> list[dict]:
+    """Device time per kernel name over `steps` steps (us per step), the largest first, plus their sum."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from backends.engine.config import SamplingParams
+    cuda = torch.cuda.is_available()      # else (a CPU check of this script) host time by op
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            if prompt:
+                engine.add_request([2 + i % 7] * prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+            engine.step()
+        if cuda:
+            torch.cuda.synchronize()
+    rows = [{"kernel": e.key[:90], "calls": e.count // steps,
+             "us": (e.device_time_total if cuda else e.self_cpu_time_total) / steps} for e in prof.key_averages()]
+    rows = [r for r in rows if r["us"] > 0]
+    rows.sort(key=lambda r: -r["us"])
+    return [{"kernel": "(all)", "calls": sum(r["calls"] for r in rows), "us": sum(r["us"] for r in rows)}] + rows[:top]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="Llama-3.1-8B")
@@ -43,6 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--decodes", default="0,16,48,96")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--profile", action="store_true", help="kernel tables of a few steps (prefilled decodes only)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     from backends.engine.config import EngineConfig, SamplingParams
@@ -50,7 +73,7 @@ def main(argv=None) -> int:
     from planner.catalog import load_model
 
     counts = [int(x) for x in a.decodes.split(",")]
-    steps = 2 * (a.reps + 2) + 4
+    steps = 2 * (a.reps + 2) + 10     # timed steps, the profiled ones, and slack
     engine = LLMEngine(EngineConfig(model=load_model(a.model), device=a.device, max_num_seqs=256,
                                     max_num_batched_tokens=8192, max_model_len=8448))
     rows = []
@@ -67,8 +90,14 @@ def main(argv=None) -> int:
                     engine.step()
             row = {"kind": kind, "decodes": n, "mixed_ms": timed_steps(engine, a.prompt, a.reps),
                    "decode_ms": timed_steps(engine, None, a.reps) if n else None}
+            if a.profile and kind == "prefilled":
+                row["mixed_kernels"] = kernel_table(engine, a.prompt)
+                row["decode_kernels"] = kernel_table(engine, None) if n else None
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if not k.endswith("_kernels")}), flush=True)
+            for k in ("mixed_kernels", "decode_kernels"):
+                for r in row.get(k) or []:
+                    print(f"  {k[:-8]} {n:3d} {r['us']:9.1f} us {r['calls']:4d}x {r['kernel']}", flush=True)
             for r in ids:
                 engine.abort_request(r)
             while engine.has_unfinished():
