@@ -75,7 +75,7 @@ DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overh
                   "fp8_gemv_rows_memory", "fp8_gemv_latency_s", "gemm_knee")
 # A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
 # GPU time (max(GPU, launches x interval) has no slope there), a hard roofline corner (no slope at knee 0), and
-# a per-decode cost too small to show at its floor.
+# a fraction at its floor (async_hidden_fraction 0.001 changes no step: no slope in log space).
 ALTERNATIVE_START = {"kernel_overhead_s": 3e-5, "gemm_knee": 0.15, "fp8_gemv_latency_s": 5e-6,
                      "async_hidden_fraction": 0.5}
 PRIOR_WEIGHT = 1e-6          # squared, per parameter, on log(value / initial): only pins parameters the data cannot see

@@ -163,8 +163,8 @@ class Efficiency(_Base):
     # ... and more of it under an HTTP server streaming every token (its event loop shares the interpreter with
     # the engine loop): 0 unless calibrated from a served run's step trace.
     served_per_seq_overhead_s: float = 0.0
-    # The share of that host work async scheduling hides behind the GPU's (the rest, like the step's input copies
-    # and sampling, is on the GPU's own stream): served async steps on an H200 took as long as synchronous ones.
+    # The share of that host work async scheduling hides behind the GPU's (the rest is presumably on the GPU's own
+    # stream: input copies, sampling): served async steps on an H200 took as long as synchronous ones.
     async_hidden_fraction: float = 0.0
     allreduce_alpha_s: float = 20e-6            # latency of one all-reduce
     allreduce_busbw_fraction: float = 0.75      # bus bandwidth / per-direction link bandwidth
