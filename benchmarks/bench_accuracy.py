@@ -48,8 +48,9 @@ GRID = {  # prefill lengths, decode (batch, context) points, mixed points, steps
     # Decode batches off the graph sizes run padded to the next one; mixed points are (prompt length, prompts
     # per step, decoding sequences, their context): the eager steps continuous batching makes under load.
     "gpu": dict(prefill=[128, 512, 1024, 2048, 4096, 8192],
+                # (80, 1024): the batch-128 graph with fewer real decodes, which served runs under load make most
                 decode=[(1, 128), (1, 8192), (3, 1024), (8, 1024), (12, 2048), (32, 2048), (48, 1024), (64, 1024),
-                        (96, 2048), (128, 4096), (160, 1024), (256, 1024), (256, 4096)],
+                        (80, 1024), (96, 2048), (128, 4096), (160, 1024), (256, 1024), (256, 4096)],
                 mixed=[(512, 1, 16, 1024), (1024, 1, 48, 1024), (2048, 1, 8, 2048), (256, 4, 64, 1024),
                        (1024, 2, 100, 1024), (2048, 3, 200, 1024)],
                 # At least `steps` measured steps (lone prefills) a point, more up to `max_steps` where they are
