@@ -26,12 +26,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_accuracy import GRID, SERVING, model_spec, predicted_capacity_rps  # noqa: E402
 
+from planner.calibrate import _read_lines  # noqa: E402
 from planner.schemas import LengthDist, Plan  # noqa: E402
 
 
 def mixed_steps(trace: Path, prompt_tokens: int) -> dict:
     """Steps of one `prompt_tokens` prompt beside decodes: median ms by 16-decode bucket, and the fitted slope."""
-    steps = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    steps = _read_lines(trace)                 # the trace reader plan calibrate uses
     rows = [(s["num_decode_seqs"], s["time_s"] * 1e3) for s in steps
             if "time_s" in s and s["prefill_query_lens"] == [prompt_tokens] and s["num_decode_seqs"]]
     by = {}
