@@ -334,9 +334,10 @@ def bucket_point(line: str) -> str:
 
 
 def engine_features(kv: dict | None) -> dict:
-    """How the engine ran steps with prefill tokens (its kv_cache report), for the trace's config line."""
+    """How the engine ran its steps (its kv_cache report: graph sizes, prefill path), for the trace's config line."""
     kv = kv or {}
-    return {"piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill")),
+    return {"cuda_graph_batch_sizes": kv.get("cuda_graph_batch_sizes") or [],
+            "piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill")),
             "whole_graph_prefill": bool(kv.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(kv.get("whole_graph_mixed")), "whole_graph_max_tokens": kv.get("whole_graph_max_tokens"),
             "async_scheduling": bool(kv.get("async_scheduling")),

@@ -32,6 +32,8 @@
 #                                              # whole-forward graphs, served mixed steps, serving runs (async)
 #   bash benchmarks/gpu_session.sh probe_mixed # one GPU: a prompt beside prefilled vs pretend-cached decodes, and
 #                                              # its kernels (the 2026-12-02 timings: --decodes 0,16,48, no --profile)
+#   bash benchmarks/gpu_session.sh graphs      # one GPU: CUDA-path tests, decode at 64-256 sequences with power-of-two
+#                                              # decode graphs and with the finer set, twice each in turn
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -190,6 +192,15 @@ whole)
       --out "$OUT/prefill_graphs_$GPU.json" 2>&1 | tail -12
   step decode 90 python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,8,32 \
       --out "$OUT/engine_decode_$GPU.json" 2>&1 | tail -9
+  ;;
+graphs)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_linear_tune.py 2>&1 | tail -4
+  for i in 1 2; do
+    step "pow2 $i" 120 env PLAN_ENGINE_GRAPH_BATCH_SIZES=1,2,4,8,16,32,64,128,256,512 python3 benchmarks/bench_engine.py \
+        --decode-only --no-hf --batches 48,64,65,80,96,112,129,160,192,256 --out "$OUT/graphs_pow2_${i}_$GPU.json" 2>&1 | tail -12
+    step "fine $i" 120 python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 48,64,65,80,96,112,129,160,192,256 \
+        --out "$OUT/graphs_fine_${i}_$GPU.json" 2>&1 | tail -12
+  done
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from planner.costmodel import FP8_TUNED_ROWS, Batch, Deployment, Hardware, prepare, step_breakdown, step_time_s
+from planner.costmodel import (FP8_TUNED_ROWS, POW2_DECODE_GRAPH_SIZES, Batch, Deployment, Hardware, prepare,
+                               step_breakdown, step_time_s)
 from planner.memory import memory_breakdown
 from planner.schemas import HardwareProfile, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
 
@@ -28,10 +29,12 @@ def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
 
 def engine_features(report: dict) -> dict:
     """Deployment fields from what the built-in engine reported of itself (its `kv_cache` start-up event, or
-    a trace's config line): the prefill path it took, whether it scheduled asynchronously, and whether it chose
-    its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`), and which. Engines before piecewise graphs and varlen prefill
-    reported neither: their prefill was eager, per sequence."""
-    return {"piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
+    a trace's config line): its decode graph sizes, the prefill path it took, whether it scheduled asynchronously,
+    and whether it chose its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`), and which. Engines before piecewise
+    graphs and varlen prefill reported neither: their prefill was eager, per sequence; engines before 2026-12-03
+    did not list their graph sizes: powers of two."""
+    return {"graph_batch_sizes": tuple(report.get("cuda_graph_batch_sizes") or POW2_DECODE_GRAPH_SIZES),
+            "piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
             "varlen_prefill": bool(report.get("varlen_prefill")),
             "whole_graph_prefill": bool(report.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(report.get("whole_graph_mixed")),

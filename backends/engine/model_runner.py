@@ -10,11 +10,14 @@ while the GPU runs step n (the engine's async scheduling).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 
 import torch
+
+from planner.costmodel import DECODE_GRAPH_SIZES
 
 from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
@@ -27,7 +30,13 @@ from .quant import SCHEMES, tune_linear_enabled
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
-GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+def _graph_sizes() -> tuple[int, ...]:
+    """DECODE_GRAPH_SIZES, or PLAN_ENGINE_GRAPH_BATCH_SIZES (comma-separated, ascending) to compare sets."""
+    text = os.environ.get("PLAN_ENGINE_GRAPH_BATCH_SIZES")
+    return tuple(sorted(int(v) for v in text.split(","))) if text else DECODE_GRAPH_SIZES
+
+
+GRAPH_BATCH_SIZES = _graph_sizes()
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
