@@ -19,6 +19,8 @@ contention Llama-3.1-8B prefill of 1,024 tokens and a decode step of 32 sequence
 stages     the decode-attention kernel (head size 128, 1k context) at batch 1-256 over every power-of-two split
            count and software-pipeline depth 1-3 (Triton's default is 3): whether shared memory for stages a
            one- or two-tile program never uses is what limits how many programs an SM holds.
+splits     the same kernel at 1k and 4k context, batch 1-256 including the sizes just past a wave of programs
+           (65, 80, 129, ...), at 1-16 splits: the split count each batch should take.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -80,30 +82,36 @@ def probe_decode(copy_bw: float) -> list[dict]:
     return rows
 
 
-def probe_stages(copy_bw: float) -> list[dict]:
+def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024,), split_counts=(1, 2, 4, 8, 16, 32),
+                 stage_counts=(1, 2, 3)) -> list[dict]:
+    """The decode-attention kernel (head size 128) at each batch and context over split counts and pipeline depths
+    (None: Triton's default)."""
     from backends.engine import attention
     from profilers.attention import _paged_set
     from profilers.sweeps import AttentionShape
     from profilers.timing import CudaTimer, rotation_sets
 
     timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
-    shape, context, rows = AttentionShape(32, 8, 128), 1024, []
-    for batch in (1, 8, 16, 32, 64, 256):
-        kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
-        sets = [_paged_set(torch, "cuda", batch, context, shape) for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
-        default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
-        for splits in (1, 2, 4, 8, 16, 32):
-            if batch * shape.kv_heads * splits > 16384 and splits != default:
-                continue
-            for stages in (1, 2, 3):
-                def op(i, splits=splits, stages=stages, sets=sets):
-                    q, kc, vc, bt, cl = sets[i]
-                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, num_stages=stages)
-                t = timer.time(op, len(sets)).seconds
-                rows.append({"batch": batch, "splits": splits, "stages": stages, "seconds": t,
-                             "fraction_of_copy": kv_bytes / t / copy_bw, "default_splits": splits == default})
-        del sets
-        torch.cuda.empty_cache()
+    shape, rows = AttentionShape(32, 8, 128), []
+    for context in contexts:
+        for batch in batches:
+            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
+            sets = [_paged_set(torch, "cuda", batch, context, shape)
+                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
+            for splits in split_counts:
+                if batch * shape.kv_heads * splits > 16384 and splits != default:
+                    continue
+                for stages in stage_counts:
+                    def op(i, splits=splits, stages=stages, sets=sets):
+                        q, kc, vc, bt, cl = sets[i]
+                        attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, num_stages=stages)
+                    t = timer.time(op, len(sets)).seconds
+                    rows.append({"batch": batch, "context": context, "splits": splits, "stages": stages,
+                                 "seconds": t, "fraction_of_copy": kv_bytes / t / copy_bw,
+                                 "default_splits": splits == default})
+            del sets
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -310,6 +318,9 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
             "prefill_ms": statistics.median(r["time_s"] * 1e3 for r in recs if r["num_prefill_tokens"])}
 
 
+SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 192, 224, 256)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -320,7 +331,9 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("stages", lambda: probe_stages(out["copy_bandwidth"]))):
+                     ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
+                                                     (None,)))):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -345,9 +358,10 @@ def main() -> int:
     for r in out.get("contention", []) if isinstance(out.get("contention"), list) else []:
         print(f"{r['step']}, {r['condition']}: {r['ms']:.2f} ms (first tenth {r['ms_first_tenth']:.2f}, last "
               f"{r['ms_last_tenth']:.2f}); SM {r['sm_mhz_median']} MHz (min {r['sm_mhz_min']})")
-    for r in out.get("stages", []) if isinstance(out.get("stages"), list) else []:
-        print(f"stages b{r['batch']} splits{r['splits']}{'*' if r['default_splits'] else ''} stages{r['stages']}: "
-              f"{r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
+    for name in ("stages", "splits"):
+        for r in out.get(name, []) if isinstance(out.get(name), list) else []:
+            print(f"{name} b{r['batch']} ctx{r['context']} splits{r['splits']}{'*' if r['default_splits'] else ''} "
+                  f"stages{r['stages']}: {r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
     if isinstance(out.get("async_trace"), dict) and "steps" in out["async_trace"]:
         print("async trace:", {k: round(v, 3) if isinstance(v, float) else v for k, v in out["async_trace"].items()})
     return 0

@@ -34,6 +34,7 @@
 #                                              # its kernels (the 2026-12-02 timings: --decodes 0,16,48, no --profile)
 #   bash benchmarks/gpu_session.sh graphs      # one GPU: CUDA-path tests, decode at 64-256 sequences with power-of-two
 #                                              # decode graphs and with the finer set, twice each in turn
+#   bash benchmarks/gpu_session.sh splits      # one GPU: the decode-attention kernel by batch, context and split count
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -201,6 +202,9 @@ graphs)
     step "fine $i" 120 python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 48,64,65,80,96,112,129,160,192,256 \
         --out "$OUT/graphs_fine_${i}_$GPU.json" 2>&1 | tail -12
   done
+  ;;
+splits)
+  step splits 200 python3 benchmarks/engine_probes.py --only splits --out "$OUT/splits_$GPU.json" 2>&1 | tail -200
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
