@@ -276,6 +276,7 @@ def main() -> None:
                     help="GEMM of <= 16-row bf16 inputs (default: env PLAN_ENGINE_GEMV, else cublas)")
     ap.add_argument("--decode-only", action="store_true", help="only the decode steps (no prefill/offline/HF)")
     ap.add_argument("--batches", default=None, help="decode batch sizes, e.g. 1,8 (default: the profile's)")
+    ap.add_argument("--context", type=int, default=None, help="decode context in tokens (default: the profile's)")
     args = ap.parse_args()
     if args.gemv:
         gemv.set_backend(args.gemv)
@@ -285,6 +286,8 @@ def main() -> None:
     profile = dict(PROFILES["cpu" if device.type == "cpu" else "quick" if args.quick else "full"])
     if args.batches:
         profile["batches"] = [int(b) for b in args.batches.split(",")]
+    if args.context:
+        profile["ctx"] = args.context
     try:
         spec = resolve_model(args.model)[0]
     except EngineError:

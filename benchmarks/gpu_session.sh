@@ -35,6 +35,8 @@
 #   bash benchmarks/gpu_session.sh graphs      # one GPU: CUDA-path tests, decode at 64-256 sequences with power-of-two
 #                                              # decode graphs and with the finer set, twice each in turn
 #   bash benchmarks/gpu_session.sh splits      # one GPU: the decode-attention kernel by batch, context and split count
+#   bash benchmarks/gpu_session.sh split2      # one GPU: CUDA-path and kernel tests, decode at 48-256 sequences (1k and 4k
+#                                              # context) with one split past a wave of programs and with two, in turn
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -205,6 +207,18 @@ graphs)
   ;;
 splits)
   step splits 200 python3 benchmarks/engine_probes.py --only splits --out "$OUT/splits_$GPU.json" 2>&1 | tail -200
+  ;;
+split2)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py tests/test_engine_shapes.py 2>&1 | tail -4
+  for i in 1 2; do
+    for rule in 0 1; do
+      step "split past wave=$rule $i" 100 env PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE=$rule python3 benchmarks/bench_engine.py \
+          --decode-only --no-hf --batches 64,72,80,96,112,144,160,224,256 --out "$OUT/split2_${rule}_${i}_$GPU.json" 2>&1 | tail -11
+      step "4k split past wave=$rule $i" 100 env PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE=$rule python3 benchmarks/bench_engine.py \
+          --decode-only --no-hf --batches 64,72,80,96,112,144,160 --context 4096 \
+          --out "$OUT/split2_4k_${rule}_${i}_$GPU.json" 2>&1 | tail -9
+    done
+  done
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

@@ -106,35 +106,6 @@ def test_runner_on_cpu_tunes_nothing():
     assert quant.SCHEMES["none"].backends == {}
 
 
-def test_graph_batch_sizes():
-    from backends.engine.model_runner import graph_batch_sizes
-
-    assert graph_batch_sizes(1) == [1]
-    assert graph_batch_sizes(40) == [1, 2, 4, 8, 16, 24, 32, 48]
-    assert graph_batch_sizes(256) == [1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256]
-    assert graph_batch_sizes(10_000)[-4:] == [320, 384, 448, 512]
-    # from 64 rows on, sizes at most 25% apart (65 decodes ran the 128 graph before)
-    sizes = graph_batch_sizes(512)
-    assert all(b / a <= 1.25 for a, b in zip(sizes, sizes[1:]) if a >= 64)
-
-
-def test_traces_without_graph_sizes_priced_at_powers_of_two():
-    """Engines before 2026-12-03 captured power-of-two graphs and did not report them; a trace of theirs must be
-    priced with those (65 decodes padded to 128), a current engine's report with what it lists."""
-    from dataclasses import replace
-
-    from planner.catalog import load_model
-    from planner.costmodel import Deployment, padded_batch
-    from planner.predict import engine_features
-
-    d = Deployment(load_model("llama-8b"))
-    old = engine_features({})
-    new = engine_features({"cuda_graph_batch_sizes": [1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128]})
-    assert padded_batch(replace(d, **old), 65) == 128
-    assert padded_batch(replace(d, **new), 65) == 80
-    assert padded_batch(d, 65) == 80          # planner predictions: the current engine
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
     """The real race on small shapes, then each backend forced at one row count and captured in a CUDA graph

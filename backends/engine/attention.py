@@ -25,6 +25,7 @@ in the query's dtype.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from .config import env_switch
 from .kernels import copy_into, triton, use_triton
 
 if triton is not None:
@@ -111,14 +113,23 @@ def _num_sms(device: torch.device) -> int:
 # Cap on the splits per context. 16 splits of a 1k context leave each program one 64-token tile
 # (latency-bound); fewer give each program several tiles to stream, but fewer programs (env to tune).
 MAX_DECODE_SPLITS = int(os.environ.get("PLAN_ENGINE_DECODE_MAX_SPLITS", "16"))
+DECODE_PROGRAMS_PER_SM = 4      # what one wave of the kernel's programs holds (H200: 65 x 8 programs run as fast as 64)
+SPLIT_PAST_WAVE = env_switch("PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE")     # 0: one split past one wave (before 2026-12-03)
 
 
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
-    """Splits of each context so small batches still give every SM a few programs (static per batch size)."""
+    """Splits of each context (static per batch size: the graphs capture it). Within one wave of programs, as many
+    as keep every SM busy. Past it, two where they leave fewer whole-context waves: one split each of 72-96
+    sequences runs a second wave that is mostly empty (H200, 1k / 4k context: 72 x 8 programs took 96 / 386 us
+    with one split, 90 / 325 with two; 112 took 118 / 467 with one, 128 / 464 with two; engine_probes --only splits)."""
     if device.type != "cuda":
         return 1
-    sms = _num_sms(device)
-    n = max(1, min(MAX_DECODE_SPLITS, (4 * sms) // (batch_size * num_kv_heads)))
+    slots = DECODE_PROGRAMS_PER_SM * _num_sms(device)
+    programs = batch_size * num_kv_heads
+    if programs > slots:
+        two_fill_better = math.ceil(2 * programs / slots) < 2 * math.ceil(programs / slots)
+        return 2 if two_fill_better and SPLIT_PAST_WAVE and MAX_DECODE_SPLITS >= 2 else 1
+    n = max(1, min(MAX_DECODE_SPLITS, slots // programs))
     return 1 << (n.bit_length() - 1)  # a power of two: the merge kernel spans the splits with tl.arange
 
 
