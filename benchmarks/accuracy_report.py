@@ -362,18 +362,20 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "bash benchmarks/gpu_session.sh serving_async",
               "# H200-grid12 (served async runs, then profile and step grid, one machine) and H200-async5:",
               "bash benchmarks/gpu_session.sh served; bash benchmarks/gpu_session.sh grid9   # and: buckets",
+              "# H200-grid13 (the engine with finer decode graphs; served async runs, then profile and step grid):",
+              "bash benchmarks/gpu_session.sh serving_async; bash benchmarks/gpu_session.sh grid9",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "# the shipped profiles: H200-grid12's measured profile with the 4x H200 collectives, calibrated on its",
+              "# the shipped profiles: H200-grid13's measured profile with the 4x H200 collectives, calibrated on its",
               "# steps and served async steps (one machine, the current engine):",
-              "cp benchmarks/results/accuracy/H200-grid12/profile.yaml hw_profiles/measured/H200.yaml  # then:",
+              "cp benchmarks/results/accuracy/H200-grid13/profile.yaml hw_profiles/measured/H200.yaml  # then:",
               "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
               "hw_profiles/measured/H200.yaml",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid12/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200-grid12/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200-grid12/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid13/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200-grid13/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200-grid13/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 
