@@ -30,6 +30,7 @@ from .quant import SCHEMES, tune_linear_enabled
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
+
 def _graph_sizes() -> tuple[int, ...]:
     """DECODE_GRAPH_SIZES, or PLAN_ENGINE_GRAPH_BATCH_SIZES (comma-separated, ascending) to compare sets."""
     text = os.environ.get("PLAN_ENGINE_GRAPH_BATCH_SIZES")
