@@ -151,10 +151,12 @@ def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dic
     return rows
 
 
-def prefill_s(engine: LLMEngine, tokens: int, reps: int = 3) -> float:
-    """Median wall time of one lone prefill of `tokens` through the runner (after one warm-up)."""
+def prefill_s(engine: LLMEngine, tokens: int, reps: int = 3, token_ids: list[int] | None = None) -> float:
+    """Median wall time of one lone prefill of `tokens` (default: distinct ids) through the runner (after one
+    warm-up)."""
     vocab = engine.config.model.vocab_size
-    seq = Sequence(f"prefill-{tokens}", [i % vocab for i in range(tokens)], SamplingParams(max_tokens=1))
+    ids = token_ids if token_ids is not None else [i % vocab for i in range(tokens)]
+    seq = Sequence(f"prefill-{tokens}", ids, SamplingParams(max_tokens=1))
     engine.block_manager.allocate(seq, tokens)
     batch = ScheduledBatch([(seq, tokens)])
     engine.runner.run(batch)

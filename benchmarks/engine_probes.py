@@ -21,6 +21,10 @@ stages     the decode-attention kernel (head size 128, 1k context) at batch 1-25
            one- or two-tile program never uses is what limits how many programs an SM holds.
 splits     the same kernel at 1k and 4k context, batch 1-256 including the sizes just past a wave of programs
            (65, 80, 129, ...), at 1-16 splits: the split count each batch should take.
+rows       does a GEMM run faster when its input rows are all the same (as in a prompt of one repeated token)?
+           Llama-3.1-8B-shaped bf16 and fp8 GEMMs at 1,024 and 4,096 rows with random rows against one row repeated,
+           then engine prefills of 1,024 and 4,096 tokens of one repeated id against random ids (power draw
+           depends on how many bits toggle: the step grid once prefilled `[1] * length`).
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -205,6 +209,56 @@ def probe_prefill() -> list[dict]:
     return rows
 
 
+def _median_ms(fn, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def probe_rows(model: str = "Llama-3.1-8B") -> dict:
+    from backends.engine.config import EngineConfig, resolve_model
+    from backends.engine.engine import LLMEngine
+    from benchmarks.bench_engine import prefill_s
+
+    gemms = []
+    for m in (1024, 4096):
+        for n, k in ((28672, 4096), (4096, 14336)):
+            w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda")
+            w8 = w.to(torch.float8_e4m3fn).t()
+            scale_a = torch.ones(m, 1, dtype=torch.float32, device="cuda")     # row-wise, as the profiler
+            scale_b = torch.ones(1, n, dtype=torch.float32, device="cuda")
+            for rows in ("random", "repeated"):
+                x = torch.randn(m, k, dtype=torch.bfloat16, device="cuda")
+                if rows == "repeated":
+                    x = x[:1].expand(m, k).contiguous()
+                x8 = x.to(torch.float8_e4m3fn)
+                bf16_ms = _median_ms(lambda: torch.nn.functional.linear(x, w))
+                fp8_ms = _median_ms(lambda: torch._scaled_mm(x8, w8, scale_a=scale_a, scale_b=scale_b,
+                                                             out_dtype=torch.bfloat16, use_fast_accum=True))
+                gemms.append({"m": m, "n": n, "k": k, "rows": rows, "bf16_ms": bf16_ms, "fp8_ms": fp8_ms,
+                              "bf16_tflops": 2 * m * n * k / bf16_ms / 1e9, "fp8_tflops": 2 * m * n * k / fp8_ms / 1e9})
+    spec = resolve_model(model)[0]
+    engine = LLMEngine(EngineConfig(model=spec, device="cuda", max_num_seqs=16, max_num_batched_tokens=8192,
+                                    max_model_len=8448, gpu_memory_utilization=0.5))
+    gen = torch.Generator().manual_seed(0)
+    prefills = []
+    for tokens in (1024, 4096):
+        for ids in ("random", "repeated"):
+            token_ids = (torch.randint(0, spec.vocab_size, (tokens,), generator=gen).tolist() if ids == "random"
+                         else [1] * tokens)
+            prefills.append({"tokens": tokens, "ids": ids, "ms": prefill_s(engine, tokens, 7, token_ids) * 1e3})
+    engine.close()
+    return {"gemms": gemms, "prefills": prefills}
+
+
 def probe_contention(model: str = "Llama-3.1-8B", device: str = "cuda", sustained_s: float = 3.0,
                      decode_ctx: int = 1024) -> list[dict]:
     from backends.engine.config import EngineConfig, SamplingParams, resolve_model
@@ -331,7 +385,7 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("rows", probe_rows), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,)))):
         if name in which:
@@ -362,6 +416,12 @@ def main() -> int:
         for r in out.get(name, []) if isinstance(out.get(name), list) else []:
             print(f"{name} b{r['batch']} ctx{r['context']} splits{r['splits']}{'*' if r['default_splits'] else ''} "
                   f"stages{r['stages']}: {r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
+    rows = out.get("rows", {})
+    for r in rows.get("gemms", []) if isinstance(rows, dict) else []:
+        print(f"GEMM {r['m']}x{r['n']}x{r['k']} {r['rows']} rows: bf16 {r['bf16_ms']:.3f} ms ({r['bf16_tflops']:.0f} "
+              f"TFLOP/s), fp8 {r['fp8_ms']:.3f} ms ({r['fp8_tflops']:.0f})")
+    for r in rows.get("prefills", []) if isinstance(rows, dict) else []:
+        print(f"prefill {r['tokens']} {r['ids']} ids: {r['ms']:.2f} ms")
     if isinstance(out.get("async_trace"), dict) and "steps" in out["async_trace"]:
         print("async trace:", {k: round(v, 3) if isinstance(v, float) else v for k, v in out["async_trace"].items()})
     return 0

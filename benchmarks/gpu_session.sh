@@ -37,6 +37,9 @@
 #   bash benchmarks/gpu_session.sh splits      # one GPU: the decode-attention kernel by batch, context and split count
 #   bash benchmarks/gpu_session.sh split2      # one GPU: CUDA-path and kernel tests, decode at 48-256 sequences (1k and 4k
 #                                              # context) with one split past a wave of programs and with two, in turn
+#   bash benchmarks/gpu_session.sh rows        # one GPU: GEMMs and prefills with repeated vs random rows, then the full
+#                                              # profile (then `step` on the same machine)
+#   bash benchmarks/gpu_session.sh step        # one GPU: the step grid only (prompts of random ids since 2026-12-03)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -177,6 +180,13 @@ probe_mixed)
       --out "$OUT/mixed_kernels_$GPU.json" 2>&1 | tail -70
   step probe2k 150 python3 benchmarks/probe_mixed_decodes.py --prompt 2100 --decodes 0,16 --reps 5 --profile \
       --out "$OUT/mixed_kernels_2k_$GPU.json" 2>&1 | tail -70
+  ;;
+rows)
+  step rows 150 python3 benchmarks/engine_probes.py --only rows --out "$OUT/rows_$GPU.json" 2>&1 | tail -12
+  step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  ;;
+step)
+  step accuracy 540 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 250 --tp 1 2>&1 | tail -9
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
