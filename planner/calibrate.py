@@ -12,6 +12,8 @@ A few physically meaningful parameters are fitted by least squares on log(step t
     attention_compute        prefill attention, fraction of bf16 peak (the scalar, for profiles without a curve)
     attention_compute_scale  multiplies prefill attention's efficiency (its measured curve by length, or the scalar)
     attention_memory         decode attention, fraction of bandwidth
+    attention_decode_latency_s  its fixed time per call (the profile measures ~8 us on an H200; fitted, it also
+                             takes up other fixed per-layer time of a decode step that the kernels' curves miss)
     fp8_gemv_memory          the engine's weight-only fp8 decode GEMV at one row, fraction of bandwidth
     fp8_gemv_rows_memory     ... at 2-16 rows (another kernel)
     fp8_gemv_latency_s       fixed time of one such GEMV beyond its stream (small layers stream slower)
@@ -59,6 +61,7 @@ PARAM_BOUNDS = {
     "attention_compute": (0.2, 0.9),
     "attention_compute_scale": (0.5, 2.0),
     "attention_memory": (0.2, 1.0),
+    "attention_decode_latency_s": (1e-8, 3e-5),
     "fp8_gemv_memory": (0.2, 1.0),
     "fp8_gemv_rows_memory": (0.1, 1.0),
     "fp8_gemv_latency_s": (1e-8, 2e-5),
@@ -71,7 +74,7 @@ PARAM_BOUNDS = {
 DEFAULT_PARAMS = ("step_overhead_s", "per_seq_overhead_s", "served_per_seq_overhead_s", "async_hidden_fraction",
                   "kernel_overhead_s",
                   "attention_compute_scale",
-                  "attention_memory", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
+                  "attention_memory", "attention_decode_latency_s", "memory_scale", "gemm_compute_scale", "fp8_gemv_memory",
                   "fp8_gemv_rows_memory", "fp8_gemv_latency_s", "gemm_knee")
 # A second start for parameters that sit in a flat region at the profile's value: eager launches hidden behind
 # GPU time (max(GPU, launches x interval) has no slope there), a hard roofline corner (no slope at knee 0), and

@@ -471,7 +471,8 @@ def _attention_ops(hw: Hardware, d: Deployment, b: Batch, window: int | None, co
         nbytes = ctx * kv_tok + b.decode_seqs * heads * (qk_d + v_d) * ACT_BYTES
         t, bound = roofline_s(hw, flops, nbytes, "bf16", hw.e.attention_compute,
                               hw.attention_memory_efficiency(qk_d))
-        ops.append(OpCost("attention_decode", flops, nbytes, max(t, floor_s), bound, count))
+        ops.append(OpCost("attention_decode", flops, nbytes, max(t + hw.e.attention_decode_latency_s, floor_s), bound,
+                          count))
     return ops
 
 

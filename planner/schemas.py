@@ -155,6 +155,8 @@ class Efficiency(_Base):
     attention_memory: float = 0.80              # decode attention, fraction of bandwidth
     # ... relative to that, by head size (measured: the decode kernel streams narrower K/V rows less well)
     attention_memory_by_head_dim: dict[str, float] = {}
+    # ... plus a fixed time per decode-attention call (its split partials' merge, the first tiles' latency)
+    attention_decode_latency_s: float = 0.0
     kernel_overhead_s: float = 4e-6             # per kernel launch, eager, not hidden under CUDA graphs
     graph_kernel_overhead_s: float = 1.5e-6     # per kernel under CUDA graph replay
     step_overhead_s: float = 2.0e-4             # scheduler + sampling + host work per engine step

@@ -65,7 +65,7 @@ def synthetic_datasheet(device: DeviceInfo, raw: dict) -> HardwareProfile:
     )
 
 
-def _attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Efficiency) -> None:
+def attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Efficiency) -> None:
     prefill, decode = raw.get("prefill", []), raw.get("decode", [])
     if prefill:
         # The scalar from the first (primary) head size's longest sequences; a curve per head size.
@@ -85,6 +85,12 @@ def _attention_fractions(raw: dict, peak_bf16: float, bandwidth: float, eff: Eff
             return statistics.median(r["kv_bytes"] / r["seconds"] / bandwidth for r in rows[-2:])
         primary = decode[0].get("head_dim")
         eff.attention_memory = biggest_eff(primary)
+        # A call's fixed time: what is left beyond its stream at that efficiency, median over the rows with
+        # programs enough to fill the GPU (one sequence's few split programs stream slower instead).
+        rest = [r["seconds"] - r["kv_bytes"] / (bandwidth * eff.attention_memory) for r in decode
+                if r.get("head_dim", primary) == primary and r["batch"] >= 8]
+        if rest:
+            eff.attention_decode_latency_s = max(0.0, statistics.median(rest))
         dims = sorted({r["head_dim"] for r in decode if "head_dim" in r})
         if len(dims) > 1:
             eff.attention_memory_by_head_dim = {str(d): biggest_eff(d) / eff.attention_memory for d in dims}
@@ -127,7 +133,7 @@ def apply_measurements(base: HardwareProfile, raw: dict) -> tuple[Efficiency, di
         measured["gemm"] = raw["gemm"]
         measured["gemm_impl"] = raw.get("gemm_impl", {})
     if raw.get("prefill") or raw.get("decode"):
-        _attention_fractions(raw, base.peak_flops["bf16"], bandwidth, eff)
+        attention_fractions(raw, base.peak_flops["bf16"], bandwidth, eff)
         measured["attention"] = {"impl": raw.get("attention_impl"), "prefill": raw.get("prefill", []),
                                  "decode": raw.get("decode", [])}
     if raw.get("launch"):
