@@ -317,6 +317,11 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     if (directory / "profile.yaml").is_file():
         lines += [f"Its profile, step grid and served runs were measured on one GPU in one lease; `{directory.name}/"
                   "profile.yaml` is that machine's measured profile, which the calibration starts from.", ""]
+    if not all(case.get("prompt_ids") == "random" for case in step["cases"]):
+        lines += ["Its prefill and mixed points prefilled prompts of one repeated token id, whose GEMM rows are all "
+                  "alike: such prompts ran faster than served ones of random ids (Llama-3.1-8B, 1,024 / 4,096 tokens: "
+                  "22.0 / 94.8 against 24.5 / 109.3 ms; `engine_probes.py --only rows`). Grids since H200-grid14 "
+                  "prefill random ids.", ""]
     lines += step_section(name, c, base)
     if pooled > 1:
         lines += pooled_section(name, base["measured"], steps, fit, holdout,
@@ -364,18 +369,21 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "bash benchmarks/gpu_session.sh served; bash benchmarks/gpu_session.sh grid9   # and: buckets",
               "# H200-grid13 (the engine with finer decode graphs; served async runs, then profile and step grid):",
               "bash benchmarks/gpu_session.sh serving_async; bash benchmarks/gpu_session.sh grid9",
+              "# H200-grid14 (prompts of random ids; repeated vs random rows, profile, step grid, served async runs):",
+              "bash benchmarks/gpu_session.sh rows; bash benchmarks/gpu_session.sh step; "
+              "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "# the shipped profiles: H200-grid13's measured profile with the 4x H200 collectives, calibrated on its",
-              "# steps and served async steps (one machine, the current engine):",
-              "cp benchmarks/results/accuracy/H200-grid13/profile.yaml hw_profiles/measured/H200.yaml  # then:",
+              "# the shipped profiles: H200-grid14's measured profile with the 4x H200 collectives, calibrated on its",
+              "# steps and served async steps (one machine, the current engine, prompts of random ids):",
+              "cp benchmarks/results/accuracy/H200-grid14/profile.yaml hw_profiles/measured/H200.yaml  # then:",
               "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
-              "hw_profiles/measured/H200.yaml",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid13/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200-grid13/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200-grid13/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "hw_profiles/measured/H200.yaml && python -m profilers.refit hw_profiles/measured/H200.yaml",
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid14/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200-grid14/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200-grid14/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """Recompute a measured profile's fitted GEMM and attention fields from its raw `measured.gemm` and
-`measured.attention` tables, offline (no GPU): `python -m profilers.refit hw_profiles/measured/H200.yaml [...]` rewrites the files in place."""
+`measured.attention` tables, offline (no GPU):
+`python -m profilers.refit hw_profiles/measured/H200.yaml [...]` rewrites the files in place."""
 from __future__ import annotations
 
 import sys
