@@ -5,7 +5,9 @@
 The accuracy grid's mixed points (benchmarks/bench_accuracy.py) give their decodes pretend-cached contexts (blocks
 allocated, never written); served runs and bench_prefill_graphs.py decode after real prefills. For each kind and
 number of decodes: the median time of `--reps` steps of one fresh prompt beside them, and of decode-only steps.
-With `--profile`, also the GPU kernels of three such steps each (torch.profiler: total device time by kernel).
+With `--profile`, also the GPU kernels of three such steps each (torch.profiler: total device time by kernel) and
+the host ops by self CPU time (what an eager step above the graph buckets spends issuing them). Prompts are random
+ids (served prompts are; one repeated id runs GEMMs faster: engine_probes.py --only rows).
 """
 from __future__ import annotations
 
@@ -25,37 +27,46 @@ from bench_accuracy import inject_decodes  # noqa: E402
 CONTEXT = 1024
 
 
+def random_ids(engine, n: int) -> list[int]:
+    import random
+    return [random.randrange(engine.config.model.vocab_size) for _ in range(n)]
+
+
 def timed_steps(engine, prompt: int | None, reps: int) -> float:
     from backends.engine.config import SamplingParams
     times = []
     for i in range(reps + 2):
         if prompt:
-            engine.add_request([1 + i % 7] * prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+            engine.add_request(random_ids(engine, prompt), SamplingParams(max_tokens=1, ignore_eos=True))
         t = time.perf_counter()
         engine.step()
         times.append(time.perf_counter() - t)
     return statistics.median(times[2:]) * 1e3
 
 
-def kernel_table(engine, prompt: int | None, steps: int = 3, top: int = 14) -> list[dict]:
-    """Device time per kernel name over `steps` steps (us per step), the largest first, plus their sum."""
+def kernel_table(engine, prompt: int | None, steps: int = 3, top: int = 14) -> tuple[list[dict], list[dict]]:
+    """Device time per kernel name over `steps` steps (us per step), the largest first, plus their sum; and host
+    ops by self CPU time the same way."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from backends.engine.config import SamplingParams
     cuda = torch.cuda.is_available()      # else (a CPU check of this script) host time by op
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for i in range(steps):
             if prompt:
-                engine.add_request([2 + i % 7] * prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+                engine.add_request(random_ids(engine, prompt), SamplingParams(max_tokens=1, ignore_eos=True))
             engine.step()
         if cuda:
             torch.cuda.synchronize()
-    rows = [{"kernel": e.key[:90], "calls": e.count // steps,
-             "us": (e.device_time_total if cuda else e.self_cpu_time_total) / steps} for e in prof.key_averages()]
-    rows = [r for r in rows if r["us"] > 0]
-    rows.sort(key=lambda r: -r["us"])
-    return [{"kernel": "(all)", "calls": sum(r["calls"] for r in rows), "us": sum(r["us"] for r in rows)}] + rows[:top]
+    events = prof.key_averages()
+
+    def table(value) -> list[dict]:
+        rows = [{"kernel": e.key[:90], "calls": e.count // steps, "us": value(e) / steps} for e in events]
+        rows = [r for r in rows if r["us"] > 0]
+        rows.sort(key=lambda r: -r["us"])
+        return [{"kernel": "(all)", "calls": sum(r["calls"] for r in rows), "us": sum(r["us"] for r in rows)}] + rows[:top]
+    return (table(lambda e: e.device_time_total) if cuda else []), table(lambda e: e.self_cpu_time_total)
 
 
 def main(argv=None) -> int:
@@ -64,6 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompt", type=int, default=1100)
     p.add_argument("--decodes", default="0,16,48,96")
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--weight-dtype", default="bf16")
     p.add_argument("--device", default="cuda")
     p.add_argument("--profile", action="store_true", help="kernel tables of a few steps (prefilled decodes only)")
     p.add_argument("--out", type=Path, required=True)
@@ -74,7 +86,7 @@ def main(argv=None) -> int:
 
     counts = [int(x) for x in a.decodes.split(",")]
     steps = 2 * (a.reps + 2) + 10     # timed steps, the profiled ones, and slack
-    engine = LLMEngine(EngineConfig(model=load_model(a.model), device=a.device, max_num_seqs=256,
+    engine = LLMEngine(EngineConfig(model=load_model(a.model), device=a.device, weight_dtype=a.weight_dtype, max_num_seqs=256,
                                     max_num_batched_tokens=8192, max_model_len=8448))
     rows = []
     for kind in ("prefilled", "pretend"):
@@ -84,26 +96,26 @@ def main(argv=None) -> int:
                 inject_decodes(engine, n, CONTEXT, steps, tag)
                 ids = [f"{tag}-{k}" for k in range(n)]
             else:
-                ids = [engine.add_request([3 + k % 5] * CONTEXT, SamplingParams(max_tokens=steps, ignore_eos=True))
+                ids = [engine.add_request(random_ids(engine, CONTEXT), SamplingParams(max_tokens=steps, ignore_eos=True))
                        for k in range(n)]
                 while not all(r in engine.seqs and engine.seqs[r].num_output_tokens for r in ids):
                     engine.step()
             row = {"kind": kind, "decodes": n, "mixed_ms": timed_steps(engine, a.prompt, a.reps),
                    "decode_ms": timed_steps(engine, None, a.reps) if n else None}
             if a.profile and kind == "prefilled":
-                row["mixed_kernels"] = kernel_table(engine, a.prompt)
-                row["decode_kernels"] = kernel_table(engine, None) if n else None
+                row["mixed_kernels"], row["mixed_host"] = kernel_table(engine, a.prompt)
+                row["decode_kernels"], row["decode_host"] = kernel_table(engine, None) if n else (None, None)
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not k.endswith("_kernels")}), flush=True)
-            for k in ("mixed_kernels", "decode_kernels"):
+            print(json.dumps({k: v for k, v in row.items() if not k.endswith(("_kernels", "_host"))}), flush=True)
+            for k in ("mixed_kernels", "mixed_host", "decode_kernels", "decode_host"):
                 for r in row.get(k) or []:
-                    print(f"  {k[:-8]} {n:3d} {r['us']:9.1f} us {r['calls']:4d}x {r['kernel']}", flush=True)
+                    print(f"  {k} {n:3d} {r['us']:9.1f} us {r['calls']:4d}x {r['kernel']}", flush=True)
             for r in ids:
                 engine.abort_request(r)
             while engine.has_unfinished():
                 engine.step()
     engine.close()
-    a.out.write_text(json.dumps({"model": a.model, "prompt": a.prompt, "context": CONTEXT,
+    a.out.write_text(json.dumps({"model": a.model, "weight_dtype": a.weight_dtype, "prompt": a.prompt, "context": CONTEXT,
                                  "kv_cache": engine.runner.kv_info(), "rows": rows}, indent=1))
     return 0
 
