@@ -42,6 +42,8 @@
 #   bash benchmarks/gpu_session.sh step        # one GPU: the step grid only (prompts of random ids since 2026-12-03)
 #   bash benchmarks/gpu_session.sh eager       # one GPU: eager mixed steps (2,048-token prompt + 8 decodes, above the
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
+#   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
+#                                              # engine's eager issue interval)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -195,6 +197,10 @@ eager)
     step "eager_$dt" 170 python3 benchmarks/probe_mixed_decodes.py --model Llama-3.2-1B --weight-dtype $dt --prompt 2048 \
         --decodes 0,8 --reps 5 --profile --out "$OUT/eager_mixed_1b_${dt}_$GPU.json" 2>&1 | grep -v "^  decode" | head -80
   done
+  ;;
+launch)
+  step launch 200 python3 -m profilers.cli profile --only launch --out "$OUT/launch.yaml" --no-progress 2>&1 | tail -4
+  grep -A6 "^  launch:" "$OUT/launch.yaml"
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

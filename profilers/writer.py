@@ -138,7 +138,8 @@ def apply_measurements(base: HardwareProfile, raw: dict) -> tuple[Efficiency, di
                                  "decode": raw.get("decode", [])}
     if raw.get("launch"):
         launch = raw["launch"]
-        eff.kernel_overhead_s = launch["eager_s_per_kernel"]
+        # the engine's own eager issue interval where measured: what the cost model's eager kernels cost the host
+        eff.kernel_overhead_s = launch.get("engine_eager_s_per_kernel") or launch["eager_s_per_kernel"]
         if launch.get("graph_s_per_kernel"):
             eff.graph_kernel_overhead_s = launch["graph_s_per_kernel"]
         measured["launch"] = launch
