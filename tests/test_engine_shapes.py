@@ -48,3 +48,35 @@ def test_decode_splits_fill_waves_of_programs(monkeypatch):
     assert attention.decode_num_splits(80, 8, torch.device("cpu")) == 1
     monkeypatch.setattr(attention, "MAX_DECODE_SPLITS", 1)
     assert attention.decode_num_splits(80, 8, cuda) == attention.decode_num_splits(8, 8, cuda) == 1
+
+
+def test_chunks_cover_a_step_at_buckets():
+    from planner.costmodel import PIECEWISE_TOKEN_SIZES, chunk_rows
+
+    assert chunk_rows(100, PIECEWISE_TOKEN_SIZES) == [(0, 100, 128)]
+    assert chunk_rows(2056, PIECEWISE_TOKEN_SIZES) == [(0, 2048, 2048), (2048, 8, 16)]
+    chunks = chunk_rows(8192, PIECEWISE_TOKEN_SIZES)
+    assert [c[1] for c in chunks] == [2048] * 4 and sum(c[1] for c in chunks) == 8192
+
+
+def test_steps_above_the_buckets_priced_in_chunks_not_eagerly():
+    """Such a step runs the piecewise graphs chunk by chunk (engines since the twelfth session): its host issues
+    replays, not every kernel; older engine traces (no piecewise_max_tokens) ran it eagerly."""
+    from dataclasses import replace
+
+    from planner.catalog import load_hardware, load_model
+    from planner.costmodel import Batch, Deployment, eager_kernels, piecewise_bucket, step_time_s
+    from planner.predict import engine_features
+
+    d = Deployment(load_model("Llama-3.2-1B"), weight_dtype="fp8")
+    b = Batch.of([(2048, 0)], decode_contexts=[1024] * 8)
+    assert piecewise_bucket(d, b) == 2048 + 16
+    old = replace(d, **{k: v for k, v in engine_features({"piecewise_sizes": list(d.piecewise_sizes),
+                                                           "varlen_prefill": True}).items()
+                        if k in ("piecewise_sizes", "piecewise_chunks")})
+    assert not old.piecewise_chunks and piecewise_bucket(old, b) is None
+    layers = d.model.num_layers
+    assert eager_kernels(d, b, 0) < eager_kernels(old, b, 0) / 2
+    hw = load_hardware("H200", "calibrated")
+    assert step_time_s(hw, d, b) < step_time_s(hw, old, b)
+    assert eager_kernels(d, b, 0) >= 2 * (layers + 1)

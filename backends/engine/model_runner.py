@@ -121,7 +121,8 @@ class ModelRunner:
                                                  self.trash_slot, self.device, self.sampled, self.graph_pool,
                                                  whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"),
                                                  max_decodes=config.max_num_seqs,
-                                                 max_blocks_per_seq=self.max_blocks_per_seq)
+                                                 max_blocks_per_seq=self.max_blocks_per_seq,
+                                                 max_tokens=config.max_num_batched_tokens)
         self.capture_s = time.perf_counter() - t0
 
     def _tune_linears(self) -> dict | None:
@@ -209,6 +210,7 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
+                "piecewise_max_tokens": max(self.piecewise.sizes[-1], self.piecewise.max_tokens) if self.piecewise else 0,
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
