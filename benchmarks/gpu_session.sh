@@ -44,9 +44,8 @@
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
-#   bash benchmarks/gpu_session.sh chunks      # one GPU: kernel and CUDA-path tests, steps above the largest bucket (now
-#                                              # chunked), the profiler's launch section, decode with the merge kernel
-#                                              # and with the merge fused (PLAN_ENGINE_FUSED_MERGE=0/1), twice in turn
+#   bash benchmarks/gpu_session.sh chunks      # one GPU: kernel and CUDA-path tests, steps above the largest bucket
+#                                              # (chunked where the start-up race says so), the profiler's launch section
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -214,12 +213,6 @@ chunks)
   step chunked_8b 150 python3 benchmarks/probe_mixed_decodes.py --prompt 2048 --decodes 0,8 --reps 5 \
       --out "$OUT/chunked_mixed_8b_bf16_$GPU.json" 2>&1 | grep '^{"kind'
   bash "$0" launch
-  for i in 1 2; do
-    for f in 0 1; do
-      step "merge$f $i" 100 env PLAN_ENGINE_FUSED_MERGE=$f python3 benchmarks/bench_engine.py --decode-only --no-hf \
-          --batches 1,8,16,32 --out "$OUT/merge${f}_${i}_$GPU.json" 2>&1 | grep -E "^\| *[0-9]" | head -6
-    done
-  done
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

@@ -106,42 +106,6 @@ def test_decode_attention(num_splits, H, KVH, D):
     torch.testing.assert_close(out, ref, **TOL)
 
 
-@pytest.mark.parametrize("num_splits", [2, 16])
-def test_fused_merge_matches_the_merge_kernel_and_resets_its_counters(monkeypatch, num_splits):
-    """The last split to finish merges (one kernel) as the merge kernel does, call after call and under CUDA-graph
-    replay, and leaves its counters at 0; empty splits (a context of one token over 16 splits) weigh nothing."""
-    g = torch.Generator().manual_seed(5)
-    BS, NB, H, KVH, D = 16, 80, 8, 2, 128
-    ctx = torch.tensor([1, 17, 100, 300, 1000], dtype=torch.int32, device=DEVICE)
-    B, width = len(ctx), 64
-    k_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
-    v_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
-    tables = torch.randint(0, NB, (B, width), generator=g).to(DEVICE, torch.int32)
-    q = torch.randn(B, H, D, generator=g).to(DEVICE, DTYPE)
-    monkeypatch.setattr(attention, "FUSED_MERGE", False)
-    ref = attention.decode_attention_triton(q, k_cache, v_cache, tables, ctx, D ** -0.5, num_splits)
-    monkeypatch.setattr(attention, "FUSED_MERGE", True)
-    for _ in range(3):
-        out = attention.decode_attention_triton(q, k_cache, v_cache, tables, ctx, D ** -0.5, num_splits)
-        torch.testing.assert_close(out, ref, **TOL)
-    if DEVICE == "cuda":
-        _replays_match(lambda out: attention.decode_attention_triton(q, k_cache, v_cache, tables, ctx, D ** -0.5,
-                                                                     num_splits, out=out), ref)
-    assert int(attention.merge_counters(q.device).abs().sum()) == 0
-
-
-def _replays_match(call, ref):
-    out = torch.zeros_like(ref)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        call(out)
-    for _ in range(3):
-        out.zero_()
-        graph.replay()
-        torch.cuda.synchronize()
-        torch.testing.assert_close(out, ref, **TOL)
-
-
 @pytest.mark.parametrize("count,first,splits", [(3, 5, 4), (1, 0, 2), (6, 6, 1), (0, 4, 1)])
 def test_decode_attention_rows_counted_on_the_device(count, first, splits):
     """The whole-forward graphs' decode: count, first row and split count read from the device, one grid for

@@ -14,10 +14,8 @@ Public kernels (the profiler team times these directly):
                    num_splits) -> [B,H,D]
       one query per sequence over its first context_lens[b] cached tokens. On CUDA a Triton split-K
       ("flash-decoding") kernel: one program per (sequence, kv head, split) reads each K/V tile once for
-      all the query heads of its group, so it is bound by KV bandwidth; the last split of each (sequence, kv
-      head) to finish merges the partial results (a counter per pair; PLAN_ENGINE_FUSED_MERGE=0: a second small
-      kernel merges them, as the whole-forward graphs' decodes always do). Pure torch elsewhere. CUDA-graph
-      safe (no host sync, shapes fixed by B and W).
+      all the query heads of its group, so it is bound by KV bandwidth; partial results are merged by a
+      second small kernel. Pure torch elsewhere. CUDA-graph safe (no host sync, shapes fixed by B and W).
   paged_attention(q, k, v, k_cache, v_cache, meta, scale): one engine step's mix of prefill chunks and
       decodes (tokens of prefill sequences first, then one token per decoding sequence).
 
@@ -117,17 +115,6 @@ def _num_sms(device: torch.device) -> int:
 MAX_DECODE_SPLITS = int(os.environ.get("PLAN_ENGINE_DECODE_MAX_SPLITS", "16"))
 DECODE_PROGRAMS_PER_SM = 4      # what one wave of the kernel's programs holds (H200: 65 x 8 programs run as fast as 64)
 SPLIT_PAST_WAVE = env_switch("PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE")     # 0: one split past one wave (before 2026-12-03)
-FUSED_MERGE = env_switch("PLAN_ENGINE_FUSED_MERGE")     # 0: the merge as its own kernel (before 2026-12-03, twelfth)
-MAX_MERGE_COUNTERS = 1 << 16                            # (sequence, kv head) pairs of one call
-_COUNTERS: dict[torch.device, torch.Tensor] = {}
-
-
-def merge_counters(device: torch.device) -> torch.Tensor:
-    """Zeroed int32 counters, one per (sequence, kv head), that the decode kernel's splits tick as they finish;
-    the last one merges and sets its counter back to 0, so one buffer serves every call and graph replay."""
-    if device not in _COUNTERS:
-        _COUNTERS[device] = torch.zeros(MAX_MERGE_COUNTERS, dtype=torch.int32, device=device)
-    return _COUNTERS[device]
 
 
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
@@ -166,12 +153,11 @@ if triton is not None:
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
     @triton.jit(do_not_specialize=["stride_bt"])
     def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr, splits_ptr,
-                       counts_ptr, scale_log2, kv_scale,
+                       scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
-                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr,
-                       FUSED_MERGE: tl.constexpr):
+                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr):
         g = tl.arange(0, BLOCK_G)
         if ROWS_ON_DEVICE:
             # One flat grid sized for the most decodes a graph may carry: how many there are, the first one's row
@@ -239,32 +225,6 @@ if triton is not None:
             tl.store(part_o_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=omask)
             tl.store(part_ml_ptr + base * 2, m, mask=gmask & valid)
             tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask & valid)
-            if FUSED_MERGE:
-                # Every thread's partials are stored before the counter ticks (release); the last split to tick
-                # reads the others' from L2 (.cg) after it (acquire), as CUTLASS's split-K semaphore does.
-                tl.debug_barrier()
-                ticket = tl.atomic_add(counts_ptr + b * num_kv_heads + kvh, 1, sem="acq_rel")
-                if ticket == NUM_SPLITS - 1:
-                    first = (b * num_heads + heads) * NUM_SPLITS
-                    m_max = tl.full([BLOCK_G], float("-inf"), tl.float32)
-                    for i in tl.static_range(NUM_SPLITS):
-                        m_max = tl.maximum(m_max, tl.load(part_ml_ptr + (first + i) * 2, mask=gmask,
-                                                          other=float("-inf"), cache_modifier=".cg"))
-                    num = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-                    den = tl.zeros([BLOCK_G], tl.float32)
-                    for i in tl.static_range(NUM_SPLITS):
-                        m_i = tl.load(part_ml_ptr + (first + i) * 2, mask=gmask, other=float("-inf"),
-                                      cache_modifier=".cg")
-                        l_i = tl.load(part_ml_ptr + (first + i) * 2 + 1, mask=gmask, other=0.0, cache_modifier=".cg")
-                        w = tl.where(l_i > 0, tl.exp2(m_i - m_max) * l_i, 0.0)
-                        o_i = tl.load(part_o_ptr + (first + i)[:, None] * HEAD_DIM + d[None, :], mask=omask, other=0.0,
-                                      cache_modifier=".cg")
-                        num += o_i * w[:, None]
-                        den += w
-                    out = num / tl.maximum(den, 1e-30)[:, None]
-                    tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
-                             out.to(out_ptr.dtype.element_ty), mask=omask)
-                    tl.atomic_xchg(counts_ptr + b * num_kv_heads + kvh, 0)
 
     @triton.jit
     def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, rows_ptr, splits_ptr, stride_ob, stride_oh, num_heads,
@@ -321,16 +281,15 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     block_d = triton.next_power_of_2(D)
     # num_stages (probes only): Triton's default depth was the fastest, or within 4%, at every batch 1-256 with
     # the default splits on an H200 (benchmarks/engine_probes.py --only stages).
-    fused = FUSED_MERGE and num_splits > 1 and B * KVH <= MAX_MERGE_COUNTERS
     _decode_kernel[(B, KVH, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens,
-        merge_counters(q.device) if fused else context_lens, scale * 1.4426950408889634, kv_scale,
+        scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, FUSED_MERGE=fused, num_warps=4,
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
         **({} if num_stages is None else {"num_stages": num_stages}))
-    if num_splits > 1 and not fused:
+    if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
                                      HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
     return out
@@ -370,11 +329,11 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(dec.num_programs,)](
         q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows, dec.splits,
-        dec.rows, scale * 1.4426950408889634, kv_scale,
+        scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, FUSED_MERGE=False, num_warps=4)
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
             dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
