@@ -45,7 +45,7 @@
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
 #   bash benchmarks/gpu_session.sh chunks      # one GPU: kernel and CUDA-path tests, steps above the largest bucket
-#                                              # (chunked where the start-up race says so), the profiler's launch section
+#                                              # (chunked where the start-up race says so)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -212,7 +212,8 @@ chunks)
   done
   step chunked_8b 150 python3 benchmarks/probe_mixed_decodes.py --prompt 2048 --decodes 0,8 --reps 5 \
       --out "$OUT/chunked_mixed_8b_bf16_$GPU.json" 2>&1 | grep '^{"kind'
-  bash "$0" launch
+  for f in "$OUT"/chunked_mixed_*.json; do python3 -c "import json,sys; k=json.load(open(sys.argv[1]))['kv_cache']; \
+    print(sys.argv[1], 'race ms', k.get('chunk_race_ms'), 'chunks up to', k.get('piecewise_max_tokens'))" "$f"; done
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

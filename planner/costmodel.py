@@ -70,9 +70,9 @@ PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 11
 # Llama-3.1-8B beside 48 decodes was the same with and without, 30.3 / 30.5 ms).
 WHOLE_GRAPH_PREFILLS = 8
 WHOLE_GRAPH_MAX_TOKENS = 1280
-# A step above the largest bucket runs the piecewise graphs chunk by chunk (engines since 2026-12-03, twelfth
-# session): each piece and chunk is one replay and a few row copies, which the host issues about as fast as two
-# eager kernels.
+# A step above the largest bucket may run the piecewise graphs chunk by chunk (engines since 2026-12-03, twelfth
+# session, where a start-up race finds it faster than eagerly): each piece and chunk is one replay and a few row
+# copies, which the host issues about as fast as two eager kernels.
 CHUNK_PIECE_KERNELS = 2
 # Batch sizes of the built-in engine's decode CUDA graphs (backends/engine/model_runner.py captures these); a batch
 # pads up to the next. Engines before 2026-12-03 captured powers of two, and their traces do not list them: there 65
@@ -82,14 +82,14 @@ POW2_DECODE_GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def chunk_rows(num_tokens: int, sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """(first row, rows, bucket) of each chunk a step of `num_tokens` runs in on piecewise graphs at `sizes`: the
-    largest bucket's worth at a time, the rest at its own bucket; one chunk when the step fits a bucket."""
-    largest, chunks, start = sizes[-1], [], 0
-    while start < num_tokens:
-        rows = min(largest, num_tokens - start)
-        chunks.append((start, rows, next(s for s in sizes if s >= rows)))
-        start += rows
-    return chunks
+    """(first row, rows, bucket) of each chunk a step of `num_tokens` runs in on piecewise graphs at `sizes`: as
+    few chunks as the largest bucket allows, of equal size, each at its bucket; one chunk when the step fits a
+    bucket. (Equal chunks: a small last one would stream every weight once more for a few rows; Llama-3.1-8B,
+    2,048 + 8 tokens as 2,048 and 16 rows: 57.6 ms, 6.5 ms more than the 2,048 alone.)"""
+    n = -(-num_tokens // sizes[-1])
+    size = -(-num_tokens // n)
+    bucket = next(s for s in sizes if s >= size)
+    return [(i * size, min(size, num_tokens - i * size), bucket) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -391,8 +391,9 @@ class Deployment:
     whole_graph_prefill: bool = True
     whole_graph_mixed: bool = True
     whole_graph_max_tokens: int = WHOLE_GRAPH_MAX_TOKENS     # the largest bucket with such graphs
-    # ... and a step above the largest bucket runs them in chunks (CHUNK_PIECE_KERNELS), not eagerly
-    piecewise_chunks: bool = True
+    # ... and a step above the largest bucket runs them in chunks (CHUNK_PIECE_KERNELS), not eagerly: where the
+    # engine's start-up race found that faster (piecewise_max_tokens in its report; host-bound small models)
+    piecewise_chunks: bool = False
     served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
     # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
     # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.

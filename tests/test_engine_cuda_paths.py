@@ -118,6 +118,7 @@ def test_chunked_piecewise_steps_match_eager(monkeypatch):
     from planner.schemas import ModelSpec
 
     monkeypatch.setenv("PLAN_ENGINE_PIECEWISE_MAX_TOKENS", "128")
+    monkeypatch.setenv("PLAN_ENGINE_PIECEWISE_CHUNKS", "1")            # whatever the start-up race would say
     spec = ModelSpec(name="small", architecture="llama", hidden_size=512, num_layers=4, num_attention_heads=8,
                      num_kv_heads=2, head_dim=64, intermediate_size=1024, vocab_size=1000,
                      max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
@@ -140,6 +141,14 @@ def test_chunked_piecewise_steps_match_eager(monkeypatch):
     same = sum(a == b for x, y in zip(got, expected) for a, b in zip(x, y))
     assert same >= 0.9 * sum(len(x) for x in expected)
     assert all(x[:3] == y[:3] for x, y in zip(got, expected))
+    # the start-up race times both ways and keeps chunks only where they won
+    monkeypatch.delenv("PLAN_ENGINE_PIECEWISE_CHUNKS")
+    raced = LLMEngine(EngineConfig(**cfg, cuda_graphs=True))
+    info = raced.runner.kv_info()
+    raced.close()
+    race = info["chunk_race_ms"]
+    assert set(race) == {"eager", "chunked"} and all(v > 0 for v in race.values())
+    assert info["piecewise_max_tokens"] == (512 if race["chunked"] < race["eager"] else 0)
 
 
 def _staggered(engine, prompts, params):

@@ -54,9 +54,10 @@ def test_chunks_cover_a_step_at_buckets():
     from planner.costmodel import PIECEWISE_TOKEN_SIZES, chunk_rows
 
     assert chunk_rows(100, PIECEWISE_TOKEN_SIZES) == [(0, 100, 128)]
-    assert chunk_rows(2056, PIECEWISE_TOKEN_SIZES) == [(0, 2048, 2048), (2048, 8, 16)]
+    assert chunk_rows(2056, PIECEWISE_TOKEN_SIZES) == [(0, 1028, 1152), (1028, 1028, 1152)]   # equal halves
+    assert chunk_rows(4097, PIECEWISE_TOKEN_SIZES) == [(0, 1366, 1536), (1366, 1366, 1536), (2732, 1365, 1536)]
     chunks = chunk_rows(8192, PIECEWISE_TOKEN_SIZES)
-    assert [c[1] for c in chunks] == [2048] * 4 and sum(c[1] for c in chunks) == 8192
+    assert [c[1:] for c in chunks] == [(2048, 2048)] * 4 and sum(c[1] for c in chunks) == 8192
 
 
 def test_steps_above_the_buckets_priced_in_chunks_not_eagerly():
@@ -65,16 +66,20 @@ def test_steps_above_the_buckets_priced_in_chunks_not_eagerly():
     from dataclasses import replace
 
     from planner.catalog import load_hardware, load_model
-    from planner.costmodel import Batch, Deployment, eager_kernels, piecewise_bucket, step_time_s
+    from planner.costmodel import PIECEWISE_TOKEN_SIZES, Batch, Deployment, eager_kernels, piecewise_bucket, step_time_s
     from planner.predict import engine_features
 
-    d = Deployment(load_model("Llama-3.2-1B"), weight_dtype="fp8")
+    report = {"piecewise_sizes": list(PIECEWISE_TOKEN_SIZES), "varlen_prefill": True}
+    features = {k: v for k, v in engine_features({**report, "piecewise_max_tokens": 8192}).items()
+                if k in ("piecewise_sizes", "piecewise_chunks")}
+    d = replace(Deployment(load_model("Llama-3.2-1B"), weight_dtype="fp8"), **features)
     b = Batch.of([(2048, 0)], decode_contexts=[1024] * 8)
-    assert piecewise_bucket(d, b) == 2048 + 16
-    old = replace(d, **{k: v for k, v in engine_features({"piecewise_sizes": list(d.piecewise_sizes),
-                                                           "varlen_prefill": True}).items()
+    assert piecewise_bucket(d, b) == 2 * 1152
+    # engines that raced and chose eager steps report 0; older ones nothing; the planner's default is eager
+    old = replace(d, **{k: v for k, v in engine_features({**report, "piecewise_max_tokens": 0}).items()
                         if k in ("piecewise_sizes", "piecewise_chunks")})
     assert not old.piecewise_chunks and piecewise_bucket(old, b) is None
+    assert not Deployment(d.model).piecewise_chunks
     layers = d.model.num_layers
     assert eager_kernels(d, b, 0) < eager_kernels(old, b, 0) / 2
     hw = load_hardware("H200", "calibrated")

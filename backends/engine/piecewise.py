@@ -19,11 +19,12 @@ and the split count are read from the device (attention.decode_attention_rows). 
 instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step; beside 16
 decodes 3.4 -> 2.3 ms; benchmarks/bench_prefill_graphs.py), at buckets up to WHOLE_GRAPH_MAX_TOKENS.
 
-A step above the largest bucket (up to the step budget) runs the same graphs chunk by chunk: chunks of the
-largest bucket, the last at its own, each piece's rows staged in and out of step-wide buffers (two to four row
-copies a piece and chunk), attention once over all rows between. Eagerly, such a step is ~14 host launches a
-layer, and for a small model the host is what bounds it (Llama-3.2-1B fp8, 2,048-token prompt + 8 decodes: 13.9
-ms eagerly against 7.1 ms for the prompt alone on its graph; benchmarks/probe_mixed_decodes.py).
+A step above the largest bucket (up to the step budget) can run the same graphs chunk by chunk (chunks of equal
+size, costmodel.chunk_rows), each piece's rows staged in and out of step-wide buffers (two to four row copies a
+piece and chunk), attention once over all rows between. Eagerly, such a step is ~14 host launches a layer, and
+for a small model the host is what bounds it (Llama-3.2-1B fp8, 2,048-token prompt + 8 decodes: 13.9 ms eagerly
+against 7.1 ms for the prompt alone on its graph; benchmarks/probe_mixed_decodes.py); for a larger one chunks
+cost padding and a weight pass each. The model runner races the two at start-up (ModelRunner._race_chunks).
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class PiecewiseGraphs:
         # step-wide rows the pieces hand on (qkv, attention output, residual, hidden states).
         self.max_tokens = max_tokens if max_tokens > n else 0
         if self.max_tokens:
-            width = sum(bucket for _, _, bucket in chunk_rows(self.max_tokens, sizes))
+            width = -(-self.max_tokens // n) * n        # the most columns any step's equal chunks take
             self.chunk_header = torch.zeros(4, width, dtype=torch.long, device=device)
             self.chunk_staging = torch.empty_like(self.chunk_header, device="cpu").pin_memory()
             self.chunk_staging_free = torch.cuda.Event()
@@ -115,6 +116,13 @@ class PiecewiseGraphs:
                     graphs[size] = g
         self.pool = pool
         torch.cuda.synchronize()
+
+    def drop_chunks(self) -> None:
+        """Steps above the largest bucket run eagerly after all (the start-up race): free the chunks' buffers."""
+        if self.max_tokens:
+            self.max_tokens = 0
+            del self.chunk_header, self.chunk_staging, self.chunk_qkv, self.chunk_attn, self.chunk_residual
+            del self.chunk_hidden
 
     def bucket(self, num_tokens: int) -> int | None:
         """The rows a step of `num_tokens` runs at: its bucket, or the chunks' buckets summed (above the largest
