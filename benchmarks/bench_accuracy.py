@@ -347,7 +347,6 @@ def engine_features(kv: dict | None) -> dict:
             "piecewise_sizes": kv.get("piecewise_sizes") or [], "varlen_prefill": bool(kv.get("varlen_prefill")),
             "whole_graph_prefill": bool(kv.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(kv.get("whole_graph_mixed")), "whole_graph_max_tokens": kv.get("whole_graph_max_tokens"),
-            "piecewise_max_tokens": kv.get("piecewise_max_tokens") or 0,
             "async_scheduling": bool(kv.get("async_scheduling")),
             **({"fp8_gemv_rows": kv["fp8_gemv_rows"]} if "fp8_gemv_rows" in kv else {})}
 

@@ -44,8 +44,6 @@
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
-#   bash benchmarks/gpu_session.sh chunks      # one GPU: kernel and CUDA-path tests, steps above the largest bucket
-#                                              # (chunked where the start-up race says so)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -203,17 +201,6 @@ eager)
 launch)
   step launch 200 python3 -m profilers.cli profile --only launch --out "$OUT/launch.yaml" --no-progress 2>&1 | tail -4
   grep -A6 "^  launch:" "$OUT/launch.yaml"
-  ;;
-chunks)
-  step tests 240 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_engine_cuda_paths.py 2>&1 | tail -4
-  for dt in fp8 bf16; do
-    step "chunked_$dt" 120 python3 benchmarks/probe_mixed_decodes.py --model Llama-3.2-1B --weight-dtype $dt --prompt 2048 \
-        --decodes 0,8 --reps 5 --out "$OUT/chunked_mixed_1b_${dt}_$GPU.json" 2>&1 | grep '^{"kind'
-  done
-  step chunked_8b 150 python3 benchmarks/probe_mixed_decodes.py --prompt 2048 --decodes 0,8 --reps 5 \
-      --out "$OUT/chunked_mixed_8b_bf16_$GPU.json" 2>&1 | grep '^{"kind'
-  for f in "$OUT"/chunked_mixed_*.json; do python3 -c "import json,sys; k=json.load(open(sys.argv[1]))['kv_cache']; \
-    print(sys.argv[1], 'race ms', k.get('chunk_race_ms'), 'chunks up to', k.get('piecewise_max_tokens'))" "$f"; done
   ;;
 grid9)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6

@@ -70,26 +70,11 @@ PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 11
 # Llama-3.1-8B beside 48 decodes was the same with and without, 30.3 / 30.5 ms).
 WHOLE_GRAPH_PREFILLS = 8
 WHOLE_GRAPH_MAX_TOKENS = 1280
-# A step above the largest bucket may run the piecewise graphs chunk by chunk (engines since 2026-12-03, twelfth
-# session, where a start-up race finds it faster than eagerly): each piece and chunk is one replay and a few row
-# copies, which the host issues about as fast as two eager kernels.
-CHUNK_PIECE_KERNELS = 2
 # Batch sizes of the built-in engine's decode CUDA graphs (backends/engine/model_runner.py captures these); a batch
 # pads up to the next. Engines before 2026-12-03 captured powers of two, and their traces do not list them: there 65
 # decodes ran the 128 graph, ~1 ms a step more than 64 did (served Llama-3.1-8B, H200: 8.1 against 7.1 ms).
 DECODE_GRAPH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 POW2_DECODE_GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-def chunk_rows(num_tokens: int, sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """(first row, rows, bucket) of each chunk a step of `num_tokens` runs in on piecewise graphs at `sizes`: as
-    few chunks as the largest bucket allows, of equal size, each at its bucket; one chunk when the step fits a
-    bucket. (Equal chunks: a small last one would stream every weight once more for a few rows; Llama-3.1-8B,
-    2,048 + 8 tokens as 2,048 and 16 rows: 57.6 ms, 6.5 ms more than the 2,048 alone.)"""
-    n = -(-num_tokens // sizes[-1])
-    size = -(-num_tokens // n)
-    bucket = next(s for s in sizes if s >= size)
-    return [(i * size, min(size, num_tokens - i * size), bucket) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- interpolation of curves
@@ -391,9 +376,6 @@ class Deployment:
     whole_graph_prefill: bool = True
     whole_graph_mixed: bool = True
     whole_graph_max_tokens: int = WHOLE_GRAPH_MAX_TOKENS     # the largest bucket with such graphs
-    # ... and a step above the largest bucket runs them in chunks (CHUNK_PIECE_KERNELS), not eagerly: where the
-    # engine's start-up race found that faster (piecewise_max_tokens in its report; host-bound small models)
-    piecewise_chunks: bool = False
     served: bool = True             # behind an HTTP server that streams tokens (else an offline engine loop)
     # The host schedules and launches step n+1 while the GPU runs step n (the built-in engine's
     # --async-scheduling, vLLM's async scheduling): a step then takes the longer of the two, not their sum.
@@ -588,9 +570,6 @@ def _prefill_copies(hw: Hardware, d: Deployment, b: Batch, bucket: int | None, c
     if bucket:
         qkv_width = q_width + 2 * d.kv_heads_per_gpu * m.head_dim
         ops.append(_elementwise(hw, "piece_copy", 2 * bucket * qkv_width * ACT_BYTES, count, True))
-        if bucket > d.piecewise_sizes[-1]:      # chunks: attention output and residual in, qkv and residual out
-            row_bytes = (q_width + 2 * m.hidden_size + qkv_width + m.hidden_size) * ACT_BYTES
-            ops.append(_elementwise(hw, "chunk_copies", 2 * b.tokens * row_bytes, count, True))
     return ops
 
 
@@ -653,19 +632,11 @@ def host_overhead_s(hw: Hardware, d: Deployment, b: Batch) -> float:
 
 
 def piecewise_bucket(d: Deployment, b: Batch) -> int | None:
-    """The rows a step with prefill tokens runs at under piecewise graphs: its token bucket, or above the largest
-    the chunks' buckets summed; None (eager) without piecewise graphs."""
+    """The token bucket a step with prefill tokens runs at under piecewise graphs, or None (eager)."""
     if not (d.cuda_graphs and d.piecewise_sizes and b.prefill_tokens) or d.model.is_moe:
         return None
     i = bisect_left(d.piecewise_sizes, b.tokens)
-    if i < len(d.piecewise_sizes):
-        return d.piecewise_sizes[i]
-    return sum(bucket for _, _, bucket in chunk_rows(b.tokens, d.piecewise_sizes)) if d.piecewise_chunks else None
-
-
-def piecewise_chunks(d: Deployment, b: Batch) -> int:
-    """How many chunks a step runs its piecewise graphs in (0: eager)."""
-    return len(chunk_rows(b.tokens, d.piecewise_sizes)) if piecewise_bucket(d, b) else 0
+    return d.piecewise_sizes[i] if i < len(d.piecewise_sizes) else None
 
 
 def eager_kernels(d: Deployment, b: Batch, priced_kernels: int) -> int:
@@ -679,8 +650,7 @@ def eager_kernels(d: Deployment, b: Batch, priced_kernels: int) -> int:
     else:
         attn = EAGER_KERNELS_PER_PREFILL_SEQ * b.prefill_seqs + (2 if b.decode_seqs else 0)
     if piecewise_bucket(d, b):
-        chunks = piecewise_chunks(d, b)
-        return (layers + 1) * (1 if chunks == 1 else chunks * CHUNK_PIECE_KERNELS) + attn * layers
+        return layers + 1 + attn * layers
     if COMPUTE_DTYPE.get(d.weight_dtype) == "fp8":
         attn += 4
     return max(KERNELS_PER_LAYER * layers, priced_kernels) + attn * layers

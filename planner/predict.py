@@ -41,7 +41,6 @@ def engine_features(report: dict) -> dict:
             # engines before the cap captured them at every bucket
             "whole_graph_max_tokens": int(report.get("whole_graph_max_tokens")
                                           or max(report.get("piecewise_sizes") or [0])),
-            "piecewise_chunks": bool(report.get("piecewise_max_tokens")),     # engines before did such steps eagerly
             "async_scheduling": bool(report.get("async_scheduling")),
             "fp8_rows_tuned": "fp8_gemv_rows" in report,
             "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {})}

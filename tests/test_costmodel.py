@@ -150,9 +150,7 @@ def test_steps_with_prefill_run_at_the_piecewise_bucket():
     assert piecewise_bucket(d, Batch.of([(100, 0)])) == 128
     assert piecewise_bucket(d, Batch.of([(1000, 0)], [500] * 30)) == 1152      # decodes count as tokens
     assert piecewise_bucket(d, Batch.of([(528, 0)])) == 640
-    # above the largest: in chunks of 2,048 and the rest at its bucket (engines before: eagerly)
-    assert piecewise_bucket(d, Batch.of([(5000, 0)])) is None       # eager, unless the engine chose chunks
-    assert piecewise_bucket(Deployment(m, piecewise_chunks=True), Batch.of([(5000, 0)])) == 3 * 1792
+    assert piecewise_bucket(d, Batch.of([(5000, 0)])) is None                  # above the largest: eager
     assert piecewise_bucket(Deployment(m, cuda_graphs=False), Batch.of([(100, 0)])) is None
     assert piecewise_bucket(Deployment(catalog.load_model("mixtral-8x7b")), Batch.of([(100, 0)])) is None
     # A piecewise step is priced at its bucket: 129 tokens cost what 256 do on the GPU side.

@@ -107,50 +107,6 @@ def test_piecewise_graphs_match_eager(weight_dtype):
         assert all(x[:3] == y[:3] for x, y in zip(run, ref))
 
 
-def test_chunked_piecewise_steps_match_eager(monkeypatch):
-    """Steps above the largest piecewise bucket run its graphs chunk by chunk: the greedy tokens agree with an eager
-    engine's, and such steps (prompts alone and beside decodes) did run so."""
-    import json
-    import tempfile
-
-    from backends.engine.config import EngineConfig, SamplingParams
-    from backends.engine.engine import LLMEngine
-    from planner.schemas import ModelSpec
-
-    monkeypatch.setenv("PLAN_ENGINE_PIECEWISE_MAX_TOKENS", "128")
-    monkeypatch.setenv("PLAN_ENGINE_PIECEWISE_CHUNKS", "1")            # whatever the start-up race would say
-    spec = ModelSpec(name="small", architecture="llama", hidden_size=512, num_layers=4, num_attention_heads=8,
-                     num_kv_heads=2, head_dim=64, intermediate_size=1024, vocab_size=1000,
-                     max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
-    prompts = [list(range(3 + i, 3 + i + n)) for i, n in enumerate((300, 5, 130, 257, 17, 480))]
-    params = SamplingParams(max_tokens=10, ignore_eos=True)
-    cfg = dict(model=spec, dtype="bf16", num_kv_blocks=400, max_num_batched_tokens=512, max_num_seqs=8,
-               max_model_len=2048)
-    eager = LLMEngine(EngineConfig(**cfg, cuda_graphs=False))
-    expected = _staggered(eager, prompts, params)
-    eager.close()
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as trace:
-        graphs = LLMEngine(EngineConfig(**cfg, cuda_graphs=True, trace_path=trace.name))
-        assert graphs.runner.piecewise.sizes[-1] == 128 and graphs.runner.kv_info()["piecewise_max_tokens"] == 512
-        got = _staggered(graphs, prompts, params)
-        graphs.close()
-        steps = [json.loads(line) for line in open(trace.name)]
-    chunked = [s for s in steps if (s.get("piecewise_tokens") or 0) > 128]
-    assert any(not s["num_decode_seqs"] for s in chunked) and any(s["num_decode_seqs"] for s in chunked)
-    assert all(s["piecewise_tokens"] >= s["num_prefill_tokens"] + s["num_decode_seqs"] for s in chunked)
-    same = sum(a == b for x, y in zip(got, expected) for a, b in zip(x, y))
-    assert same >= 0.9 * sum(len(x) for x in expected)
-    assert all(x[:3] == y[:3] for x, y in zip(got, expected))
-    # the start-up race times both ways and keeps chunks only where they won
-    monkeypatch.delenv("PLAN_ENGINE_PIECEWISE_CHUNKS")
-    raced = LLMEngine(EngineConfig(**cfg, cuda_graphs=True))
-    info = raced.runner.kv_info()
-    raced.close()
-    race = info["chunk_race_ms"]
-    assert set(race) == {"eager", "chunked"} and all(v > 0 for v in race.values())
-    assert info["piecewise_max_tokens"] == (512 if race["chunked"] < race["eager"] else 0)
-
-
 def _staggered(engine, prompts, params):
     """Greedy tokens per prompt when the first three are decoding by the time the others arrive."""
     ids = [engine.add_request(p, params) for p in prompts[:3]]

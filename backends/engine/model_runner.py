@@ -108,7 +108,6 @@ class ModelRunner:
         self.last_piecewise_size: int | None = None
         self.last_whole_graph = False
         self.piecewise: PiecewiseGraphs | None = None
-        self.chunk_race_ms: dict[str, float] | None = None
         self.varlen = self.device.type == "cuda" and varlen_supported(
             torch.empty(1, 1, spec.head_dim, dtype=self.dtype, device=self.device))
         if self.device.type == "cuda" and self.num_kv_blocks >= 3:
@@ -122,9 +121,7 @@ class ModelRunner:
                                                  self.trash_slot, self.device, self.sampled, self.graph_pool,
                                                  whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"),
                                                  max_decodes=config.max_num_seqs,
-                                                 max_blocks_per_seq=self.max_blocks_per_seq,
-                                                 max_tokens=config.max_num_batched_tokens)
-                self.chunk_race_ms = self._race_chunks()
+                                                 max_blocks_per_seq=self.max_blocks_per_seq)
         self.capture_s = time.perf_counter() - t0
 
     def _tune_linears(self) -> dict | None:
@@ -212,8 +209,6 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
-                "piecewise_max_tokens": self.piecewise.max_tokens if self.piecewise else 0,
-                "chunk_race_ms": self.chunk_race_ms,
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
@@ -407,38 +402,6 @@ class ModelRunner:
         return torch.where(temps > 0, sampled, greedy)
 
     @torch.inference_mode()
-    def _race_chunks(self) -> dict[str, float] | None:
-        """Whether steps above the largest piecewise bucket run its graphs in chunks or eagerly: one fresh prompt
-        just above it (its K/V to the trash slot) timed both ways; chunks stay only where they won (a small model,
-        host bound eagerly). PLAN_ENGINE_PIECEWISE_CHUNKS=1 / 0 decides without the race; with several ranks
-        steps run eagerly (each rank would race on its own, and the two ways issue their collectives differently)."""
-        pw, choice = self.piecewise, os.environ.get("PLAN_ENGINE_PIECEWISE_CHUNKS")
-        if not pw.max_tokens or choice == "1":
-            return None
-        if choice == "0" or self.config.tp > 1:
-            pw.drop_chunks()
-            return None
-        T = min(pw.sizes[-1] + 16, pw.max_tokens)
-        vocab = self.config.model.vocab_size
-        step = dict(ids=[(7919 * i) % vocab for i in range(T)], src=[-1] * T, fed=False, pos=list(range(T)),
-                    slots=[self.trash_slot] * T, num_prefill=T, prefill_seqs=[(0, T, T)], prefill_tables=[None],
-                    decode_tables=[], decode_ctx=[], sample_rows=[T - 1], graph_bs=None, piecewise_whole=False)
-        if self.varlen:
-            step.update(cu_q=[0, T], cu_k=[0, T], max_q=T, max_k=T, kv_slots=None)
-        best = {}
-        for name, bucket in (("eager", None), ("chunked", pw.bucket(T))):
-            step["piecewise"] = bucket
-            times = []
-            for _ in range(4):                  # the first warms up
-                t0 = time.perf_counter()
-                self._execute(step)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-            best[name] = round(min(times[1:]) * 1e3, 3)
-        if best["chunked"] >= best["eager"]:
-            pw.drop_chunks()
-        return best
-
     def _warm_eager_step(self) -> None:
         """Runs one small mixed step at start: a prompt chunk after a cached prefix (gathered K/V, bottom-right
         causal flash attention) beside one eager decode, so those paths' first-use costs (kernel loading, cuBLAS

@@ -18,21 +18,12 @@ overwrites those rows' attention: its grid is sized for the most decodes, and th
 and the split count are read from the device (attention.decode_attention_rows). The host then issues one replay
 instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step; beside 16
 decodes 3.4 -> 2.3 ms; benchmarks/bench_prefill_graphs.py), at buckets up to WHOLE_GRAPH_MAX_TOKENS.
-
-A step above the largest bucket (up to the step budget) can run the same graphs chunk by chunk (chunks of equal
-size, costmodel.chunk_rows), each piece's rows staged in and out of step-wide buffers (two to four row copies a
-piece and chunk), attention once over all rows between. Eagerly, such a step is ~14 host launches a layer, and
-for a small model the host is what bounds it (Llama-3.2-1B fp8, 2,048-token prompt + 8 decodes: 13.9 ms eagerly
-against 7.1 ms for the prompt alone on its graph; benchmarks/probe_mixed_decodes.py); for a larger one chunks
-cost padding and a weight pass each. The model runner races the two at start-up (ModelRunner._race_chunks).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_MAX_TOKENS, WHOLE_GRAPH_PREFILLS, chunk_rows
+from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_MAX_TOKENS, WHOLE_GRAPH_PREFILLS
 
 from .attention import AttentionMetadata, DecodeRows
 from .kernels import feed_ids
@@ -40,18 +31,16 @@ from .kernels import feed_ids
 
 def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
     """The buckets an engine with a `max_tokens` step budget captures. The token buckets live with the cost model
-    that prices steps at them: padding costs at most ~25% above 256 tokens; a larger step runs in chunks (module
-    docstring). PLAN_ENGINE_PIECEWISE_MAX_TOKENS caps the buckets (tests: chunked steps on a small model)."""
-    cap = int(os.environ.get("PLAN_ENGINE_PIECEWISE_MAX_TOKENS", PIECEWISE_TOKEN_SIZES[-1]))
-    buckets = [s for s in PIECEWISE_TOKEN_SIZES if s <= cap]
-    sizes = [s for s in buckets if s < max_tokens]
-    return tuple(sizes + [s for s in buckets if s >= max_tokens][:1])
+    that prices steps at them: padding costs at most ~25% above 256 tokens; above the largest bucket a step is GPU
+    bound for the models this engine runs (8B: an eager 2k-token step is ~50 ms of GPU work against ~20 ms of
+    launches), so it runs eagerly."""
+    sizes = [s for s in PIECEWISE_TOKEN_SIZES if s < max_tokens]
+    return tuple(sizes + [s for s in PIECEWISE_TOKEN_SIZES if s >= max_tokens][:1])
 
 
 class PiecewiseGraphs:
     def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, sampled: torch.Tensor,
-                 pool=None, whole: bool = True, max_decodes: int = 0, max_blocks_per_seq: int = 1,
-                 max_tokens: int = 0):
+                 pool=None, whole: bool = True, max_decodes: int = 0, max_blocks_per_seq: int = 1):
         self.model = model
         self.sizes = sizes
         n, spec = sizes[-1], model.spec
@@ -76,19 +65,6 @@ class PiecewiseGraphs:
         self.attn = torch.zeros(n, attn.num_heads * attn.head_dim, dtype=dtype, device=device)
         self.residual = torch.zeros(n, spec.hidden_size, dtype=dtype, device=device)
         self.hidden = torch.zeros(n, spec.hidden_size, dtype=dtype, device=device)
-        # Chunked steps (up to `max_tokens`): every chunk's header columns, padding included, side by side; and the
-        # step-wide rows the pieces hand on (qkv, attention output, residual, hidden states).
-        self.max_tokens = max_tokens if max_tokens > n else 0
-        if self.max_tokens:
-            width = -(-self.max_tokens // n) * n        # the most columns any step's equal chunks take
-            self.chunk_header = torch.zeros(4, width, dtype=torch.long, device=device)
-            self.chunk_staging = torch.empty_like(self.chunk_header, device="cpu").pin_memory()
-            self.chunk_staging_free = torch.cuda.Event()
-            rows = self.max_tokens
-            self.chunk_qkv = torch.zeros(rows, qkv_width, dtype=dtype, device=device)
-            self.chunk_attn = torch.zeros(rows, attn.num_heads * attn.head_dim, dtype=dtype, device=device)
-            self.chunk_residual = torch.zeros(rows, spec.hidden_size, dtype=dtype, device=device)
-            self.chunk_hidden = torch.zeros(rows, spec.hidden_size, dtype=dtype, device=device)
         self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
         for size in reversed(sizes):          # largest first: the smaller ones reuse its pool memory
             self._run_pieces(size)            # warm-up: Triton JIT, cuBLAS heuristics for this size
@@ -117,21 +93,8 @@ class PiecewiseGraphs:
         self.pool = pool
         torch.cuda.synchronize()
 
-    def drop_chunks(self) -> None:
-        """Steps above the largest bucket run eagerly after all (the start-up race): free the chunks' buffers."""
-        if self.max_tokens:
-            self.max_tokens = 0
-            del self.chunk_header, self.chunk_staging, self.chunk_qkv, self.chunk_attn, self.chunk_residual
-            del self.chunk_hidden
-
     def bucket(self, num_tokens: int) -> int | None:
-        """The rows a step of `num_tokens` runs at: its bucket, or the chunks' buckets summed (above the largest
-        bucket, within `max_tokens`); None when it runs eagerly."""
-        if num_tokens <= self.sizes[-1]:
-            return next(s for s in self.sizes if s >= num_tokens)
-        if num_tokens <= self.max_tokens:
-            return sum(bucket for _, _, bucket in chunk_rows(num_tokens, self.sizes))
-        return None
+        return next((s for s in self.sizes if s >= num_tokens), None)
 
     def _piece(self, i: int, size: int) -> None:
         ids, pos, slots, src = (self.header[r, :size] for r in range(4))
@@ -175,8 +138,6 @@ class PiecewiseGraphs:
         attention output stale). With `whole` (whole_graph) one whole-forward graph replays, and `meta` is not
         read."""
         size, T = step["piecewise"], len(step["ids"])
-        if size > self.sizes[-1]:
-            return self._run_chunked(step, meta, trash_slot)
         self.staging_free.synchronize()
         h = self.staging.numpy()
         h[0, :T], h[1, :T], h[2, :T], h[3, :T] = step["ids"], step["pos"], step["slots"], step["src"]
@@ -206,39 +167,3 @@ class PiecewiseGraphs:
             layer.self_attn.attend(self.qkv[:T], meta, out=self.attn[:T])
             graphs[i + 1].replay()
         return self.hidden[:T]
-
-    def _run_chunked(self, step: dict, meta: AttentionMetadata, trash_slot: int) -> torch.Tensor:
-        """run() for a step above the largest bucket: each piece replays once per chunk, its rows copied in from
-        and out to the step-wide buffers; attention runs over all the step's rows between pieces."""
-        T = len(step["ids"])
-        chunks = chunk_rows(T, self.sizes)
-        self.chunk_staging_free.synchronize()
-        h, col = self.chunk_staging.numpy(), 0
-        for start, rows, bucket in chunks:           # each chunk's columns, then its padding (as run() pads)
-            end = start + rows
-            h[0, col:col + rows], h[1, col:col + rows] = step["ids"][start:end], step["pos"][start:end]
-            h[2, col:col + rows], h[3, col:col + rows] = step["slots"][start:end], step["src"][start:end]
-            h[0, col + rows:col + bucket], h[1, col + rows:col + bucket] = 0, 0
-            h[2, col + rows:col + bucket], h[3, col + rows:col + bucket] = trash_slot, -1
-            col += bucket
-        self.chunk_header[:, :col].copy_(self.chunk_staging[:, :col], non_blocking=True)
-        self.chunk_staging_free.record()
-        layers, last = self.model.model.layers, self.model.num_pieces - 1
-        for i in range(self.model.num_pieces):
-            col = 0
-            for start, rows, bucket in chunks:
-                end = start + rows
-                self.header[:4, :bucket].copy_(self.chunk_header[:, col:col + bucket])
-                col += bucket
-                if i > 0:
-                    self.attn[:rows].copy_(self.chunk_attn[start:end])
-                    self.residual[:rows].copy_(self.chunk_residual[start:end])
-                self.graphs[bucket][i].replay()
-                if i < last:
-                    self.chunk_qkv[start:end].copy_(self.qkv[:rows])
-                    self.chunk_residual[start:end].copy_(self.residual[:rows])
-                else:
-                    self.chunk_hidden[start:end].copy_(self.hidden[:rows])
-            if i < len(layers):
-                layers[i].self_attn.attend(self.chunk_qkv[:T], meta, out=self.chunk_attn[:T])
-        return self.chunk_hidden[:T]
