@@ -371,3 +371,23 @@ def test_missing_merge_target_fails_before_measuring(tmp_path):
     with pytest.raises(ProfilerError, match="no such profile file"):
         run_profile(ProfileOptions(device="cpu", collectives_only=True, merge_into=tmp_path / "nope.yaml",
                                    progress=False))
+
+
+def test_engine_eager_interval_is_the_eager_kernel_cost_and_decode_latency_fitted():
+    """The writer takes the engine's own eager issue interval over a bare launch, and a decode-attention call's
+    fixed time from the rows that fill the GPU (what is left beyond the stream at the biggest rows' efficiency)."""
+    from planner import catalog
+    from profilers.writer import apply_measurements
+
+    base = catalog.load_hardware("H200", "datasheet")
+    bw = base.memory_bandwidth_bytes_per_s
+    decode = [{"batch": b, "context": c, "head_dim": 128, "kv_bytes": kv, "seconds": 8e-6 + kv / (0.9 * bw)}
+              for b, c in ((8, 512), (8, 2048), (8, 8192), (32, 32768), (128, 8192)) for kv in [b * c * 4096]]
+    decode.append({"batch": 1, "context": 8192, "head_dim": 128, "kv_bytes": 8192 * 4096, "seconds": 3e-5})
+    launch = {"n_kernels": 10, "eager_s_per_kernel": 8e-6, "graph_s_per_kernel": 1e-6}
+    eff, _ = apply_measurements(base, {"launch": launch, "decode": decode})
+    assert eff.kernel_overhead_s == 8e-6 and eff.graph_kernel_overhead_s == 1e-6
+    assert eff.attention_memory == pytest.approx(0.9, rel=0.01)
+    assert eff.attention_decode_latency_s == pytest.approx(8e-6, rel=0.1)      # batch 1 (slow, few programs) left out
+    eff, _ = apply_measurements(base, {"launch": {**launch, "engine_eager_s_per_kernel": 5e-5}, "decode": decode})
+    assert eff.kernel_overhead_s == 5e-5
