@@ -62,7 +62,7 @@ def stats(errors: list[float]) -> str:
     return f"n={len(a)}, median {np.median(a):.1%}, p90 {np.percentile(a, 90):.1%}"
 
 
-def step_section(name: str, c: cal.Calibration, base: dict[str, HardwareProfile]) -> list[str]:
+def step_section(name: str, c: cal.Calibration, base: dict[str, HardwareProfile], summary: dict) -> list[str]:
     test = c.test
     preds = {"calibrated": cal.predict_steps(c.profile, test)}
     preds.update({k: cal.predict_steps(hw, test) for k, hw in base.items()})
@@ -86,6 +86,7 @@ def step_section(name: str, c: cal.Calibration, base: dict[str, HardwareProfile]
                      f"{p.time_s * 1e3:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Relative error (measured / predicted - 1), absolute: "
               + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+    summary["steps"] = errs["calibrated"]
     kinds = sorted({p.kind for p in test})
     if len(kinds) > 1:
         lines += ["By kind (median / p90 of absolute error): " + "; ".join(
@@ -163,7 +164,8 @@ def server_section(name: str, trace: Path, doc: dict) -> list[str]:
     return lines + [""]
 
 
-def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile], capacity: float | None) -> list[str]:
+def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile], capacity: float | None,
+                    summary: dict) -> list[str]:
     """Each run predicted by each profile; the first profile's interval is the simulator at its step-time band
     (planner.uncertainty: queueing magnifies step errors), and `in` says whether the measurement is inside."""
     first = next(iter(hws))
@@ -202,6 +204,7 @@ def serving_section(name: str, runs: list[dict], hws: dict[str, HardwareProfile]
                          f"{'yes' if within else 'no'} |")
     lines += ["", "Absolute relative error over all rows: " + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()),
               "", f"Measured inside the {first} interval: {sum(inside)} of {len(inside)} rows.", ""]
+    summary.update(serving={label: by_metric[label][first] for label in SERVING_METRICS}, inside=inside)
     lines += ["Per metric, median absolute error over the loads: " + "; ".join(
         f"{label}: " + ", ".join(f"{k} {np.median(np.abs(v)):.1%}" for k, v in by_metric[label].items() if v)
         for label in SERVING_METRICS), ""]
@@ -242,7 +245,7 @@ def step_model(step: dict, case: dict) -> dict:
 
 
 def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfile]],
-                 latest: dict[str, tuple[str, Path]], holdout: float, seed: int) -> list[str]:
+                 latest: dict[str, tuple[str, Path]], holdout: float, seed: int, summary: dict) -> list[str]:
     """A directory of served runs alone (another engine setting on a GPU calibrated above): its runs predicted by
     the calibration of the last machine of that GPU listed before it (so the engine it describes) and the
     profiles it started from, never fitted. With its own `serving_fit_trace.jsonl` that calibration is fitted
@@ -264,7 +267,9 @@ def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfil
         how = f"fitted again with this directory's {fit.name}"
     lines = [f"## {name}", "", f"Machine: {doc['meta'].get('device_name')}, {doc['meta'].get('date')}; "
              f"`{doc['meta'].get('command')}`. Predicted by the {source} calibration above ({how}).", ""]
-    lines += serving_section(name, cal.load_runs(directory / "serving.json"), hws, doc.get("predicted_capacity_rps"))
+    summary["machine"] = name
+    lines += serving_section(name, cal.load_runs(directory / "serving.json"), hws, doc.get("predicted_capacity_rps"),
+                             summary)
     served = trace(directory, "serving_trace.jsonl")
     lines += serving_steps_section(name, served, hws)
     return lines + server_section(name, served, doc)
@@ -287,21 +292,24 @@ def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: Ha
 
 
 def pooled_section(name: str, base: HardwareProfile, traces: list[Path], fit: list[Path], holdout: float,
-                   seeds: range, first: cal.Calibration) -> list[str]:
+                   seeds: range, first: cal.Calibration, summary: dict) -> list[str]:
     """One split is luck of the draw: every held-out point of `seeds` splits (each fitted on its own training
     half; `first` is the one reported above), pooled."""
     errors = []
     for s in seeds:
         c = first if s == seeds[0] else cal.calibrate(base, traces, holdout=holdout, seed=s, fit_traces=fit)
         errors += [p.time_s / t - 1 for p, t in zip(c.test, cal.predict_steps(c.profile, c.test))]
+    summary["pooled"] = errors
     return [f"Pooled over {len(seeds)} seeded splits (seeds {seeds[0]}-{seeds[-1]}, each calibrated on its own "
             f"training points): **calibrated** {stats(errors)}.", ""]
 
 
 def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, dict[str, HardwareProfile]],
-            latest: dict[str, tuple[str, Path]], pooled: int = 1) -> list[str]:
+            latest: dict[str, tuple[str, Path]], pooled: int = 1, summary: dict | None = None) -> list[str]:
+    """This machine's sections; `summary` gets its headline errors (for the summary table)."""
+    summary = {} if summary is None else summary
     if not (directory / "step.json").exists():
-        return serving_only(directory, calibrated, latest, holdout, seed)
+        return serving_only(directory, calibrated, latest, holdout, seed, summary)
     step = json.loads((directory / "step.json").read_text())
     base = profiles(step, directory)
     name = step["meta"].get("gpu") or "CPU (tiny)"
@@ -317,15 +325,16 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     if (directory / "profile.yaml").is_file():
         lines += [f"Its profile, step grid and served runs were measured on one GPU in one lease; `{directory.name}/"
                   "profile.yaml` is that machine's measured profile, which the calibration starts from.", ""]
-    if not all(case.get("prompt_ids") == "random" for case in step["cases"]):
+    summary.update(machine=name, random_ids=all(case.get("prompt_ids") == "random" for case in step["cases"]))
+    if not summary["random_ids"]:
         lines += ["Its prefill and mixed points prefilled prompts of one repeated token id, whose GEMM rows are all "
                   "alike: such prompts ran faster than served ones of random ids (Llama-3.1-8B, 1,024 / 4,096 tokens: "
                   "22.0 / 94.8 against 24.5 / 109.3 ms; `engine_probes.py --only rows`). Grids since H200-grid14 "
                   "prefill random ids.", ""]
-    lines += step_section(name, c, base)
+    lines += step_section(name, c, base, summary)
     if pooled > 1:
         lines += pooled_section(name, base["measured"], steps, fit, holdout,
-                                range(seed, seed + pooled), c)
+                                range(seed, seed + pooled), c, summary)
     gpu = step["meta"].get("gpu")
     if name != gpu and gpu in calibrated:
         lines += transfer_section(name, gpu, c.train + c.test, calibrated[gpu]["calibrated"])
@@ -333,7 +342,7 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
     if serving.exists() and "runs" in json.loads(serving.read_text()):
         doc = json.loads(serving.read_text())
         lines += serving_section(name, cal.load_runs(serving), {"calibrated": c.profile, **base},
-                                 doc.get("predicted_capacity_rps"))
+                                 doc.get("predicted_capacity_rps"), summary)
     served = trace(directory, "serving_trace.jsonl")
     if served:
         lines += serving_steps_section(name, served, {"calibrated": c.profile, **base})
@@ -341,6 +350,29 @@ def machine(directory: Path, holdout: float, seed: int, calibrated: dict[str, di
             lines += server_section(name, served, json.loads(serving.read_text()))
     lines += memory_section(name, step, base["measured"])
     return lines
+
+
+def summary_table(summaries: list[dict], seed: int) -> list[str]:
+    """One row per machine: its calibrated profile's headline errors (each machine's section has the points)."""
+    def cell(errors) -> str:
+        return f"{np.median(np.abs(errors)):.1%} / {np.percentile(np.abs(errors), 90):.1%}" if errors else ""
+
+    lines = ["## Summary", "", "Absolute errors of each machine's calibrated profile: held-out steps (median / p90, seed "
+             f"{seed} and pooled over the seeded splits), and served runs (median over the loads, never fitted). Step "
+             "grids marked * prefilled prompts of one repeated id, which run faster than served prompts (see their "
+             "sections).", "",
+             "| machine | steps, seed split | steps, pooled | " + " | ".join(SERVING_METRICS) + " | served rows in interval |",
+             "|---|---|---|" + "---|" * len(SERVING_METRICS) + "---|"]
+    for sm in summaries:
+        if "machine" not in sm:
+            continue
+        serving = sm.get("serving") or {}
+        mark = "" if sm.get("random_ids", True) else " *"
+        inside = sm.get("inside")
+        lines.append(f"| {sm['machine']}{mark} | {cell(sm.get('steps'))} | {cell(sm.get('pooled'))} | "
+                     + " | ".join(f"{np.median(np.abs(serving[m])):.1%}" if serving.get(m) else "" for m in SERVING_METRICS)
+                     + f" | {f'{sum(inside)} of {len(inside)}' if inside else ''} |")
+    return lines + [""]
 
 
 def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
@@ -355,8 +387,11 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
              "serving runs reported are never fitted.", ""]
     calibrated: dict[str, dict[str, HardwareProfile]] = {}
     latest: dict[str, tuple[str, Path]] = {}     # GPU -> the last machine of it calibrated so far, and its directory
+    sections, summaries = [], []
     for d in dirs:
-        lines += machine(d, holdout, seed, calibrated, latest, pooled)
+        summaries.append({})
+        sections += machine(d, holdout, seed, calibrated, latest, pooled, summaries[-1])
+    lines += summary_table(summaries, seed) + sections
     lines += ["## Reproduce", "", "```bash",
               "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid2, then serving):",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 200 --tp 1",

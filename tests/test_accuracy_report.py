@@ -41,6 +41,10 @@ def test_report_on_synthetic_machine(tmp_path, gzipped):
                    "Pooled over 4 seeded splits (seeds 0-3",
                    "engine KV tokens", "Planned as fitting but out of memory: Llama-3.1-8B fp8 TP1", "## Reproduce"):
         assert needle in text, needle
+    # the summary leads, one row per machine; this grid says nothing of its prompts: flagged as repeated ids
+    assert text.index("## Summary") < text.index("## H100-SXM")
+    row = next(line for line in text.splitlines() if line.startswith("| H100-SXM *"))
+    assert row.count("%") == 4          # seed split and pooled steps, median / p90 each; no served runs here
 
 
 def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
@@ -70,6 +74,9 @@ def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
                    "the server around the engine", "intake p50 ms", "Garbage collection:",
                    "CPU (tiny) (CPU-async: async_scheduling True)"):
         assert needle in text, needle
+    rows = [line for line in text.split("## Summary")[1].split("\n## ")[0].splitlines() if line.startswith("| CPU")]
+    assert len(rows) == 2 and rows[0].startswith("| CPU (tiny) |")      # random prompt ids: no mark
+    assert all(line.count("%") >= 4 and " of " in line for line in rows)   # served metrics and the interval count
 
 
 def test_directory_profile_is_the_machines_own(tmp_path):
