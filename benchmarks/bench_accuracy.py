@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.prompts import random_ids  # noqa: E402
 from planner.schemas import LengthDist, ModelSpec, Plan, Workload  # noqa: E402
 
 MODELS = {"1b": "Llama-3.2-1B", "8b": "Llama-3.1-8B", "14b": "Qwen2.5-14B", "70b": "Llama-3.1-70B"}
@@ -133,12 +134,10 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
            "engine": {k: getattr(cfg, k) for k in ("max_num_seqs", "max_num_batched_tokens", "max_model_len",
                                                     "gpu_memory_utilization", "block_size", "cuda_graphs")}}
     marks = []
-    # Prompts of random ids, as served requests are: a prompt of one repeated id keeps every row of every GEMM
-    # the same, which draws less power and ran Llama-3.1-8B prefills faster (engine_probes.py --only rows).
-    rng = random.Random(0)
+    rng = random.Random(0)      # prompts of random ids, as served requests are (benchmarks/prompts.py)
 
     def prompt(length: int) -> list[int]:
-        return [rng.randrange(spec.vocab_size) for _ in range(length)]
+        return random_ids(spec.vocab_size, length, rng)
 
     def clock() -> tuple[int, float]:
         return engine.stats.num_steps, engine.stats.step_time_sum_s

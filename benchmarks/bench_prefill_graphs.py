@@ -33,6 +33,7 @@ def measure(model: str, lengths: list[int], decodes: list[int], reps: int) -> di
     step replayed a whole-forward graph."""
     from backends.engine.config import EngineConfig, SamplingParams
     from backends.engine.engine import LLMEngine
+    from benchmarks.prompts import random_ids
     from planner.catalog import load_model
 
     most = max(decodes)
@@ -44,16 +45,17 @@ def measure(model: str, lengths: list[int], decodes: list[int], reps: int) -> di
     out = {k: kv.get(k) for k in ("whole_graph_prefill", "whole_graph_mixed", "graph_capture_s")}
     out |= {"median_s": {}, "whole": {}}
     one = SamplingParams(max_tokens=1, ignore_eos=True)
+    vocab = engine.config.model.vocab_size
     for d in decodes:
         # d sequences decoding at CONTEXT tokens for the whole sweep (their prefills are not timed)
-        busy = [engine.add_request([3] * CONTEXT, SamplingParams(max_tokens=steps + 2, ignore_eos=True))
+        busy = [engine.add_request(random_ids(vocab, CONTEXT), SamplingParams(max_tokens=steps + 2, ignore_eos=True))
                 for _ in range(d)]
         while not all(r in engine.seqs and engine.seqs[r].num_output_tokens for r in busy):   # until they decode
             engine.step()
         for n in lengths:
             times = []
             for i in range(reps + 2):
-                engine.add_request([1 + i % 7] * n, one)
+                engine.add_request(random_ids(vocab, n), one)
                 t = time.perf_counter()
                 engine.step()
                 times.append(time.perf_counter() - t)

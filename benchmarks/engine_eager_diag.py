@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from bench_engine import LLAMA_31_8B
 
+from benchmarks.prompts import random_ids
+
 from backends.engine.config import EngineConfig, SamplingParams
 from backends.engine.engine import LLMEngine
 
@@ -84,11 +86,12 @@ def main() -> None:
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=LLAMA_31_8B, device="cuda", max_num_batched_tokens=args.budget,
                                     max_model_len=8448, trace_path=str(trace)))
+    vocab = LLAMA_31_8B.vocab_size
     out: dict = {"engine_start_s": time.perf_counter() - t0, "device": torch.cuda.get_device_name(0)}
 
     # (1) chunked prefills
     for i in range(3):
-        engine.add_request([1 + i] * 3000, SamplingParams(max_tokens=2, ignore_eos=True))
+        engine.add_request(random_ids(vocab, 3000), SamplingParams(max_tokens=2, ignore_eos=True))
     step_all(engine)
     steps = [json.loads(line) for line in trace.read_text().splitlines()]
     chunked = [s for s in steps if any(c > q for q, c in zip(s["prefill_query_lens"], s["prefill_context_lens"]))]
@@ -97,7 +100,7 @@ def main() -> None:
 
     # (2) lone short prefills: wall vs GPU, host ops, kernels
     def prefill(n: int = 128) -> None:
-        engine.add_request([5] * n, SamplingParams(max_tokens=1, ignore_eos=True))
+        engine.add_request(random_ids(vocab, n), SamplingParams(max_tokens=1, ignore_eos=True))
         step_all(engine)
 
     out["prefills"] = [short_prefill(prefill, n) for n in (128, 512)]

@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from benchmarks.prompts import random_ids
+
 
 def copy_bandwidth() -> float:
     x = torch.empty(2 ** 30, dtype=torch.uint8, device="cuda")
@@ -348,15 +350,15 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
                                     max_model_len=4096, gpu_memory_utilization=0.5, async_scheduling=True,
                                     trace_path=str(trace)))
     params = SamplingParams(max_tokens=64, ignore_eos=True)
-    engine.generate([[1 + i] * prompt for i in range(4)], params)          # warm-up
+    engine.generate([random_ids(spec.vocab_size, prompt) for _ in range(4)], params)          # warm-up
     for i in range(48):
-        engine.add_request([2 + i] * prompt, params)
+        engine.add_request(random_ids(spec.vocab_size, prompt), params)
     t0, steps, extra = time.perf_counter(), 0, 0
     while engine.has_unfinished():
         engine.step()
         steps += 1
         if steps % 8 == 0 and extra < 24:
-            engine.add_request([100 + extra] * prompt, params)
+            engine.add_request(random_ids(spec.vocab_size, prompt), params)
             extra += 1
     wall = time.perf_counter() - t0
     engine.close()

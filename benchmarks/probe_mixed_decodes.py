@@ -24,12 +24,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_accuracy import inject_decodes  # noqa: E402
 
+from benchmarks.prompts import random_ids  # noqa: E402
+
 CONTEXT = 1024
-
-
-def random_ids(engine, n: int) -> list[int]:
-    import random
-    return [random.randrange(engine.config.model.vocab_size) for _ in range(n)]
 
 
 def timed_steps(engine, prompt: int | None, reps: int) -> float:
@@ -37,7 +34,7 @@ def timed_steps(engine, prompt: int | None, reps: int) -> float:
     times = []
     for i in range(reps + 2):
         if prompt:
-            engine.add_request(random_ids(engine, prompt), SamplingParams(max_tokens=1, ignore_eos=True))
+            engine.add_request(random_ids(engine.config.model.vocab_size, prompt), SamplingParams(max_tokens=1, ignore_eos=True))
         t = time.perf_counter()
         engine.step()
         times.append(time.perf_counter() - t)
@@ -55,7 +52,8 @@ def kernel_table(engine, prompt: int | None, steps: int = 3, top: int = 14) -> t
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         for i in range(steps):
             if prompt:
-                engine.add_request(random_ids(engine, prompt), SamplingParams(max_tokens=1, ignore_eos=True))
+                engine.add_request(random_ids(engine.config.model.vocab_size, prompt),
+                                   SamplingParams(max_tokens=1, ignore_eos=True))
             engine.step()
         if cuda:
             torch.cuda.synchronize()
@@ -96,8 +94,9 @@ def main(argv=None) -> int:
                 inject_decodes(engine, n, CONTEXT, steps, tag)
                 ids = [f"{tag}-{k}" for k in range(n)]
             else:
-                ids = [engine.add_request(random_ids(engine, CONTEXT), SamplingParams(max_tokens=steps, ignore_eos=True))
-                       for k in range(n)]
+                vocab = engine.config.model.vocab_size
+                ids = [engine.add_request(random_ids(vocab, CONTEXT), SamplingParams(max_tokens=steps, ignore_eos=True))
+                       for _ in range(n)]
                 while not all(r in engine.seqs and engine.seqs[r].num_output_tokens for r in ids):
                     engine.step()
             row = {"kind": kind, "decodes": n, "mixed_ms": timed_steps(engine, a.prompt, a.reps),
