@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from planner.costmodel import PIECEWISE_TOKEN_SIZES
+
 MB = 1 << 20
 GB = 1 << 30
 
@@ -100,10 +102,11 @@ LLAMA_8B_ATTENTION = AttentionShape(heads=32, kv_heads=8, head_dim=128)
 
 FULL = Sweep(
     copy_bytes=_pow2(1 * MB, 2 * GB),
-    # Every size a step's GEMMs commonly run at: decode graph batches and the piecewise-graph token buckets
+    # The sizes a step's GEMMs commonly run at: decode rows, and every piecewise-graph token bucket from 512 on
     # (planner.costmodel.PIECEWISE_TOKEN_SIZES). Between 512 and 2048 alone, a Llama-3.1-8B step at the 768 bucket
-    # was priced 14% fast on an H200: it took 21.0 ms, against 22.9 ms for 1024 tokens.
-    gemm_ms=[1, 8, 32, 128, 256, 512, 768, 1024, 2048, 4096, 8192, 16384],
+    # was priced 14% fast on an H200: it took 21.0 ms, against 22.9 ms for 1024 tokens; mixed steps at the 640
+    # bucket (512 prompt tokens + 16 decodes) ran 5-14% slower than priced from 512 and 768 (H200-grid14).
+    gemm_ms=sorted({1, 8, 32, 128, 256, 4096, 8192, 16384} | {s for s in PIECEWISE_TOKEN_SIZES if s >= 512}),
     gemm_layers=LLAMA_1B + LLAMA_8B + QWEN_14B + LLAMA_70B + LLAMA_70B_TP4 + LLAMA_70B_TP8,
     gemm_dtypes=["bf16", "fp8", "int8"],
     prefill_seqs=[128, 256, 512, 1024, 2048, 4096, 8192, 16384],
