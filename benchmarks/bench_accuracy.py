@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -134,11 +133,6 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
            "engine": {k: getattr(cfg, k) for k in ("max_num_seqs", "max_num_batched_tokens", "max_model_len",
                                                     "gpu_memory_utilization", "block_size", "cuda_graphs")}}
     marks = []
-    rng = random.Random(0)      # prompts of random ids, as served requests are (benchmarks/prompts.py)
-
-    def prompt(length: int) -> list[int]:
-        return random_ids(spec.vocab_size, length, rng)
-
     def clock() -> tuple[int, float]:
         return engine.stats.num_steps, engine.stats.step_time_sum_s
 
@@ -169,7 +163,7 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
 
             def start(n, length=length):
                 for _ in range(n):
-                    engine.add_request(prompt(length), SamplingParams(max_tokens=1, ignore_eos=True))
+                    engine.add_request(random_ids(spec.vocab_size, length), SamplingParams(max_tokens=1, ignore_eos=True))
             phase(point, 1, start, serial=True)
             out["points"].append(point)
         def fits(batch: int, ctx: int, prompt_tokens: int = 0) -> str | None:
@@ -205,7 +199,7 @@ def measure_case(args, spec: ModelSpec, weight_dtype: str, tp: int, trace_path: 
             while i < n_steps:
                 # fresh prompts every step (one token each: they finish in the step that prefills them)
                 for _ in range(prompts):
-                    engine.add_request(prompt(length), SamplingParams(max_tokens=1, ignore_eos=True))
+                    engine.add_request(random_ids(spec.vocab_size, length), SamplingParams(max_tokens=1, ignore_eos=True))
                 engine.step()
                 i += 1
                 if i == g["warmup"]:
