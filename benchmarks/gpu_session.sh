@@ -39,6 +39,7 @@
 #                                              # context) with one split past a wave of programs and with two, in turn
 #   bash benchmarks/gpu_session.sh rows        # one GPU: GEMMs and prefills with repeated vs random rows, then the full
 #                                              # profile (then `step` on the same machine)
+#   bash benchmarks/gpu_session.sh profile     # one GPU: the full profile only (then `step` on the same machine)
 #   bash benchmarks/gpu_session.sh step        # one GPU: the step grid only (prompts of random ids since 2026-12-03)
 #   bash benchmarks/gpu_session.sh eager       # one GPU: eager mixed steps (2,048-token prompt + 8 decodes, above the
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
@@ -188,6 +189,10 @@ probe_mixed)
 rows)
   step rows 150 python3 benchmarks/engine_probes.py --only rows --out "$OUT/rows_$GPU.json" 2>&1 | tail -12
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  ;;
+profile)
+  step profile 400 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
+  python3 -m profilers.validate "$OUT/profile.yaml" > "$OUT/validate.md" 2>&1; tail -16 "$OUT/validate.md"
   ;;
 step)
   step accuracy 540 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 250 --tp 1 2>&1 | tail -9
