@@ -39,7 +39,7 @@
 #                                              # context) with one split past a wave of programs and with two, in turn
 #   bash benchmarks/gpu_session.sh rows        # one GPU: GEMMs and prefills with repeated vs random rows, then the full
 #                                              # profile (then `step` on the same machine)
-#   bash benchmarks/gpu_session.sh profile     # one GPU: the full profile only (then `step` on the same machine)
+#   bash benchmarks/gpu_session.sh profile     # one GPU: CUDA-path tests, the full profile (then `step` on the same machine)
 #   bash benchmarks/gpu_session.sh step        # one GPU: the step grid only (prompts of random ids since 2026-12-03)
 #   bash benchmarks/gpu_session.sh eager       # one GPU: eager mixed steps (2,048-token prompt + 8 decodes, above the
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
@@ -191,6 +191,7 @@ rows)
   step profile 190 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   ;;
 profile)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py 2>&1 | tail -4
   step profile 400 python3 -m profilers.cli profile --out "$OUT/profile.yaml" --no-progress 2>&1 | tail -6
   python3 -m profilers.validate "$OUT/profile.yaml" > "$OUT/validate.md" 2>&1; tail -16 "$OUT/validate.md"
   ;;

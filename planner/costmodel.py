@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 
 from planner.schemas import CurvePoint, HardwareProfile, ModelSpec
@@ -59,11 +59,18 @@ EAGER_KERNELS_PER_PREFILL_SEQ = 4
 VARLEN_PREFILL_KERNELS, VARLEN_PREFIX_GATHER_KERNELS, MIXED_DECODE_KERNELS = 2, 2, 3
 # Token buckets of the built-in engine's piecewise CUDA graphs (backends/engine/piecewise.py runs these).
 # Steps between buckets pay the padding; above 512 tokens the buckets are at most 25% apart (Llama-3.1-8B, 512 + 16
-# decodes: 20.2 ms at the 768 bucket, 15.4-16.3 ms at 640; H200). Above the largest a step runs eagerly: buckets up to
-# 4,096 ran Llama-3.1-8B's 2,056-token step 20% slower, padded to 2,560, than eagerly (it is GPU bound there).
+# decodes: 20.2 ms at the 768 bucket, 15.4-16.3 ms at 640; H200). Above the largest a step runs eagerly (but see
+# RACED_TOKEN_SIZES): buckets up to 4,096 ran Llama-3.1-8B's 2,056-token step 20% slower, padded to 2,560, than
+# eagerly (it is GPU bound there).
 # 1,152: a 1,024-token prompt beside up to 128 decodes (served Llama-3.1-8B, H200: such steps 27-31 ms, against
 # 29-32 ms at the 1,280 bucket on another machine).
 PIECEWISE_TOKEN_SIZES = (16, 32, 64, 128, 256, 384, 512, 640, 768, 896, 1024, 1152, 1280, 1536, 1792, 2048)
+# Larger buckets, at most ~12-20% apart, that the engine captures in turn at start-up while a step just above the
+# previous one (the most padding) replays faster on them than it runs eagerly; from the first it does not, steps
+# run eagerly. A small model's eager step is host bound, and hosts differ: Llama-3.2-1B fp8's 2,048-token prompt +
+# 8 decodes took 8.2, 10.3, 13.9 and (beside 100 decodes) 23 ms eagerly on four H200 machines, against 7.1 ms for
+# the prompt alone on the 2,048 graph. A large one is GPU bound, and padding is what a graph would add.
+RACED_TOKEN_SIZES = (2304, 2560, 2816, 3072, 3584, 4096, 4608, 5120, 6144, 7168, 8192)
 # ... and the most fresh prompts (no cached prefix) a step may hold to replay as one whole-forward graph, and the
 # largest bucket captured so: above it the host is not what bounds a step, and the captured flash call's empty
 # programs cost more than the launches it saves (Llama-3.2-1B, 2,048-token prompt, H200: +3%; at 1,152 tokens
@@ -132,6 +139,7 @@ class Hardware:
         self.kind = hw.provenance.kind
         # GEMM shapes recur across steps, trials and simulated requests: cost each one once.
         self.gemm_memo: dict[tuple, tuple[float, float, float, str]] = {}
+        self.race_memo: dict[tuple, Deployment] = {}
 
     def peak(self, dtype: str) -> float:
         return self.profile.peak(dtype)
@@ -370,6 +378,9 @@ class Deployment:
     # Steps with prefill tokens: piecewise graphs at these token buckets (none: eager), one varlen attention call
     # for all prefill chunks (else one per chunk). Older engine traces say neither.
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
+    # ... and larger ones the engine would race at start-up (steps_buckets decides as it would); an engine's own
+    # report lists the outcome in piecewise_sizes and races none here.
+    raced_sizes: tuple[int, ...] = RACED_TOKEN_SIZES
     varlen_prefill: bool = True
     # ... and a step of fresh prompts only (whole_graph) replays one graph for its whole forward (engines since
     # 2026-12-02, eighth session), and so does one that also carries decodes (since the ninth session).
@@ -664,12 +675,35 @@ def p2p_time_s(hw: Hardware, d: Deployment, b: Batch) -> float:
     return (d.pp - 1) * (hw.e.allreduce_alpha_s + nbytes / hw.link_bw)
 
 
+def raced_buckets(hw: HardwareProfile | Hardware, d: Deployment) -> Deployment:
+    """`d` with the buckets the engine's start-up race would keep (model_runner._race_buckets): in turn, while a
+    fresh prompt one token above the previous bucket is priced faster on the next than eagerly."""
+    hw = prepare(hw)
+    if not d.raced_sizes:
+        return d
+    # ModelSpec is a pydantic model (unhashable): keyed by identity, checked as prepare() does
+    key = (id(d.model),) + tuple(getattr(d, f.name) for f in fields(d) if f.name != "model")
+    hit = hw.race_memo.get(key)
+    if hit is None or hit.model is not d.model:
+        kept = replace(d, raced_sizes=())
+        if d.cuda_graphs and d.piecewise_sizes and not d.model.is_moe and d.tp == 1:
+            for size in d.raced_sizes:
+                b = Batch.of([(kept.piecewise_sizes[-1] + 1, 0)])
+                longer = replace(kept, piecewise_sizes=kept.piecewise_sizes + (size,))
+                if step_time_s(hw, longer, b) >= step_time_s(hw, kept, b):
+                    break
+                kept = longer
+        hit = hw.race_memo[key] = kept
+    return hit
+
+
 def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> float:
     """Wall time of one engine step: every pipeline stage in turn (eager stages no faster than the host
     issues their kernels), plus host work."""
     hw = prepare(hw)
     if b.tokens <= 0:
         return 0.0
+    d = raced_buckets(hw, d)
     ops = step_ops(hw, d, b)
     per_stage = 0.0
     priced = 0

@@ -34,7 +34,7 @@ def engine_features(report: dict) -> dict:
     graphs and varlen prefill reported neither: their prefill was eager, per sequence; engines before 2026-12-03
     did not list their graph sizes: powers of two."""
     return {"graph_batch_sizes": tuple(report.get("cuda_graph_batch_sizes") or POW2_DECODE_GRAPH_SIZES),
-            "piecewise_sizes": tuple(report.get("piecewise_sizes") or ()),
+            "piecewise_sizes": tuple(report.get("piecewise_sizes") or ()), "raced_sizes": (),
             "varlen_prefill": bool(report.get("varlen_prefill")),
             "whole_graph_prefill": bool(report.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(report.get("whole_graph_mixed")),

@@ -371,3 +371,29 @@ def test_one_row_fp8_gemv_priced_from_the_measured_curve():
     e = TOY.efficiency
     assert gemm_cost(prepare(TOY), "o", 1, 4096, 4096, "fp8").time_s == pytest.approx(
         max(e.fp8_gemv_latency_s + small / (bw * e.fp8_gemv_memory), e.graph_kernel_overhead_s))
+
+
+def test_buckets_above_2048_kept_as_the_engine_race_would():
+    """Above the piecewise buckets a deployment priced for planning keeps the larger buckets in turn while a
+    prompt one token above the previous is faster on them than eager: a slow host keeps some for a small model
+    (its eager step is launch bound), a fast one none; an engine's own report races nothing here."""
+    from dataclasses import replace
+
+    from planner.catalog import load_hardware, load_model
+    from planner.costmodel import PIECEWISE_TOKEN_SIZES, raced_buckets, step_time_s
+    from planner.predict import engine_features
+
+    measured = load_hardware("h200", "measured")
+    e = measured.efficiency
+    slow = measured.model_copy(update={"efficiency": e.model_copy(update={"kernel_overhead_s": 80e-6})})
+    fast = measured.model_copy(update={"efficiency": e.model_copy(update={"kernel_overhead_s": 1e-6})})
+    small = Deployment(load_model("Llama-3.2-1B"), weight_dtype="fp8")
+    kept = raced_buckets(slow, small).piecewise_sizes
+    assert kept[:len(PIECEWISE_TOKEN_SIZES)] == PIECEWISE_TOKEN_SIZES and kept[len(PIECEWISE_TOKEN_SIZES)] == 2304
+    assert raced_buckets(fast, small).piecewise_sizes == PIECEWISE_TOKEN_SIZES
+    step = Batch.of([(2048, 0)], [2048] * 8)
+    eager = replace(small, raced_sizes=())
+    assert step_time_s(slow, small, step) < 0.8 * step_time_s(slow, eager, step)
+    assert step_time_s(fast, small, step) == step_time_s(fast, eager, step)
+    reported = replace(small, **engine_features({"piecewise_sizes": list(PIECEWISE_TOKEN_SIZES)}))
+    assert raced_buckets(slow, reported).piecewise_sizes == PIECEWISE_TOKEN_SIZES

@@ -107,6 +107,41 @@ def test_piecewise_graphs_match_eager(weight_dtype):
         assert all(x[:3] == y[:3] for x, y in zip(run, ref))
 
 
+def test_raced_buckets_keep_only_winners_and_match_eager():
+    """Above the 2,048 bucket the engine captures larger buckets only while they beat eager steps at start-up (a
+    small model is host bound eagerly: it keeps some); a prompt on a kept bucket gives eager's greedy tokens."""
+    import json
+    import tempfile
+
+    from backends.engine.config import EngineConfig, SamplingParams
+    from backends.engine.engine import LLMEngine
+    from planner.costmodel import PIECEWISE_TOKEN_SIZES
+    from planner.schemas import ModelSpec
+
+    spec = ModelSpec(name="small", architecture="llama", hidden_size=512, num_layers=4, num_attention_heads=8,
+                     num_kv_heads=2, head_dim=64, intermediate_size=1024, vocab_size=1000,
+                     max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
+    cfg = dict(model=spec, dtype="bf16", num_kv_blocks=600, max_num_batched_tokens=3000, max_num_seqs=8,
+               max_model_len=4096)
+    prompt = [(7 * i) % 997 + 1 for i in range(2100)]
+    params = SamplingParams(max_tokens=4, ignore_eos=True)
+    eager = LLMEngine(EngineConfig(**cfg, cuda_graphs=False))
+    expected = eager.generate([prompt], params)[0]
+    eager.close()
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as trace:
+        engine = LLMEngine(EngineConfig(**cfg, cuda_graphs=True, trace_path=trace.name))
+        info = engine.runner.kv_info()
+        got = engine.generate([prompt], params)[0]
+        engine.close()
+        steps = [json.loads(line) for line in open(trace.name)]
+    race = {int(k): v for k, v in info["bucket_race_ms"].items()}
+    kept = [s for s in info["piecewise_sizes"] if s > PIECEWISE_TOKEN_SIZES[-1]]
+    assert race and kept == [s for s, (eager_ms, graph_ms) in race.items() if graph_ms < eager_ms]
+    assert kept[0] == 2304
+    assert any(s["piecewise_tokens"] == 2304 and s["num_prefill_tokens"] == 2100 for s in steps)
+    assert got[:3] == expected[:3]
+
+
 def _staggered(engine, prompts, params):
     """Greedy tokens per prompt when the first three are decoding by the time the others arrive."""
     ids = [engine.add_request(p, params) for p in prompts[:3]]

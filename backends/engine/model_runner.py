@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from planner.costmodel import DECODE_GRAPH_SIZES
+from planner.costmodel import DECODE_GRAPH_SIZES, PIECEWISE_TOKEN_SIZES, RACED_TOKEN_SIZES
 
 from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
@@ -108,6 +108,7 @@ class ModelRunner:
         self.last_piecewise_size: int | None = None
         self.last_whole_graph = False
         self.piecewise: PiecewiseGraphs | None = None
+        self.bucket_race_ms: dict[int, list[float]] = {}
         self.varlen = self.device.type == "cuda" and varlen_supported(
             torch.empty(1, 1, spec.head_dim, dtype=self.dtype, device=self.device))
         if self.device.type == "cuda" and self.num_kv_blocks >= 3:
@@ -117,11 +118,15 @@ class ModelRunner:
             self._capture_graphs()
             # MoE layers under capture run every expert over every token: fine for decode, not for prefill.
             if not spec.is_moe:
-                self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(config.max_num_batched_tokens),
-                                                 self.trash_slot, self.device, self.sampled, self.graph_pool,
+                budget = config.max_num_batched_tokens
+                raced = self._raced_sizes()
+                self.piecewise = PiecewiseGraphs(self.model, piecewise_sizes(budget), self.trash_slot, self.device,
+                                                 self.sampled, self.graph_pool,
                                                  whole=env_switch("PLAN_ENGINE_WHOLE_GRAPH"),
                                                  max_decodes=config.max_num_seqs,
-                                                 max_blocks_per_seq=self.max_blocks_per_seq)
+                                                 max_blocks_per_seq=self.max_blocks_per_seq,
+                                                 max_rows=max(raced, default=0))
+                self._race_buckets(raced)
         self.capture_s = time.perf_counter() - t0
 
     def _tune_linears(self) -> dict | None:
@@ -209,6 +214,7 @@ class ModelRunner:
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graph_batch_sizes": sorted(self.graphs),
                 "piecewise_sizes": list(self.piecewise.sizes) if self.piecewise else [],
+                "bucket_race_ms": {str(k): v for k, v in self.bucket_race_ms.items()},
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
@@ -400,6 +406,45 @@ class ModelRunner:
                 noise[i].exponential_(1.0, generator=seq.generator)
         sampled = (probs / noise).argmax(dim=-1)
         return torch.where(temps > 0, sampled, greedy)
+
+    def _raced_sizes(self) -> tuple[int, ...]:
+        """The buckets above the piecewise ones that may replace eager steps within the step budget (the start-up
+        race decides). None with several ranks (each would race on its own) or PLAN_ENGINE_RACE_BUCKETS=0."""
+        budget = self.config.max_num_batched_tokens
+        if self.config.tp > 1 or not env_switch("PLAN_ENGINE_RACE_BUCKETS") or budget <= PIECEWISE_TOKEN_SIZES[-1]:
+            return ()
+        return piecewise_sizes(budget, RACED_TOKEN_SIZES)
+
+    @torch.inference_mode()
+    def _race_buckets(self, sizes: tuple[int, ...]) -> None:
+        """Captures `sizes` in turn while a fresh prompt one token above the previous bucket (the most padding)
+        runs faster replayed on the new bucket than eagerly; from the first where it does not, steps above the
+        buckets run eagerly. Its K/V go to the trash slot. Times (eager, graph ms, best of 3) in bucket_race_ms."""
+        pw = self.piecewise
+        for size in sizes:
+            T = pw.sizes[-1] + 1
+            step = dict(ids=[(7919 * i) % self.config.model.vocab_size for i in range(T)], src=[-1] * T, fed=False,
+                        pos=list(range(T)), slots=[self.trash_slot] * T, num_prefill=T, prefill_seqs=[(0, T, T)],
+                        prefill_tables=[None], decode_tables=[], decode_ctx=[], sample_rows=[T - 1], graph_bs=None,
+                        piecewise_whole=False)
+            if self.varlen:
+                step.update(cu_q=[0, T], cu_k=[0, T], max_q=T, max_k=T, kv_slots=None)
+            times = []
+            for bucket in (None, size):
+                if bucket:
+                    pw.add(size)
+                step["piecewise"] = bucket
+                runs = []
+                for _ in range(4):                      # the first warms up
+                    t0 = time.perf_counter()
+                    self._execute(step)
+                    torch.cuda.synchronize()
+                    runs.append(time.perf_counter() - t0)
+                times.append(round(min(runs[1:]) * 1e3, 3))
+            self.bucket_race_ms[size] = times
+            if times[1] >= times[0]:
+                pw.drop(size)
+                break
 
     @torch.inference_mode()
     def _warm_eager_step(self) -> None:

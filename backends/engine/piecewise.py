@@ -29,21 +29,22 @@ from .attention import AttentionMetadata, DecodeRows
 from .kernels import feed_ids
 
 
-def piecewise_sizes(max_tokens: int) -> tuple[int, ...]:
-    """The buckets an engine with a `max_tokens` step budget captures. The token buckets live with the cost model
-    that prices steps at them: padding costs at most ~25% above 256 tokens; above the largest bucket a step is GPU
-    bound for the models this engine runs (8B: an eager 2k-token step is ~50 ms of GPU work against ~20 ms of
-    launches), so it runs eagerly."""
-    sizes = [s for s in PIECEWISE_TOKEN_SIZES if s < max_tokens]
-    return tuple(sizes + [s for s in PIECEWISE_TOKEN_SIZES if s >= max_tokens][:1])
+def piecewise_sizes(max_tokens: int, sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES) -> tuple[int, ...]:
+    """Those of `sizes` an engine with a `max_tokens` step budget captures: the ones below it and the first at or
+    above it. The token buckets live with the cost model that prices steps at them (padding costs at most ~25%
+    above 256 tokens); the larger ones (RACED_TOKEN_SIZES) only where a start-up race keeps them."""
+    below = [s for s in sizes if s < max_tokens]
+    return tuple(below + [s for s in sizes if s >= max_tokens][:1])
 
 
 class PiecewiseGraphs:
     def __init__(self, model, sizes: tuple[int, ...], trash_slot: int, device: torch.device, sampled: torch.Tensor,
-                 pool=None, whole: bool = True, max_decodes: int = 0, max_blocks_per_seq: int = 1):
+                 pool=None, whole: bool = True, max_decodes: int = 0, max_blocks_per_seq: int = 1,
+                 max_rows: int = 0):
+        """`max_rows`: room in the static buffers for buckets add() may capture later (default: the largest)."""
         self.model = model
         self.sizes = sizes
-        n, spec = sizes[-1], model.spec
+        n, spec = max(sizes[-1], max_rows), model.spec
         attn = model.model.layers[0].self_attn
         qkv_width = (attn.num_heads + 2 * attn.num_kv_heads) * attn.head_dim
         dtype = model.model.embed_tokens.weight.dtype
@@ -67,15 +68,7 @@ class PiecewiseGraphs:
         self.hidden = torch.zeros(n, spec.hidden_size, dtype=dtype, device=device)
         self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
         for size in reversed(sizes):          # largest first: the smaller ones reuse its pool memory
-            self._run_pieces(size)            # warm-up: Triton JIT, cuBLAS heuristics for this size
-            graphs = []
-            for i in range(model.num_pieces):
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool):
-                    self._piece(i, size)
-                pool = g.pool()
-                graphs.append(g)
-            self.graphs[size] = graphs
+            pool = self._capture(size, pool)
         # bucket -> whole-forward graph of fresh prompts only, and one that also carries decodes
         self.whole: dict[int, torch.cuda.CUDAGraph] = {}
         self.whole_mixed: dict[int, torch.cuda.CUDAGraph] = {}
@@ -92,6 +85,32 @@ class PiecewiseGraphs:
                     graphs[size] = g
         self.pool = pool
         torch.cuda.synchronize()
+
+    def _capture(self, size: int, pool):
+        """The pieces' graphs at bucket `size`, into `pool`; returns the pool."""
+        self._run_pieces(size)                # warm-up: Triton JIT, cuBLAS heuristics for this size
+        graphs = []
+        for i in range(self.model.num_pieces):
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool):
+                self._piece(i, size)
+            pool = g.pool()
+            graphs.append(g)
+        self.graphs[size] = graphs
+        return pool
+
+    def add(self, size: int) -> None:
+        """Captures one more bucket, above the others (within the static buffers' rows)."""
+        assert size > self.sizes[-1] and size <= self.header.shape[1]
+        self.pool = self._capture(size, self.pool)
+        self.sizes += (size,)
+        torch.cuda.synchronize()
+
+    def drop(self, size: int) -> None:
+        """Forgets the largest bucket (add's, when eager steps were timed faster)."""
+        assert size == self.sizes[-1]
+        self.sizes = self.sizes[:-1]
+        del self.graphs[size]
 
     def bucket(self, num_tokens: int) -> int | None:
         return next((s for s in self.sizes if s >= num_tokens), None)
