@@ -18,6 +18,9 @@ overwrites those rows' attention: its grid is sized for the most decodes, and th
 and the split count are read from the device (attention.decode_attention_rows). The host then issues one replay
 instead of two calls a layer (Llama-3.2-1B, lone 128-token prefill, H200: 1.79 -> 1.57 ms a step; beside 16
 decodes 3.4 -> 2.3 ms; benchmarks/bench_prefill_graphs.py), at buckets up to WHOLE_GRAPH_MAX_TOKENS.
+
+Above the largest bucket, ModelRunner._race_buckets may add larger ones at start-up (add()), each kept only while a
+step just above the previous bucket replays faster on it than it runs eagerly.
 """
 from __future__ import annotations
 
