@@ -58,7 +58,8 @@ class PiecewiseGraphs:
         self.sampled = sampled
         self.header = torch.tensor([[0], [0], [trash_slot], [-1], [0], [0]], device=device).repeat(1, n)
         self.cu = torch.zeros(WHOLE_GRAPH_PREFILLS + 2, dtype=torch.int32, device=device)
-        self.staging = torch.empty_like(self.header, device="cpu").pin_memory()
+        # (initialised as the header: a bucket add() captures later warms up on rows no step has written yet)
+        self.staging = self.header.cpu().pin_memory()
         self.staging_free = torch.cuda.Event()
         self.max_decodes = min(max_decodes, n - 1)
         self.tables = torch.zeros(max(1, self.max_decodes), max_blocks_per_seq, dtype=torch.int32, device=device)
