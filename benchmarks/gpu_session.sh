@@ -45,8 +45,6 @@
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
-#   bash benchmarks/gpu_session.sh pdl         # one GPU: kernel and CUDA-path tests, then decode at batch 1-256 without and
-#                                              # with programmatic dependent launch, twice each in turn
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -249,15 +247,6 @@ split2)
       step "4k split past wave=$rule $i" 100 env PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE=$rule python3 benchmarks/bench_engine.py \
           --decode-only --no-hf --batches 64,72,80,96,112,144,160 --context 4096 \
           --out "$OUT/split2_4k_${rule}_${i}_$GPU.json" 2>&1 | tail -9
-    done
-  done
-  ;;
-pdl)
-  step tests 200 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_engine_cuda_paths.py 2>&1 | tail -4
-  for i in 1 2; do
-    for on in 0 1; do
-      step "pdl=$on $i" 100 env PLAN_ENGINE_PDL=$on python3 benchmarks/bench_engine.py --decode-only --no-hf \
-          --out "$OUT/pdl${on}_${i}_$GPU.json" 2>&1 | tail -8
     done
   done
   ;;

@@ -23,12 +23,10 @@ import os
 import torch
 
 from .config import env_switch
-from .kernels import pdl, triton, use_triton
+from .kernels import triton, use_triton
 
 if triton is not None:
     import triton.language as tl
-
-    from .kernels import pdl_enter
 
 MAX_ROWS = 16
 BACKENDS = ("cublas", "triton")
@@ -85,8 +83,7 @@ if triton is not None:
     @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                     HAS_SCALE: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+                     HAS_SCALE: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
@@ -117,11 +114,9 @@ if triton is not None:
 if triton is not None:
     @triton.jit
     def _gemv_row_kernel(x_ptr, w_ptr, s_ptr, out_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, HAS_SCALE: tl.constexpr,
-                         USE_PDL: tl.constexpr):
+                         BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, HAS_SCALE: tl.constexpr):
         # One input row: a multiply-add on CUDA cores into a [BLOCK_N, BLOCK_K] accumulator, reduced once at
         # the end. No tensor-core operand layout, so fp8 tiles need no shuffle through shared memory.
-        pdl_enter(USE_PDL)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         rows = tl.minimum(rn, N - 1).to(tl.int64)
@@ -158,7 +153,7 @@ def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None =
     cfg = cfg or ROW_CONFIG
     _gemv_row_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
         x, weight, scale, out, N, K, weight.stride(0), EVEN_K=K % cfg["BLOCK_K"] == 0,
-        HAS_SCALE=scale is not None, **cfg, **pdl(x))
+        HAS_SCALE=scale is not None, **cfg)
     return out
 
 
@@ -177,5 +172,5 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
     cfg = cfg or config(N, K, x.device, weight.element_size())
     _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
         x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
-        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg, **pdl(x))
+        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
     return out

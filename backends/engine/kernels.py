@@ -6,11 +6,7 @@ the Triton kernels against (under TRITON_INTERPRET=1 on CPU).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
-
-from .config import env_switch
 
 try:
     import triton
@@ -21,30 +17,6 @@ except ImportError:  # CPU-only installs: the torch paths below are used
 
 def use_triton(x: torch.Tensor) -> bool:
     return triton is not None and x.is_cuda
-
-
-# --------------------------------------------------------------------------- programmatic dependent launch
-@functools.cache
-def _pdl_device(device: torch.device) -> bool:
-    return env_switch("PLAN_ENGINE_PDL") and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def pdl(x: torch.Tensor) -> dict:
-    """Launch options of this module's kernels: on Hopper and later (PLAN_ENGINE_PDL, default 1) each is launched
-    as a programmatic dependent of the kernel before it, so its launch and CTA dispatch overlap that kernel's
-    tail; pdl_enter() in the kernel waits for the predecessor's completion and memory flush before touching
-    memory, which keeps stream order for everything it reads or writes."""
-    return {"USE_PDL": True, "launch_pdl": True} if x.is_cuda and _pdl_device(x.device) else {"USE_PDL": False}
-
-
-if triton is not None:
-    @triton.jit
-    def pdl_enter(USE_PDL: tl.constexpr):
-        """First statement of a kernel launched with pdl(): wait for the predecessor, then let the next kernel
-        launch (its CTAs wait in their own pdl_enter; every CTA of this one is resident or done by then)."""
-        if USE_PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -60,8 +32,7 @@ def rms_norm_torch(x, weight, eps, residual=None):
 if triton is not None:
     @triton.jit
     def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, n, eps,
-                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -83,8 +54,7 @@ def rms_norm_triton(x, weight, eps, residual=None):
     block = triton.next_power_of_2(n)
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out, x.stride(0),
                                     residual.stride(0) if residual is not None else 0, out.stride(0), n, eps,
-                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)),
-                                    **pdl(x))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)))
     return out if residual is None else (out, residual)
 
 
@@ -100,8 +70,7 @@ def silu_and_mul_torch(x):
 
 if triton is not None:
     @triton.jit
-    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n
@@ -116,8 +85,7 @@ def silu_and_mul_triton(x):
     n = x.shape[-1] // 2
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     block = 1024
-    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block,
-                                                                   **pdl(x))
+    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block)
     return out
 
 
@@ -131,8 +99,7 @@ if triton is not None:
     # in 16-element units so the compiler still sees a multiple of 16: the masked loads and stores stay vector
     # wide (an opaque n made them one element each, ~0.9 TB/s on an H200).
     @triton.jit(do_not_specialize=["n16"])
-    def _copy_kernel(src_ptr, dst_ptr, n16, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+    def _copy_kernel(src_ptr, dst_ptr, n16, BLOCK: tl.constexpr):
         n = n16 * 16
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
@@ -147,7 +114,7 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     n = dst.numel()
     if use_triton(dst) and dst.is_contiguous() and src.is_contiguous() and dst.dtype == src.dtype and n % 16 == 0:
         block = 2048
-        _copy_kernel[(triton.cdiv(n, block),)](src, dst, n // 16, BLOCK=block, **pdl(dst))
+        _copy_kernel[(triton.cdiv(n, block),)](src, dst, n // 16, BLOCK=block)
         return dst
     return dst.copy_(src)
 
@@ -221,8 +188,7 @@ if triton is not None:
                                    qw_ptr, kw_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt,
                                    stride_vh, stride_cs, num_heads, num_kv_heads, eps, inv_kv_scale,
                                    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_H: tl.constexpr,
-                                   BLOCK_KVH: tl.constexpr, HAS_NORM: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+                                   BLOCK_KVH: tl.constexpr, HAS_NORM: tl.constexpr):
         t = tl.program_id(0).to(tl.int64)
         pos = tl.load(pos_ptr + t)
         d = tl.arange(0, BLOCK_HALF)[None, :]
@@ -260,7 +226,7 @@ def qk_norm_rope_store_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slo
         q_norm_w if has_norm else cos_sin, k_norm_w if has_norm else cos_sin,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), cos_sin.stride(0),
         H, KVH, eps, 1.0 / kv_scale, HALF=half, BLOCK_HALF=triton.next_power_of_2(half), BLOCK_H=triton.next_power_of_2(H),
-        BLOCK_KVH=triton.next_power_of_2(KVH), HAS_NORM=has_norm, num_warps=4, **pdl(q))
+        BLOCK_KVH=triton.next_power_of_2(KVH), HAS_NORM=has_norm, num_warps=4)
 
 
 def qk_norm_rope_store(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping,

@@ -32,12 +32,10 @@ from planner.costmodel import FP8_TUNED_ROWS
 
 from . import gemv, parallel
 from .config import env_switch
-from .kernels import pdl, triton, use_triton
+from .kernels import triton, use_triton
 
 if triton is not None:
     import triton.language as tl
-
-    from .kernels import pdl_enter
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max   # 448
@@ -275,8 +273,7 @@ def quantize_tokens_fp8_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 if triton is not None:
     @triton.jit
     def _quantize_tokens_fp8_kernel(x_ptr, q_ptr, s_ptr, n, stride_x, stride_q, FMAX: tl.constexpr,
-                                    BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
-        pdl_enter(USE_PDL)
+                                    BLOCK: tl.constexpr):
         # One program per token: a pass for the row's absmax, a pass to scale and cast (one launch, not ~7).
         row = tl.program_id(0).to(tl.int64)
         amax = tl.zeros([BLOCK], tl.float32)
@@ -300,5 +297,5 @@ def quantize_tokens_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.empty(x.shape, dtype=FP8, device=x.device)
     scale = torch.empty(x.shape[0], 1, dtype=torch.float32, device=x.device)
     _quantize_tokens_fp8_kernel[(x.shape[0],)](x, q, scale, x.shape[1], x.stride(0), q.stride(0),
-                                               FMAX=FP8_MAX, BLOCK=1024, num_warps=4, **pdl(x))
+                                               FMAX=FP8_MAX, BLOCK=1024, num_warps=4)
     return q, scale
