@@ -59,9 +59,11 @@ def test_tiny_grid_serving_and_async_runs_end_to_end(tmp_path):
     grid, overlapped = tmp_path / "CPU", tmp_path / "CPU-async"
     bench = [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--device", "cpu", "--tiny"]
     subprocess.run([*bench, "--out-dir", str(grid)], check=True, capture_output=True, timeout=600)
-    # Cheap points take more measured steps than the grid's least, up to its cap (tiny CPU steps are all cheap).
+    # Cheap points take more measured steps than the grid's least (3), up to its cap (6): tiny CPU steps are cheap,
+    # unless a loaded machine stretches one past a sixth of the point's 1 s measuring time.
     step = json.loads((grid / "step.json").read_text())
-    assert all(len(p["times_s"]) == 6 for case in step["cases"] for p in case["points"])
+    counts = [len(p["times_s"]) for case in step["cases"] for p in case["points"]]
+    assert all(3 <= n <= 6 for n in counts) and counts.count(6) >= len(counts) // 2
     subprocess.run([*bench, "--only", "serving", "--async-scheduling", "--out-dir", str(overlapped)], check=True,
                    capture_output=True, timeout=600)
     doc = json.loads((overlapped / "serving.json").read_text())
