@@ -139,7 +139,7 @@ class Hardware:
         self.kind = hw.provenance.kind
         # GEMM shapes recur across steps, trials and simulated requests: cost each one once.
         self.gemm_memo: dict[tuple, tuple[float, float, float, str]] = {}
-        self.race_memo: dict[tuple, Deployment] = {}
+        self.race_memo: dict = {}       # raced_buckets: by Deployment identity and by its fields
 
     def peak(self, dtype: str) -> float:
         return self.profile.peak(dtype)
@@ -378,7 +378,7 @@ class Deployment:
     # Steps with prefill tokens: piecewise graphs at these token buckets (none: eager), one varlen attention call
     # for all prefill chunks (else one per chunk). Older engine traces say neither.
     piecewise_sizes: tuple[int, ...] = PIECEWISE_TOKEN_SIZES
-    # ... and larger ones the engine would race at start-up (steps_buckets decides as it would); an engine's own
+    # ... and larger ones the engine would race at start-up (raced_buckets decides as it would); an engine's own
     # report lists the outcome in piecewise_sizes and races none here.
     raced_sizes: tuple[int, ...] = RACED_TOKEN_SIZES
     varlen_prefill: bool = True
@@ -681,7 +681,11 @@ def raced_buckets(hw: HardwareProfile | Hardware, d: Deployment) -> Deployment:
     hw = prepare(hw)
     if not d.raced_sizes:
         return d
-    # ModelSpec is a pydantic model (unhashable): keyed by identity, checked as prepare() does
+    # Per step on the simulator's hot path: the same Deployment object is looked up by identity first (it is kept
+    # alive by its entry); an equal one by its fields (ModelSpec, a pydantic model, is unhashable: by identity).
+    same = hw.race_memo.get(id(d))
+    if same is not None and same[0] is d:
+        return same[1]
     key = (id(d.model),) + tuple(getattr(d, f.name) for f in fields(d) if f.name != "model")
     hit = hw.race_memo.get(key)
     if hit is None or hit.model is not d.model:
@@ -694,6 +698,7 @@ def raced_buckets(hw: HardwareProfile | Hardware, d: Deployment) -> Deployment:
                     break
                 kept = longer
         hit = hw.race_memo[key] = kept
+    hw.race_memo[id(d)] = (d, hit)
     return hit
 
 
