@@ -11,6 +11,8 @@ moved, all-reduce time by message size), interpolated linearly in log-x. A GEMM'
 efficiency the profiler measured, scaled by M / GEMM_TILE_M below a full tile (a tile computes all its rows),
 or the measured curve where that is higher: the profiler's small-M GEMMs are memory bound, so there the curve
 only bounds the ceiling from below (held-out engine steps agree better with this than with the curve itself).
+A bf16 GEMM of a layer shape the profile timed as the engine runs it takes the profile's own times instead
+(Hardware.measured_gemm_s): near the roofline corner the curves miss a shape by 5-20%.
 
 Kernel times are device times as the profiler measures them, under CUDA graph replay. A kernel cannot
 run shorter than `graph_kernel_overhead_s` (its device-side launch); kernels the model does not price
