@@ -310,7 +310,7 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     m_run = math.ceil(m / GEMM_TILE_M) * GEMM_TILE_M if m > GEMM_TILE_M else m
     t, bound = roofline_s(hw, flops * m_run / m, nbytes, cdt, hw.gemm_efficiency(cdt, m_run),
                           hw.gemm_memory_efficiency(cdt, gemm_weight_bytes, nbytes), hw.e.gemm_knee)
-    # bf16 only: the engine's fp8 GEMM adds its activation quantize to the profiler's bare _scaled_mm
+    # bf16 only: fp8 shapes' own _scaled_mm times (plus the quantize priced below) fitted grid15 worse (BENCHMARKS)
     timed = hw.measured_gemm_s(m_run, n, k) if cdt == "bf16" else None
     if timed is not None:
         t = timed
