@@ -35,6 +35,7 @@ import math
 from bisect import bisect_left
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
+from itertools import accumulate
 
 from planner.schemas import CurvePoint, HardwareProfile, ModelSpec
 
@@ -151,7 +152,7 @@ class Hardware:
             self.shape_times.setdefault((r["n"], r["k"]), []).append((r["m"], r["seconds"]))
         for key, v in self.shape_times.items():     # more rows never take less time (timing noise): running max
             v.sort()
-            self.shape_times[key] = [(m, max(t for _, t in v[:i + 1])) for i, (m, _) in enumerate(v)]
+            self.shape_times[key] = list(zip([m for m, _ in v], accumulate((t for _, t in v), max)))
         self.race_memo: dict = {}       # raced_buckets: by Deployment identity and by its fields
 
     def measured_gemm_s(self, m: float, n: float, k: float) -> float | None:
