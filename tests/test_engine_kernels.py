@@ -136,7 +136,7 @@ def test_decode_attention_ropes_and_stores(qk_norm, num_splits, kv_fp8):
     q2, k2, v2 = split(qkv.clone())
     kc2, vc2 = (c.clone() for c in caches)
     out = attention.decode_attention_triton(q2, kc2, vc2, tables, ctx, D ** -0.5, num_splits, kv_scale=kv_scale,
-                                            rope=attention.RopeStore(k2, v2, cos_sin, slots, qw, kw, 1e-6))
+                                            rope=attention.RopeStore(k2, v2, positions, cos_sin, slots, qw, kw, 1e-6))
     torch.testing.assert_close(out, ref, **TOL)
     # fp8: a k one bf16 ulp apart may round to the neighbouring e4m3 value (3 mantissa bits)
     cache_tol = dict(rtol=0.13, atol=1e-2) if kv_fp8 else TOL

@@ -65,8 +65,6 @@ class AttentionMetadata:
     # Decodes counted on the device (whole-forward graphs of mixed steps): their rows follow every prefill row
     # the prefill attention wrote, and their attention overwrites those rows (decode_attention_rows).
     decode_rows: DecodeRows | None = None
-    # A decode-only step whose attention ropes q/k and stores the new K/V (ROPE_IN_DECODE); else the projection does.
-    decode_rope: bool = False
 
 
 # Decode-only steps: the decode kernel ropes q and k and stores the new K/V itself, one kernel fewer a layer (0: the
@@ -74,13 +72,19 @@ class AttentionMetadata:
 ROPE_IN_DECODE = env_switch("PLAN_ENGINE_DECODE_ROPE")
 
 
+def rope_in_attention(meta: AttentionMetadata) -> bool:
+    """Whether this step's attention applies RoPE and stores the new K/V (else the projection did)."""
+    return ROPE_IN_DECODE and meta.num_prefill_tokens == 0 and meta.decode_rows is None
+
+
 @dataclass
 class RopeStore:
-    """This decode step's un-roped k and v ([B, KVH, D] views of the qkv output) and what roping and storing them
-    takes (as kernels.qk_norm_rope_store, at position context length - 1): the cache slots [B] int64, the fp32
-    cos/sin table, the optional q/k norm weights."""
+    """This step's un-roped k and v ([B, KVH, D] views of the qkv output) and what roping and storing them
+    takes (as kernels.qk_norm_rope_store): positions and cache slots [B] int64, the fp32 cos/sin table, the
+    optional q/k norm weights."""
     k: torch.Tensor
     v: torch.Tensor
+    positions: torch.Tensor
     cos_sin: torch.Tensor
     slot_mapping: torch.Tensor
     q_norm_w: torch.Tensor | None = None
@@ -173,43 +177,24 @@ if triton is not None:
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
     @triton.jit
-    def _rope_table(cs_row_ptr, d, dmask, HEAD_DIM: tl.constexpr):
-        """For rotate-half RoPE of [rows, BLOCK_D] vectors at one position (`cs_row_ptr`: its cos/sin row): each
-        element's partner in the other half, the sign of that partner's term, cos and sin."""
-        half = HEAD_DIM // 2
-        rot = tl.where(d < half, d + half, d - half)
-        sign = tl.where(d < half, -1.0, 1.0)[None, :]
-        cos = tl.load(cs_row_ptr + d % half, mask=dmask, other=0.0)[None, :]
-        sin = tl.load(cs_row_ptr + half + d % half, mask=dmask, other=0.0)[None, :]
-        return rot, sign, cos, sin
-
-    @triton.jit
-    def _rope_rows(ptrs, d, rot, mask, sign, cos, sin, w_ptr, eps, HEAD_DIM: tl.constexpr, HAS_NORM: tl.constexpr):
-        """RoPE (after an optional per-head RMSNorm) of the [rows, BLOCK_D] vectors at `ptrs` (row starts), in
-        registers; the same arithmetic as kernels._rope_heads, so both paths round alike."""
-        x = tl.load(ptrs + d[None, :], mask=mask, other=0.0)
-        xr = tl.load(ptrs + rot[None, :], mask=mask, other=0.0).to(tl.float32)
+    def _rope_rows(x_ptrs, rot_ptrs, mask, cos, sin, sign, w, w_rot, eps, HEAD_DIM: tl.constexpr,
+                   HAS_NORM: tl.constexpr):
+        """Rotate-half RoPE (after an optional per-head RMSNorm) of [rows, BLOCK_D] vectors, in registers: `rot_ptrs`
+        point at each element's partner half and `sign` is -1 on the first half. The same arithmetic as
+        kernels._rope_heads, so both paths round alike."""
+        x = tl.load(x_ptrs, mask=mask, other=0.0)
+        xr = tl.load(rot_ptrs, mask=mask, other=0.0).to(tl.float32)
         dtype = x.dtype
         x = x.to(tl.float32)
         if HAS_NORM:
             rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / HEAD_DIM + eps)
-            w = tl.load(w_ptr + d, mask=d < HEAD_DIM, other=0.0)[None, :]
-            w_rot = tl.load(w_ptr + rot, mask=d < HEAD_DIM, other=0.0)[None, :]
             x = ((x * rstd[:, None]).to(dtype) * w).to(tl.float32)
             xr = ((xr * rstd[:, None]).to(dtype) * w_rot).to(tl.float32)
         return (x * cos + sign * xr * sin).to(dtype)
 
-    @triton.jit
-    def _new_kv(kn_ptrs, vn_ptrs, d, rot, mask, sign, cos, sin, kw_ptr, eps, inv_kv_scale, kv_ty,
-                HEAD_DIM: tl.constexpr, HAS_NORM: tl.constexpr):
-        """The new token's k (RoPE'd) and v of one KV head, [1, BLOCK_D] each, as the cache stores them."""
-        k = _rope_rows(kn_ptrs, d, rot, mask, sign, cos, sin, kw_ptr, eps, HEAD_DIM, HAS_NORM)
-        v = tl.load(vn_ptrs + d[None, :], mask=mask, other=0.0)
-        return (k.to(tl.float32) * inv_kv_scale).to(kv_ty), (v.to(tl.float32) * inv_kv_scale).to(kv_ty)
-
     @triton.jit(do_not_specialize=["stride_bt"])
     def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr, splits_ptr,
-                       cs_ptr, slot_ptr, kn_ptr, vn_ptr, qw_ptr, kw_ptr,
+                       pos_ptr, cs_ptr, slot_ptr, kn_ptr, vn_ptr, qw_ptr, kw_ptr,
                        scale_log2, kv_scale, eps,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        stride_cs, stride_knb, stride_knh, stride_vnb, stride_vnh,
@@ -250,30 +235,55 @@ if triton is not None:
         qmask = (gmask & valid)[:, None] & dmask[None, :]
         q_ptrs = q_ptr + (row0 + b) * stride_qb + heads[:, None] * stride_qh
         if ROPE:
-            # RoPE of this step's q and k and the new token's K/V store, here rather than in a kernel of their own
-            # (decode-only steps; a decode row's position is its context length - 1). Every program ropes its
-            # heads' q; the program whose split ends the context ropes the new k and stores k and v in the cache,
-            # then attends to the new token after its tiles, reloading it rather than holding it through the loop
-            # (substituting it inside the loop cost the loads their pipelining: 2x slower steps at batch 256).
-            rot, sign, cos, sin = _rope_table(cs_ptr + (ctx - 1) * stride_cs, d, dmask, HEAD_DIM)
-            q = _rope_rows(q_ptrs, d, rot, qmask, sign, cos, sin, qw_ptr, eps, HEAD_DIM, HAS_NORM)
-            # (masks by a scalar vary by backend: vectors)
-            own_d = ((start + 0 * d) < end) & ((end + 0 * d) == ctx)
-            nmask = (dmask & own_d)[None, :]
-            kn_ptrs = kn_ptr + b * stride_knb + kvh * stride_knh
-            vn_ptrs = vn_ptr + b * stride_vnb + kvh * stride_vnh
-            k_st, v_st = _new_kv(kn_ptrs, vn_ptrs, d, rot, nmask, sign, cos, sin, kw_ptr, eps, 1.0 / kv_scale,
-                                 k_ptr.dtype.element_ty, HEAD_DIM, HAS_NORM)
-            c = tl.load(slot_ptr + b) * stride_kt + kvh * stride_kh + d[None, :]
-            tl.store(k_ptr + c, k_st, mask=nmask)
-            tl.store(v_ptr + c, v_st, mask=nmask)
-            loop_end = tl.minimum(end, ctx - 1)
+            # RoPE of this step's q and k and the new token's K/V store, here rather than in a kernel of their
+            # own (decode-only steps): every program ropes its heads' q; the program whose split ends the
+            # context ropes the new k, stores k and v in the cache and attends to them from registers after
+            # its tiles (inside the tile loop the substitution cost the loads their pipelining: 2x at batch 256).
+            half = HEAD_DIM // 2
+            rot = tl.where(d < half, d + half, d - half)
+            sign = tl.where(d < half, -1.0, 1.0)[None, :]
+            pos = tl.load(pos_ptr + b)
+            cos = tl.load(cs_ptr + pos * stride_cs + d % half, mask=dmask, other=0.0)[None, :]
+            sin = tl.load(cs_ptr + pos * stride_cs + half + d % half, mask=dmask, other=0.0)[None, :]
+            if HAS_NORM:
+                qw = tl.load(qw_ptr + d, mask=dmask, other=0.0)[None, :]
+                qw_rot = tl.load(qw_ptr + rot, mask=dmask, other=0.0)[None, :]
+                kw = tl.load(kw_ptr + d, mask=dmask, other=0.0)[None, :]
+                kw_rot = tl.load(kw_ptr + rot, mask=dmask, other=0.0)[None, :]
+            else:  # unused
+                qw = sign
+                qw_rot = sign
+                kw = sign
+                kw_rot = sign
+            q = _rope_rows(q_ptrs + d[None, :], q_ptrs + rot[None, :], qmask, cos, sin, sign, qw, qw_rot, eps,
+                           HEAD_DIM, HAS_NORM)
         else:
             q = tl.load(q_ptrs + d[None, :], mask=qmask, other=0.0)
-            loop_end = end
         m = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        if ROPE:
+            # (masks by a scalar vary by backend: vectors)
+            owner = ((start + 0 * d) < end) & ((end + 0 * d) == ctx)
+            nmask = (dmask & owner)[None, :]
+            kn_ptrs = kn_ptr + b * stride_knb + kvh * stride_knh
+            k_new = _rope_rows(kn_ptrs + d[None, :], kn_ptrs + rot[None, :], nmask, cos, sin, sign, kw, kw_rot, eps,
+                               HEAD_DIM, HAS_NORM)
+            v_new = tl.load(vn_ptr + b * stride_vnb + kvh * stride_vnh + d[None, :], mask=nmask, other=0.0)
+            c = tl.load(slot_ptr + b) * stride_kt + kvh * stride_kh + d[None, :]
+            kv_ty = k_ptr.dtype.element_ty
+            # the cache holds K/V divided by kv_scale (fp8); attend to what a reader of the cache would get
+            k_st = (k_new.to(tl.float32) * (1.0 / kv_scale)).to(kv_ty)
+            v_st = (v_new.to(tl.float32) * (1.0 / kv_scale)).to(kv_ty)
+            tl.store(k_ptr + c, k_st, mask=nmask)
+            tl.store(v_ptr + c, v_st, mask=nmask)
+            if KV_FP8:
+                k_new = (k_st.to(tl.float32) * kv_scale).to(q.dtype)
+                v_new = (v_st.to(tl.float32) * kv_scale).to(q.dtype)
+        if ROPE:
+            loop_end = tl.minimum(end, ctx - 1)     # the new token comes last, from registers
+        else:
+            loop_end = end
         for t0 in range(start, loop_end, TILE):
             toks = t0 + tl.arange(0, TILE)
             tmask = toks < loop_end
@@ -295,11 +305,6 @@ if triton is not None:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         if ROPE:
-            rot, sign, cos, sin = _rope_table(cs_ptr + (ctx - 1) * stride_cs, d, dmask, HEAD_DIM)
-            k_new, v_new = _new_kv(kn_ptrs, vn_ptrs, d, rot, nmask, sign, cos, sin, kw_ptr, eps, 1.0 / kv_scale,
-                                   k_ptr.dtype.element_ty, HEAD_DIM, HAS_NORM)
-            k_new = (k_new.to(tl.float32) * kv_scale).to(q.dtype)     # as a reader of the cache gets it
-            v_new = (v_new.to(tl.float32) * kv_scale).to(q.dtype)
             own = ((start + 0 * g) < end) & ((end + 0 * g) == ctx)
             s_new = tl.sum(q.to(tl.float32) * k_new.to(tl.float32), axis=1) * scale_log2
             m_new = tl.maximum(m, s_new)
@@ -382,11 +387,11 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     if rope is not None:
         assert D % 2 == 0 and rope.k.stride(2) == rope.v.stride(2) == 1
         has_norm = rope.q_norm_w is not None
-        rope_args = (rope.cos_sin, rope.slot_mapping, rope.k, rope.v,
+        rope_args = (rope.positions, rope.cos_sin, rope.slot_mapping, rope.k, rope.v,
                      rope.q_norm_w if has_norm else rope.cos_sin, rope.k_norm_w if has_norm else rope.cos_sin)
         rope_strides = (rope.cos_sin.stride(0), rope.k.stride(0), rope.k.stride(1), rope.v.stride(0), rope.v.stride(1))
     else:
-        has_norm, rope_args, rope_strides = False, (context_lens,) * 6, (0,) * 5
+        has_norm, rope_args, rope_strides = False, (context_lens,) * 7, (0,) * 5
     _decode_kernel[(B, KVH, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens, *rope_args,
         scale * 1.4426950408889634, kv_scale, rope.eps if rope is not None else 0.0,
@@ -435,7 +440,7 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(dec.num_programs,)](
         q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows, dec.splits,
-        *(context_lens,) * 6, scale * 1.4426950408889634, kv_scale, 0.0,
+        *(context_lens,) * 7, scale * 1.4426950408889634, kv_scale, 0.0,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), *(0,) * 5, H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
@@ -455,7 +460,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num
         return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
                                        out=out, kv_scale=kv_scale, rope=rope)
     if rope is not None:
-        qk_norm_rope_store(q, rope.k, rope.v, context_lens - 1, rope.cos_sin, k_cache, v_cache, rope.slot_mapping,
+        qk_norm_rope_store(q, rope.k, rope.v, rope.positions, rope.cos_sin, k_cache, v_cache, rope.slot_mapping,
                            rope.q_norm_w, rope.k_norm_w, rope.eps, kv_scale)
     o = decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
     return o if out is None else out.copy_(o)
@@ -465,7 +470,7 @@ def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: f
                     kv_scale: float = 1.0, out: torch.Tensor | None = None,
                     rope: RopeStore | None = None) -> torch.Tensor:
     """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache unless `rope` is
-    given (meta.decode_rope); the result goes to `out` when given."""
+    given (decode-only steps: rope_in_attention); the result goes to `out` when given."""
     n_pre = meta.num_prefill_tokens
     if n_pre == 0:
         return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,

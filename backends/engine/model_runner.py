@@ -307,7 +307,6 @@ class ModelRunner:
             # here compiled a second variant on the first eager step of each split count, ~0.4 s each).
             meta.decode_context_lens = self._tensor(h["decode_ctx"], torch.long)
             meta.decode_num_splits = decode_num_splits(len(h["decode_ctx"]), self.num_local_kv_heads, self.device)
-            meta.decode_rope = attention.ROPE_IN_DECODE and not h["num_prefill"]
         if not token_inputs:
             return None, None, meta
         ids = self._tensor(h["ids"], torch.long)
@@ -485,8 +484,7 @@ class ModelRunner:
             for bs in reversed(sizes):   # largest first, so the smaller graphs reuse its memory pool
                 meta = AttentionMetadata(slot_mapping=self.graph_slots[:bs], decode_block_tables=self.graph_tables[:bs],
                                          decode_context_lens=self.graph_ctx[:bs],
-                                         decode_num_splits=decode_num_splits(bs, self.num_local_kv_heads, dev),
-                                         decode_rope=attention.ROPE_IN_DECODE)
+                                         decode_num_splits=decode_num_splits(bs, self.num_local_kv_heads, dev))
                 def forward(bs=bs, meta=meta):
                     ids = feed_ids(self.graph_ids[:bs], self.graph_src[:bs], self.sampled)
                     return self.model.compute_logits(self.model(ids, self.graph_pos[:bs], meta))
