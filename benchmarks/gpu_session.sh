@@ -253,10 +253,7 @@ split2)
   done
   ;;
 rope)
-  step kernels 150 python3 -m pytest -q -x tests/test_engine_kernels.py 2>&1 | tail -3
-  step cuda_paths 200 python3 -m pytest -q tests/test_engine_cuda_paths.py 2>&1 | grep -E "^E |passed|failed" | head -30
-  step cuda_paths_without 100 env PLAN_ENGINE_DECODE_ROPE=0 python3 -m pytest -q tests/test_engine_cuda_paths.py \
-      -k piecewise 2>&1 | tail -2
+  step tests 200 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_engine_cuda_paths.py 2>&1 | tail -4
   for i in 1 2; do
     for r in 0 1; do
       step "rope in attention=$r $i" 150 env PLAN_ENGINE_DECODE_ROPE=$r python3 benchmarks/bench_engine.py --decode-only \

@@ -237,8 +237,7 @@ if triton is not None:
         if ROPE:
             # RoPE of this step's q and k and the new token's K/V store, here rather than in a kernel of their
             # own (decode-only steps): every program ropes its heads' q; the program whose split ends the
-            # context ropes the new k, stores k and v in the cache and attends to them from registers after
-            # its tiles (inside the tile loop the substitution cost the loads their pipelining: 2x at batch 256).
+            # context ropes the new k, stores k and v in the cache and attends to them from registers.
             half = HEAD_DIM // 2
             rot = tl.where(d < half, d + half, d - half)
             sign = tl.where(d < half, -1.0, 1.0)[None, :]
@@ -280,19 +279,17 @@ if triton is not None:
             if KV_FP8:
                 k_new = (k_st.to(tl.float32) * kv_scale).to(q.dtype)
                 v_new = (v_st.to(tl.float32) * kv_scale).to(q.dtype)
-        if ROPE:
-            loop_end = tl.minimum(end, ctx - 1)     # the new token comes last, from registers
-        else:
-            loop_end = end
-        for t0 in range(start, loop_end, TILE):
+        for t0 in range(start, end, TILE):
             toks = t0 + tl.arange(0, TILE)
-            tmask = toks < loop_end
+            tmask = toks < end
             blk = tl.load(bt_ptr + b * stride_bt + toks // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
             row = blk * stride_kb + (toks % BLOCK_SIZE) * stride_kt + kvh * stride_kh
             kvmask = tmask[:, None] & dmask[None, :]
             k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
             if KV_FP8:
                 k = (k.to(tl.float32) * kv_scale).to(q.dtype)
+            if ROPE:
+                k = tl.where((toks == ctx - 1)[:, None], k_new, k)
             s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -302,18 +299,10 @@ if triton is not None:
             v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
             if KV_FP8:
                 v = (v.to(tl.float32) * kv_scale).to(q.dtype)
+            if ROPE:
+                v = tl.where((toks == ctx - 1)[:, None], v_new, v)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
-        if ROPE:
-            own = ((start + 0 * g) < end) & ((end + 0 * g) == ctx)
-            s_new = tl.sum(q.to(tl.float32) * k_new.to(tl.float32), axis=1) * scale_log2
-            m_new = tl.maximum(m, s_new)
-            p = tl.exp2(s_new - m_new)
-            alpha = tl.exp2(m - m_new)
-            l = tl.where(own, l * alpha + p, l)
-            acc = tl.where(own[:, None], acc * alpha[:, None] + p.to(q.dtype).to(tl.float32)[:, None]
-                           * v_new.to(tl.float32), acc)
-            m = tl.where(own, m_new, m)
         omask = (gmask & valid)[:, None] & dmask[None, :]
         if num_splits == 1:
             out = acc / l[:, None]
