@@ -45,8 +45,6 @@
 #                                              # graph buckets) of Llama-3.2-1B fp8 and bf16: kernels and host ops
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
-#   bash benchmarks/gpu_session.sh rope        # one GPU: kernel and CUDA-path tests, decode with RoPE + K/V store in the
-#                                              # decode attention and in a kernel of its own, twice each in turn; decode diag
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
@@ -251,16 +249,6 @@ split2)
           --out "$OUT/split2_4k_${rule}_${i}_$GPU.json" 2>&1 | tail -9
     done
   done
-  ;;
-rope)
-  step tests 200 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_engine_cuda_paths.py 2>&1 | tail -4
-  for i in 1 2; do
-    for r in 0 1; do
-      step "rope in attention=$r $i" 150 env PLAN_ENGINE_DECODE_ROPE=$r python3 benchmarks/bench_engine.py --decode-only \
-          --no-hf --out "$OUT/rope_${r}_${i}_$GPU.json" 2>&1 | tail -9
-    done
-  done
-  step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8 --out "$OUT/diag_rope_$GPU.json" 2>&1 | tail -3
   ;;
 engine_full)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4

@@ -429,13 +429,6 @@ class Deployment:
     # ... and which it chose, as it reported them: (N, K, rows, whether the GEMV won) per weight shape and row bucket
     # of FP8_TUNED_ROWS (none known: the path this model prices faster).
     fp8_gemv_choices: frozenset[tuple[int, int, int, bool]] = frozenset()
-    # Decode-only steps rope q/k and store the new K/V inside the decode attention kernel: one kernel fewer a layer
-    # (the built-in engine since 2026-12-03; before, and in steps with prefill tokens, a kernel of its own).
-    decode_rope_in_attention: bool = True
-
-    def rope_kernel(self, b: Batch) -> bool:
-        """Whether step `b` runs RoPE and the K/V store as a kernel of its own."""
-        return bool(b.prefill_tokens) or not self.decode_rope_in_attention
 
     def fp8_gemv_won(self, n: float, k: float, rows: float) -> bool | None:
         """The engine's reported choice for an fp8 weight [n, k] at `rows` rows (2-16), or None if unknown."""
@@ -654,8 +647,7 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
         norms = 4 if m.post_norms else 2
         ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
         ops += _projection_ops(hw, d, tokens, count, graphs)
-        if d.rope_kernel(b):
-            ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
+        ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
         ops += _attention_ops(hw, d, attended, m.sliding_window if window else None, count)
         ops += _prefill_copies(hw, d, attended, bucket, count)
         ops += _mlp_ops(hw, d, tokens, is_moe, count, graphs)
@@ -756,8 +748,7 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
         per_stage += o.time_s * o.count
         if o.bound != "communication":
             priced += o.count
-    kernels = (KERNELS_PER_LAYER - (not d.rope_kernel(b))) * d.layers_per_stage
-    per_stage += max(0, kernels - priced) * hw.e.graph_kernel_overhead_s
+    per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
     if not graphs_hide_launches(d, b):
         per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
     device_s, host_s = d.pp * per_stage + p2p_time_s(hw, d, b), host_overhead_s(hw, d, b)

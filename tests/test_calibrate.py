@@ -20,8 +20,7 @@ def synthetic_trace(path, hw, spec, params=TRUE):
     truth = cal.apply_params(hw, params)
     d = Deployment(spec)
     lines = [{"event": "config", "model": spec.model_dump(mode="json"), "tp": 1,     # what today's engine reports
-              "piecewise_sizes": list(d.piecewise_sizes), "varlen_prefill": d.varlen_prefill,
-              "decode_rope_in_attention": d.decode_rope_in_attention}]
+              "piecewise_sizes": list(d.piecewise_sizes), "varlen_prefill": d.varlen_prefill}]
     step = 0
     # Chunks after a long context make attention a large share of some prefill steps.
     for n, before in ((128, 0), (512, 0), (2048, 0), (8192, 0), (1024, 7168), (2048, 30720), (512, 15872)):

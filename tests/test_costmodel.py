@@ -221,25 +221,6 @@ def test_prefill_steps_price_their_activation_copies():
     assert not decode & {"piece_copy", "attention_out_copy"}
 
 
-def test_decode_steps_rope_in_their_attention_kernel():
-    """The engine's decode-only steps have no RoPE + K/V store kernel (the decode attention does it): the step is
-    shorter by exactly that kernel; steps with prefill tokens keep it; older engines' reports say they had it."""
-    from planner.predict import engine_features
-
-    m = catalog.load_model("llama-8b")
-    h = prepare(TOY)
-    decode, mixed = Batch.of([], [1000] * 8), Batch.of([(100, 0)], [1000] * 8)
-    fused, separate = Deployment(m), Deployment(m, decode_rope_in_attention=False)
-    rope = {o.name: o for o in step_ops(h, separate, decode)}["rope_kv_store"]
-    assert "rope_kv_store" not in {o.name for o in step_ops(h, fused, decode)}
-    assert step_time_s(h, separate, decode) - step_time_s(h, fused, decode) == pytest.approx(rope.total_s, rel=1e-9)
-    assert rope.total_s > 0
-    assert step_time_s(h, separate, mixed) == step_time_s(h, fused, mixed)
-    assert "rope_kv_store" in {o.name for o in step_ops(h, fused, mixed)}
-    assert engine_features({"decode_rope_in_attention": True})["decode_rope_in_attention"]
-    assert not engine_features({"varlen_prefill": True})["decode_rope_in_attention"]
-
-
 def test_decode_attention_bandwidth_by_head_size():
     """The measured factor of the nearest head size scales the decode-attention bandwidth; none: the scalar."""
     eff = TOY.efficiency.model_copy(update={"attention_memory": 0.9,

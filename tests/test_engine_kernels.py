@@ -106,44 +106,6 @@ def test_decode_attention(num_splits, H, KVH, D):
     torch.testing.assert_close(out, ref, **TOL)
 
 
-@pytest.mark.parametrize("kv_fp8", [False, pytest.param(True, marks=pytest.mark.skipif(
-    DEVICE == "cpu", reason="fp8 on a GPU only"))])
-@pytest.mark.parametrize("qk_norm", [False, True])
-@pytest.mark.parametrize("num_splits", [1, 4])
-def test_decode_attention_ropes_and_stores(qk_norm, num_splits, kv_fp8):
-    """Decode-only steps: the kernel ropes q and k and stores the new K/V itself. Same output and cache as the
-    RoPE + store kernel's reference followed by decode attention (contexts include the new token; 1 is a padded
-    graph row, 65 puts it alone in a split)."""
-    g = torch.Generator().manual_seed(6)
-    H, KVH, D, BS, NB, width = 8, 2, 64, 16, 100, 20
-    ctx = torch.tensor([1, 17, 100, 65, 300], device=DEVICE)
-    B = len(ctx)
-    tables = torch.randperm(NB, generator=g)[:B * width].view(B, width).to(DEVICE, torch.int32)
-    positions = ctx - 1
-    slots = tables[torch.arange(B, device=DEVICE), positions // BS].long() * BS + positions % BS
-    qkv = torch.randn(B, (H + 2 * KVH) * D, generator=g).to(DEVICE, DTYPE)
-    kv_dtype, kv_scale = (torch.float8_e4m3fn, 0.5) if kv_fp8 else (DTYPE, 1.0)
-    caches = [torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, kv_dtype) for _ in range(2)]
-    cos_sin = kernels.rope_cos_sin(D, 512, 10000.0, None, DEVICE)
-    qw, kw = (torch.rand(D, generator=g).to(DEVICE, DTYPE) if qk_norm else None for _ in range(2))
-
-    def split(t):
-        return t[:, :H * D].view(B, H, D), t[:, H * D:(H + KVH) * D].view(B, KVH, D), t[:, (H + KVH) * D:].view(B, KVH, D)
-    q, k, v = split(qkv.clone())
-    kc, vc = (c.clone() for c in caches)
-    kernels.qk_norm_rope_store_torch(q, k, v, positions, cos_sin, kc, vc, slots, qw, kw, 1e-6, kv_scale)
-    ref = attention.decode_attention_torch(q, kc, vc, tables, ctx, D ** -0.5, kv_scale)
-    q2, k2, v2 = split(qkv.clone())
-    kc2, vc2 = (c.clone() for c in caches)
-    out = attention.decode_attention_triton(q2, kc2, vc2, tables, ctx, D ** -0.5, num_splits, kv_scale=kv_scale,
-                                            rope=attention.RopeStore(k2, v2, positions, cos_sin, slots, qw, kw, 1e-6))
-    torch.testing.assert_close(out, ref, **TOL)
-    # fp8: a k one bf16 ulp apart may round to the neighbouring e4m3 value (3 mantissa bits)
-    cache_tol = dict(rtol=0.13, atol=1e-2) if kv_fp8 else TOL
-    torch.testing.assert_close(kc2.float(), kc.float(), **cache_tol)
-    torch.testing.assert_close(vc2.float(), vc.float(), **cache_tol)
-
-
 @pytest.mark.parametrize("count,first,splits", [(3, 5, 4), (1, 0, 2), (6, 6, 1), (0, 4, 1)])
 def test_decode_attention_rows_counted_on_the_device(count, first, splits):
     """The whole-forward graphs' decode: count, first row and split count read from the device, one grid for

@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from .config import env_switch
-from .kernels import copy_into, qk_norm_rope_store, triton, use_triton
+from .kernels import copy_into, triton, use_triton
 
 if triton is not None:
     import triton.language as tl
@@ -65,31 +65,6 @@ class AttentionMetadata:
     # Decodes counted on the device (whole-forward graphs of mixed steps): their rows follow every prefill row
     # the prefill attention wrote, and their attention overwrites those rows (decode_attention_rows).
     decode_rows: DecodeRows | None = None
-
-
-# Decode-only steps: the decode kernel ropes q and k and stores the new K/V itself, one kernel fewer a layer (0: the
-# RoPE + store kernel runs after the qkv projection, as in steps with prefill tokens).
-ROPE_IN_DECODE = env_switch("PLAN_ENGINE_DECODE_ROPE")
-
-
-def rope_in_attention(meta: AttentionMetadata) -> bool:
-    """Whether this step's attention applies RoPE and stores the new K/V (else the projection did)."""
-    return ROPE_IN_DECODE and meta.num_prefill_tokens == 0 and meta.decode_rows is None
-
-
-@dataclass
-class RopeStore:
-    """This step's un-roped k and v ([B, KVH, D] views of the qkv output) and what roping and storing them
-    takes (as kernels.qk_norm_rope_store): positions and cache slots [B] int64, the fp32 cos/sin table, the
-    optional q/k norm weights."""
-    k: torch.Tensor
-    v: torch.Tensor
-    positions: torch.Tensor
-    cos_sin: torch.Tensor
-    slot_mapping: torch.Tensor
-    q_norm_w: torch.Tensor | None = None
-    k_norm_w: torch.Tensor | None = None
-    eps: float = 1e-6
 
 
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -176,32 +151,13 @@ if triton is not None:
     # The block-table row stride is the graph buffers' fixed width under CUDA graphs but the step's widest
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
-    @triton.jit
-    def _rope_rows(x_ptrs, rot_ptrs, mask, cos, sin, sign, w, w_rot, eps, HEAD_DIM: tl.constexpr,
-                   HAS_NORM: tl.constexpr):
-        """Rotate-half RoPE (after an optional per-head RMSNorm) of [rows, BLOCK_D] vectors, in registers: `rot_ptrs`
-        point at each element's partner half and `sign` is -1 on the first half. The same arithmetic as
-        kernels._rope_heads, so both paths round alike."""
-        x = tl.load(x_ptrs, mask=mask, other=0.0)
-        xr = tl.load(rot_ptrs, mask=mask, other=0.0).to(tl.float32)
-        dtype = x.dtype
-        x = x.to(tl.float32)
-        if HAS_NORM:
-            rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / HEAD_DIM + eps)
-            x = ((x * rstd[:, None]).to(dtype) * w).to(tl.float32)
-            xr = ((xr * rstd[:, None]).to(dtype) * w_rot).to(tl.float32)
-        return (x * cos + sign * xr * sin).to(dtype)
-
     @triton.jit(do_not_specialize=["stride_bt"])
     def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr, splits_ptr,
-                       pos_ptr, cs_ptr, slot_ptr, kn_ptr, vn_ptr, qw_ptr, kw_ptr,
-                       scale_log2, kv_scale, eps,
+                       scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
-                       stride_cs, stride_knb, stride_knh, stride_vnb, stride_vnh,
                        num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
-                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr,
-                       ROPE: tl.constexpr, HAS_NORM: tl.constexpr):
+                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr):
         g = tl.arange(0, BLOCK_G)
         if ROWS_ON_DEVICE:
             # One flat grid sized for the most decodes a graph may carry: how many there are, the first one's row
@@ -232,53 +188,11 @@ if triton is not None:
         heads = kvh * GROUP + g
         gmask = g < GROUP
         dmask = d < HEAD_DIM
-        qmask = (gmask & valid)[:, None] & dmask[None, :]
-        q_ptrs = q_ptr + (row0 + b) * stride_qb + heads[:, None] * stride_qh
-        if ROPE:
-            # RoPE of this step's q and k and the new token's K/V store, here rather than in a kernel of their
-            # own (decode-only steps): every program ropes its heads' q; the program whose split ends the
-            # context ropes the new k, stores k and v in the cache and attends to them from registers.
-            half = HEAD_DIM // 2
-            rot = tl.where(d < half, d + half, d - half)
-            sign = tl.where(d < half, -1.0, 1.0)[None, :]
-            pos = tl.load(pos_ptr + b)
-            cos = tl.load(cs_ptr + pos * stride_cs + d % half, mask=dmask, other=0.0)[None, :]
-            sin = tl.load(cs_ptr + pos * stride_cs + half + d % half, mask=dmask, other=0.0)[None, :]
-            if HAS_NORM:
-                qw = tl.load(qw_ptr + d, mask=dmask, other=0.0)[None, :]
-                qw_rot = tl.load(qw_ptr + rot, mask=dmask, other=0.0)[None, :]
-                kw = tl.load(kw_ptr + d, mask=dmask, other=0.0)[None, :]
-                kw_rot = tl.load(kw_ptr + rot, mask=dmask, other=0.0)[None, :]
-            else:  # unused
-                qw = sign
-                qw_rot = sign
-                kw = sign
-                kw_rot = sign
-            q = _rope_rows(q_ptrs + d[None, :], q_ptrs + rot[None, :], qmask, cos, sin, sign, qw, qw_rot, eps,
-                           HEAD_DIM, HAS_NORM)
-        else:
-            q = tl.load(q_ptrs + d[None, :], mask=qmask, other=0.0)
+        q = tl.load(q_ptr + (row0 + b) * stride_qb + heads[:, None] * stride_qh + d[None, :],
+                    mask=(gmask & valid)[:, None] & dmask[None, :], other=0.0)
         m = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        if ROPE:
-            # (masks by a scalar vary by backend: vectors)
-            owner = ((start + 0 * d) < end) & ((end + 0 * d) == ctx)
-            nmask = (dmask & owner)[None, :]
-            kn_ptrs = kn_ptr + b * stride_knb + kvh * stride_knh
-            k_new = _rope_rows(kn_ptrs + d[None, :], kn_ptrs + rot[None, :], nmask, cos, sin, sign, kw, kw_rot, eps,
-                               HEAD_DIM, HAS_NORM)
-            v_new = tl.load(vn_ptr + b * stride_vnb + kvh * stride_vnh + d[None, :], mask=nmask, other=0.0)
-            c = tl.load(slot_ptr + b) * stride_kt + kvh * stride_kh + d[None, :]
-            kv_ty = k_ptr.dtype.element_ty
-            # the cache holds K/V divided by kv_scale (fp8); attend to what a reader of the cache would get
-            k_st = (k_new.to(tl.float32) * (1.0 / kv_scale)).to(kv_ty)
-            v_st = (v_new.to(tl.float32) * (1.0 / kv_scale)).to(kv_ty)
-            tl.store(k_ptr + c, k_st, mask=nmask)
-            tl.store(v_ptr + c, v_st, mask=nmask)
-            if KV_FP8:
-                k_new = (k_st.to(tl.float32) * kv_scale).to(q.dtype)
-                v_new = (v_st.to(tl.float32) * kv_scale).to(q.dtype)
         for t0 in range(start, end, TILE):
             toks = t0 + tl.arange(0, TILE)
             tmask = toks < end
@@ -288,8 +202,6 @@ if triton is not None:
             k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
             if KV_FP8:
                 k = (k.to(tl.float32) * kv_scale).to(q.dtype)
-            if ROPE:
-                k = tl.where((toks == ctx - 1)[:, None], k_new, k)
             s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -299,8 +211,6 @@ if triton is not None:
             v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
             if KV_FP8:
                 v = (v.to(tl.float32) * kv_scale).to(q.dtype)
-            if ROPE:
-                v = tl.where((toks == ctx - 1)[:, None], v_new, v)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         omask = (gmask & valid)[:, None] & dmask[None, :]
@@ -356,9 +266,7 @@ def decode_tile(head_dim: int) -> int:
 
 
 def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
-                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None,
-                            rope: RopeStore | None = None):
-    """With `rope`, q is un-roped and the new tokens' K/V are not in the cache yet: the kernel does both."""
+                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None):
     B, H, D = q.shape
     _, block_size, KVH, _ = k_cache.shape
     assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
@@ -373,22 +281,14 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     block_d = triton.next_power_of_2(D)
     # num_stages (probes only): Triton's default depth was the fastest, or within 4%, at every batch 1-256 with
     # the default splits on an H200 (benchmarks/engine_probes.py --only stages).
-    if rope is not None:
-        assert D % 2 == 0 and rope.k.stride(2) == rope.v.stride(2) == 1
-        has_norm = rope.q_norm_w is not None
-        rope_args = (rope.positions, rope.cos_sin, rope.slot_mapping, rope.k, rope.v,
-                     rope.q_norm_w if has_norm else rope.cos_sin, rope.k_norm_w if has_norm else rope.cos_sin)
-        rope_strides = (rope.cos_sin.stride(0), rope.k.stride(0), rope.k.stride(1), rope.v.stride(0), rope.v.stride(1))
-    else:
-        has_norm, rope_args, rope_strides = False, (context_lens,) * 7, (0,) * 5
     _decode_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens, *rope_args,
-        scale * 1.4426950408889634, kv_scale, rope.eps if rope is not None else 0.0,
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens,
+        scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        out.stride(0), out.stride(1), *rope_strides, H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, ROPE=rope is not None, HAS_NORM=has_norm,
-        num_warps=4, **({} if num_stages is None else {"num_stages": num_stages}))
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
+        **({} if num_stages is None else {"num_stages": num_stages}))
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
                                      HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
@@ -429,11 +329,11 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(dec.num_programs,)](
         q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows, dec.splits,
-        *(context_lens,) * 7, scale * 1.4426950408889634, kv_scale, 0.0,
+        scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
-        out.stride(0), out.stride(1), *(0,) * 5, H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
+        out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, ROPE=False, HAS_NORM=False, num_warps=4)
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
             dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
@@ -441,30 +341,23 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
     return out
 
 
-def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0, out=None,
-                     rope: RopeStore | None = None):
-    """Into `out` when given (the Triton kernel writes it directly). With `rope`, RoPE and the K/V store of the
-    new tokens happen here (in the kernel on CUDA)."""
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, kv_scale=1.0, out=None):
+    """Into `out` when given (the Triton kernel writes it directly)."""
     if use_triton(q):
         return decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits,
-                                       out=out, kv_scale=kv_scale, rope=rope)
-    if rope is not None:
-        qk_norm_rope_store(q, rope.k, rope.v, rope.positions, rope.cos_sin, k_cache, v_cache, rope.slot_mapping,
-                           rope.q_norm_w, rope.k_norm_w, rope.eps, kv_scale)
+                                       out=out, kv_scale=kv_scale)
     o = decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scale, kv_scale)
     return o if out is None else out.copy_(o)
 
 
 def paged_attention(q, k, v, k_cache, v_cache, meta: AttentionMetadata, scale: float,
-                    kv_scale: float = 1.0, out: torch.Tensor | None = None,
-                    rope: RopeStore | None = None) -> torch.Tensor:
-    """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache unless `rope` is
-    given (decode-only steps: rope_in_attention); the result goes to `out` when given."""
+                    kv_scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """q [T,H,D], k/v [T,KVH,D] of this step's tokens, already RoPE'd and stored in the cache; the result goes
+    to `out` when given."""
     n_pre = meta.num_prefill_tokens
     if n_pre == 0:
         return decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                                scale, meta.decode_num_splits, kv_scale, out, rope)
-    assert rope is None, "only decode-only steps rope in attention"
+                                scale, meta.decode_num_splits, kv_scale, out)
     out = torch.empty_like(q) if out is None else out
     if meta.prefill_cu_q is not None:
         if meta.prefill_kv_slots is None:

@@ -17,7 +17,7 @@ from torch import nn
 from planner.schemas import ModelSpec
 
 from . import parallel
-from .attention import AttentionMetadata, RopeStore, paged_attention, rope_in_attention
+from .attention import AttentionMetadata, paged_attention
 from .kernels import qk_norm_rope_store, rms_norm, rope_cos_sin, silu_and_mul
 from .linear import Linear, column_shards
 from .moe import MoE
@@ -61,29 +61,19 @@ class Attention(nn.Module):
                 qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, hd))
 
     def project(self, positions, x, cos_sin, meta: AttentionMetadata):
-        """The fused qkv projection, q/k RoPE'd in place, K/V stored in the cache: [T, (H + 2 KVH) D]. Decode-only
-        steps leave RoPE and the store to the attention (rope_in_attention)."""
+        """The fused qkv projection, q/k RoPE'd in place, K/V stored in the cache: [T, (H + 2 KVH) D]."""
         qkv = self.qkv_proj(x)
-        if not rope_in_attention(meta):
-            q, k, v = self.split(qkv)
-            qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
-                               *self._norm_weights(), self.eps, self.kv_scale)
+        q, k, v = self.split(qkv)
+        qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
+                           self.q_norm.weight if self.q_norm else None,
+                           self.k_norm.weight if self.k_norm else None, self.eps, self.kv_scale)
         return qkv
 
-    def _norm_weights(self):
-        return (self.q_norm.weight, self.k_norm.weight) if self.q_norm else (None, None)
-
-    def attend(self, qkv, meta: AttentionMetadata, out=None, positions=None, cos_sin=None):
-        """Attention of the projected tokens: [T, H D] (into `out` when given). Decode-only steps need the
-        tokens' `positions` and the `cos_sin` table: the attention ropes and stores them."""
+    def attend(self, qkv, meta: AttentionMetadata, out=None):
+        """Attention of the projected tokens: [T, H D] (into `out` when given)."""
         q, k, v = self.split(qkv)
-        rope = None
-        if rope_in_attention(meta):
-            if positions is None or cos_sin is None:
-                raise ValueError("a decode-only step's attention needs positions and cos_sin (it applies RoPE)")
-            rope = RopeStore(k, v, positions, cos_sin, meta.slot_mapping, *self._norm_weights(), self.eps)
         o = paged_attention(q, k, v, self.k_cache, self.v_cache, meta, self.scale, self.kv_scale,
-                            None if out is None else out.view(q.shape), rope)
+                            None if out is None else out.view(q.shape))
         return o.reshape(qkv.shape[0], self.num_heads * self.head_dim)
 
 
@@ -148,8 +138,7 @@ class CausalLM(nn.Module):
         """input_ids, positions: [T] -> final hidden states [T, hidden]."""
         h, residual = self.piece(0, input_ids, positions, None, meta)
         for i, layer in enumerate(self.model.layers):
-            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta, None, positions, self.cos_sin), positions,
-                                     residual, meta)
+            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta), positions, residual, meta)
         return h
 
     @property

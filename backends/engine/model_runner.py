@@ -19,7 +19,7 @@ import torch
 
 from planner.costmodel import DECODE_GRAPH_SIZES, PIECEWISE_TOKEN_SIZES, RACED_TOKEN_SIZES
 
-from . import attention, parallel
+from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError, env_switch
@@ -218,7 +218,7 @@ class ModelRunner:
                 "varlen_prefill": self.varlen, "whole_graph_prefill": bool(self.piecewise and self.piecewise.whole),
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
-                "fp8_gemv_rows": self.fp8_gemv_rows, "decode_rope_in_attention": attention.ROPE_IN_DECODE,
+                "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
                 "linear_tune_s": round(self.linear_tune_s, 3), "graph_capture_s": round(self.capture_s, 3)}
 
