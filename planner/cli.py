@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from planner import jsonout
-from planner.errors import PlanError, UsageError
+from planner.errors import PlanError, UsageError, parser_errors, show_parser_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Hardware-aware LLM deployment planner and benchmark harness.\n\n"
@@ -320,9 +320,8 @@ def main() -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except __import__("click").ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except parser_errors() as e:
+        sys.exit(show_parser_error(e))
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -1,4 +1,5 @@
 """Errors the CLI turns into one clear line and an exit code, never a traceback."""
+import sys
 
 
 class PlanError(Exception):
@@ -11,3 +12,23 @@ class UsageError(PlanError):
     """Bad input on the command line or in a file (unknown model, malformed SLO...): exit 2."""
 
     exit_code = 2
+
+
+def parser_errors() -> tuple[type[Exception], ...]:
+    """What the command-line framework raises for an unknown option or a bad value: click's errors, and typer's
+    own copy of them (typer 0.2x vendors click; its errors are not click's classes)."""
+    import click
+    import typer
+
+    vendored = getattr(typer, "TyperException", None)
+    return (click.ClickException,) + ((vendored,) if vendored else ())
+
+
+def show_parser_error(e: Exception) -> int:
+    """Prints a parser error as the framework words it (usage line, then the problem); returns its exit code."""
+    show = getattr(e, "show", None)
+    if show is not None:
+        show()
+    else:
+        print(f"error: {e}", file=sys.stderr)
+    return getattr(e, "exit_code", 2)

@@ -59,6 +59,10 @@ def test_explain_says_by_how_much_it_misses():
     (["recommend", "--model", "llama-70b", "--slo", "foo=1ms"], "accepted forms"),
     (["explain", "--model", "llama-70b", "--gpu", "h100", "--tp", "0"], "--tp"),
     (["explain", "--model", "llama-70b", "--gpu", "h100", "--weight-dtype", "fp4"], "weight-dtype"),
+    # the parser's own errors (typer 0.2x raises its vendored copy of click's, not click's)
+    (["recommend", "--model", "llama-70b", "--gpu", "h100"], "no such option: --gpu"),
+    (["serve", "--model", "tiny", "--bogus"], "no such option: --bogus"),
+    (["recommend", "--model", "llama-70b", "--slo"], "requires an argument"),
 ])
 def test_bad_input_exit_2_one_line(args, needle):
     r = plan(*args)

@@ -172,3 +172,10 @@ def test_plan_file_maps_onto_the_engine(tmp_path):
         Plan(model="llama-8b", hardware="H200", **bad).dump(path)
         with pytest.raises(UsageError, match="not supported"):
             engine_config_from_args(str(path), None, device="cpu")
+
+
+def test_unknown_flag_is_a_usage_error():
+    r = subprocess.run([sys.executable, "-m", "backends.engine.server", "--model", "tiny", "--bogus"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "No such option: --bogus" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout

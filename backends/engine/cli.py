@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from planner.errors import UsageError
+from planner.errors import UsageError, parser_errors, show_parser_error
 
 from .config import EngineConfig, EngineError, resolve_model
 
@@ -127,9 +127,5 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click's usage errors
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except parser_errors() as e:
+        sys.exit(show_parser_error(e))
