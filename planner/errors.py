@@ -16,12 +16,16 @@ class UsageError(PlanError):
 
 def parser_errors() -> tuple[type[Exception], ...]:
     """What the command-line framework raises for an unknown option or a bad value: click's errors, and typer's
-    own copy of them (typer 0.2x vendors click; its errors are not click's classes)."""
-    import click
+    own copy of them (typer 0.2x vendors click; its errors are not click's classes, and click may be absent)."""
     import typer
 
-    vendored = getattr(typer, "TyperException", None)
-    return (click.ClickException,) + ((vendored,) if vendored else ())
+    errors = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    try:
+        import click
+        errors.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def show_parser_error(e: Exception) -> int:
