@@ -410,6 +410,8 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "# H200-grid15 (the engine racing buckets above 2,048 tokens; profile, step grid, served async runs):",
               "bash benchmarks/gpu_session.sh profile; bash benchmarks/gpu_session.sh step; "
               "bash benchmarks/gpu_session.sh serving_async",
+              "# H200-async8 (served async runs on another machine, predicted by H200-grid15's calibration):",
+              "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
