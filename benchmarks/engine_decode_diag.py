@@ -4,10 +4,10 @@
 
 Per batch size: (1) `runner.run()` wall time vs the graph replay alone (CUDA events over back-to-back replays)
 and the host phases of `run()` (inputs, replay launch, sampling + sync); (2) torch.profiler's kernels of a few
-replays grouped by name; (3) each op of a layer timed alone in a CUDA graph over all 32 layers' own weights
-and caches (so weights stream from HBM as in the model), beside its bandwidth floor (bytes / copy bandwidth);
-GEMMs under both cuBLAS and cuBLASLt. The gap between the sum of (3) and the replay is what the graph loses
-between kernels.
+replays grouped by name, and the idle time before each kernel (by name); (3) each op of a layer timed alone in
+a CUDA graph over all 32 layers' own weights and caches (so weights stream from HBM as in the model), beside its
+bandwidth floor (bytes / copy bandwidth); GEMMs under both cuBLAS and cuBLASLt. The gap between the sum of (3)
+and the replay is what the graph loses between kernels.
 """
 from __future__ import annotations
 
@@ -49,8 +49,11 @@ def graph_time(fn, reps: int = 10) -> float:
     return start.elapsed_time(end) / 1e3 / reps
 
 
-def kernel_table(runner, bs: int, reps: int = 5) -> list[dict]:
-    """torch.profiler's GPU kernels of `reps` graph replays, per kernel name (time per step)."""
+def kernel_tables(runner, bs: int, reps: int = 5) -> tuple[list[dict], list[dict]]:
+    """torch.profiler's GPU kernels of `reps` graph replays: per kernel name, its time per step, and the idle time
+    before it per step (its start minus the previous kernel's end: where the graph loses time between kernels;
+    the first kernel of a replay also carries the gap between replays)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     graph = runner.graphs[bs]
     torch.cuda.synchronize()
@@ -64,7 +67,13 @@ def kernel_table(runner, bs: int, reps: int = 5) -> list[dict]:
         us = e.self_cuda_time_total if us is None else us
         if us > 0:
             rows.append({"kernel": e.key[:90], "calls_per_step": e.count / reps, "us_per_step": us / reps})
-    return sorted(rows, key=lambda r: -r["us_per_step"])
+    kernels = sorted((e for e in prof.events() if e.device_type == DeviceType.CUDA), key=lambda e: e.time_range.start)
+    idle: dict[str, list[float]] = defaultdict(list)
+    for prev, cur in zip(kernels, kernels[1:]):
+        idle[cur.name[:90]].append(max(0.0, cur.time_range.start - prev.time_range.end))
+    gaps = [{"before_kernel": name, "gaps_per_step": len(v) / reps, "us_per_step": sum(v) / reps,
+             "median_us": statistics.median(v)} for name, v in idle.items()]
+    return sorted(rows, key=lambda r: -r["us_per_step"]), sorted(gaps, key=lambda r: -r["us_per_step"])
 
 
 def op_table(runner, bs: int, meta, bw: float) -> list[dict]:
@@ -207,10 +216,10 @@ def main() -> None:
                "floor_ms": floor_ms, "floor_over_run": floor_ms / run_ms, "floor_over_replay": floor_ms / replay_ms,
                "phases_ms": host_phases(runner, batch, 10)}
         try:
-            row["kernels"] = kernel_table(runner, bs)
+            row["kernels"], row["gaps"] = kernel_tables(runner, bs)
         except Exception as e:    # noqa: BLE001  (the rest is still worth having)
             print(f"profiler failed: {e!r}")
-            row["kernels"] = []
+            row["kernels"], row["gaps"] = [], []
         kernel_sum_ms = sum(k["us_per_step"] for k in row["kernels"]) / 1e3
         row["kernel_sum_ms"] = kernel_sum_ms
         print(f"\n## batch {bs}: run {run_ms:.3f} ms, graph replay {replay_ms:.3f} ms (host {run_ms - replay_ms:.3f}),"
@@ -220,6 +229,9 @@ def main() -> None:
         print("| kernel | calls/step | us/step |\n|---|---|---|")
         for k in row["kernels"][:14]:
             print(f"| {k['kernel']} | {k['calls_per_step']:.0f} | {k['us_per_step']:.1f} |")
+        print("| idle before kernel | gaps/step | us/step | median us |\n|---|---|---|---|")
+        for k in row["gaps"][:8]:
+            print(f"| {k['before_kernel']} | {k['gaps_per_step']:.0f} | {k['us_per_step']:.1f} | {k['median_us']:.2f} |")
         if not args.no_ops:
             meta = runner_meta(runner, bs)
             row["ops"] = op_table(runner, bs, meta, bw)
