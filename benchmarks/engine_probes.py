@@ -27,6 +27,11 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
            depends on how many bits toggle: the step grid once prefilled `[1] * length`).
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
+pdl        programmatic edges into cuBLAS kernels (graph_edges.py): does each decode GEMM kernel (the Llama-3.1-8B
+           shapes at 1-256 rows, cuBLAS and cuBLASLt) wait for its predecessor when launched early? A Triton kernel
+           that lets dependents launch at once, spins ~40 us, then writes the GEMM's input; a kernel that does not
+           wait reads the old input (a Triton copy is the control). Then a chain of 32 x (tiny kernel -> GEMV)
+           timed with and without the edges.
 """
 from __future__ import annotations
 
@@ -377,6 +382,97 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
 SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 192, 224, 256)
 
 
+def probe_pdl(reps: int = 6) -> dict:
+    import torch.nn.functional as F
+    import triton
+    import triton.language as tl
+
+    from backends.engine import graph_edges
+    from backends.engine.kernels import copy_into
+    from backends.engine.quant import blas_linear
+
+    @triton.jit
+    def _late_write(src_ptr, dst_ptr, n, spins, BLOCK: tl.constexpr):
+        tl.extra.cuda.gdc_launch_dependents()       # dependents may launch now, long before the store below
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(src_ptr + offs, mask=offs < n)
+        acc = tl.zeros([BLOCK], tl.float32)
+        for _ in range(spins):
+            acc = acc * 0.999 + 1.0
+        tl.store(dst_ptr + offs, tl.where(acc > -1.0, x, 0.0), mask=offs < n)
+
+    def late_write(src, dst, spins):
+        _late_write[(triton.cdiv(src.numel(), 1024),)](src, dst, src.numel(), spins, BLOCK=1024)
+
+    def capture(fn, programmatic):
+        g = torch.cuda.CUDAGraph(keep_graph=True)
+        with torch.cuda.graph(g):
+            out = fn()
+        replaced = graph_edges.make_programmatic(g.raw_cuda_graph(), programmatic) if programmatic else {}
+        g.instantiate()
+        return g, out, replaced
+
+    dev = torch.device("cuda")
+    shapes = {"qkv": (4096, 6144), "o_proj": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096),
+              "lm_head": (4096, 128256)}
+    checks = []
+    for rows in (1, 8, 32, 64, 256):
+        for lib in ("cublas", "cublaslt"):
+            for name, (k, n) in shapes.items():
+                w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5
+                src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
+                x = torch.zeros_like(src)
+                g, y, replaced = capture(lambda: (late_write(src, x, 20000), blas_linear(lib, x, w))[1],
+                                         graph_edges.is_cublas)
+                wrong = 0
+                for _ in range(reps):
+                    src.normal_()
+                    g.replay()
+                    ref = F.linear(src, w)
+                    wrong += not torch.allclose(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
+                    x.zero_()
+                checks.append(dict(rows=rows, lib=lib, op=name, replaced=replaced, wrong=wrong, reps=reps))
+                print(f"pdl check {name} {rows} rows {lib}: {replaced} wrong {wrong}/{reps}", flush=True)
+    # control: a Triton copy (no griddepcontrol.wait) as the early-launched dependent must read stale input
+    src = torch.randn(4096 * 16, device=dev, dtype=torch.bfloat16)
+    x, y = torch.zeros_like(src), torch.zeros_like(src)
+    g, _, replaced = capture(lambda: (late_write(src, x, 20000), copy_into(y, x)), lambda name: "copy" in name)
+    wrong = 0
+    for _ in range(reps):
+        src.normal_()
+        g.replay()
+        torch.cuda.synchronize()
+        wrong += not torch.equal(y, src)
+        x.zero_()
+    control = dict(replaced=replaced, wrong=wrong, reps=reps)
+    print(f"pdl control (Triton copy, no wait): {replaced} wrong {wrong}/{reps}", flush=True)
+
+    # timing: 32 x (a ~2 us Triton kernel writing the GEMV's input -> the GEMV), as a decode layer chains them
+    timing = []
+    for rows in (1, 8, 64, 256):
+        for name in ("qkv", "o_proj", "gate_up", "down"):
+            k, n = shapes[name]
+            ws = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5 for _ in range(32)]
+            src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
+            xs = [torch.empty_like(src) for _ in range(32)]
+
+            def chain():
+                for w, x in zip(ws, xs):
+                    late_write(src, x, 0)
+                    F.linear(x, w)
+            res = {}
+            for mode, programmatic in (("plain", None), ("pdl", graph_edges.is_cublas)):
+                chain()
+                g, _, replaced = capture(chain, programmatic)
+                res[mode] = _median_ms(g.replay, reps=10) * 1e3 / 32
+                res[f"{mode}_replaced"] = sum(replaced.values())
+            timing.append(dict(rows=rows, op=name, us_per_layer_plain=res["plain"], us_per_layer_pdl=res["pdl"],
+                               replaced=res["pdl_replaced"]))
+            print(f"pdl chain {name} {rows} rows: {res['plain']:.2f} -> {res['pdl']:.2f} us a layer "
+                  f"({res['pdl_replaced']} edges)", flush=True)
+    return dict(checks=checks, control=control, timing=timing)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -387,7 +483,7 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("rows", probe_rows), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("rows", probe_rows), ("pdl", probe_pdl), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,)))):
         if name in which:
@@ -396,6 +492,7 @@ def main() -> int:
                 out[name] = fn()
             except Exception as e:  # noqa: BLE001 - the other probes still run
                 out[name] = {"error": f"{type(e).__name__}: {e}"[:400]}
+                print(f"{name} failed: {out[name]['error']}", flush=True)
             print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
             Path(args.out).write_text(json.dumps(out, indent=1))
     for r in out.get("decode", []) if isinstance(out.get("decode"), list) else []:

@@ -263,6 +263,22 @@ tune2)
   done
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
   ;;
+pdl2)
+  step probe 240 python3 benchmarks/engine_probes.py --only pdl --out "$OUT/probe_pdl_$GPU.json" 2>&1 \
+      | grep -E "wrong [1-9]|control|chain|failed|edges|pdl:" | head -60
+  step tests 200 env PLAN_ENGINE_PDL_EDGES=1 python3 -m pytest -q -x tests/test_engine_cuda_paths.py \
+      tests/test_engine_kernels.py 2>&1 | tail -4
+  for i in 1 2; do
+    for p in 0 1; do
+      step "pdl$p $i" 150 env PLAN_ENGINE_PDL_EDGES=$p python3 benchmarks/bench_engine.py --decode-only --no-hf \
+          --out "$OUT/pdl${p}_${i}_$GPU.json" 2>&1 | grep -E "^\| [0-9]+ \||pdl_edges" | head -12
+    done
+  done
+  for p in 0 1; do
+    step "diag pdl$p" 120 env PLAN_ENGINE_PDL_EDGES=$p python3 benchmarks/engine_decode_diag.py --batches 1,8,256 \
+        --no-ops --out "$OUT/diag_gaps_pdl${p}_$GPU.json" 2>&1 | grep -E "^## batch|^\| (idle|_|nvjet)" | head -40
+  done
+  ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15
   step eager 150 python3 benchmarks/engine_eager_diag.py --out "$OUT/eager_diag_$GPU.json" 2>&1 | tail -45

@@ -6,6 +6,9 @@ the Triton kernels against (under TRITON_INTERPRET=1 on CPU).
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 try:
@@ -17,6 +20,24 @@ except ImportError:  # CPU-only installs: the torch paths below are used
 
 def use_triton(x: torch.Tensor) -> bool:
     return triton is not None and x.is_cuda
+
+
+# Experimental (PLAN_ENGINE_PDL_EDGES=1, Hopper+): kernels that precede a cuBLAS GEMM let it launch at once; the
+# graphs make those edges programmatic (graph_edges.py) and cuBLAS waits for this kernel's results itself.
+@functools.cache
+def _pdl_device(device: torch.device) -> bool:
+    return os.environ.get("PLAN_ENGINE_PDL_EDGES", "0") == "1" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def pdl_trigger(x: torch.Tensor) -> bool:
+    return x.is_cuda and _pdl_device(x.device)
+
+
+if triton is not None:
+    @triton.jit
+    def let_dependents_launch(TRIGGER: tl.constexpr):
+        if TRIGGER:
+            tl.extra.cuda.gdc_launch_dependents()
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -32,7 +53,8 @@ def rms_norm_torch(x, weight, eps, residual=None):
 if triton is not None:
     @triton.jit
     def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, n, eps,
-                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
+        let_dependents_launch(TRIGGER)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -54,7 +76,8 @@ def rms_norm_triton(x, weight, eps, residual=None):
     block = triton.next_power_of_2(n)
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out, x.stride(0),
                                     residual.stride(0) if residual is not None else 0, out.stride(0), n, eps,
-                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)),
+                                    TRIGGER=pdl_trigger(x))
     return out if residual is None else (out, residual)
 
 
@@ -70,7 +93,8 @@ def silu_and_mul_torch(x):
 
 if triton is not None:
     @triton.jit
-    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr):
+    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
+        let_dependents_launch(TRIGGER)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n
@@ -85,7 +109,8 @@ def silu_and_mul_triton(x):
     n = x.shape[-1] // 2
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     block = 1024
-    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block)
+    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block,
+                                                                   TRIGGER=pdl_trigger(x))
     return out
 
 
