@@ -28,10 +28,9 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 pdl        programmatic edges into cuBLAS kernels (graph_edges.py): does each decode GEMM kernel (the Llama-3.1-8B
-           shapes at 1-256 rows, cuBLAS and cuBLASLt) wait for its predecessor when launched early? A Triton kernel
-           that lets dependents launch at once, spins ~40 us, then writes the GEMM's input; a kernel that does not
-           wait reads the old input (a Triton copy is the control). Then a chain of 32 x (tiny kernel -> GEMV)
-           timed with and without the edges.
+           shapes at 1-256 rows, cuBLAS and cuBLASLt; fp8 _scaled_mm from 32 rows) wait for its predecessor when
+           launched early (graph_edges.stale_reads; a Triton copy that does not wait is the control)? Then a chain
+           of 32 x (copy kernel -> GEMV) timed with and without the edges.
 """
 from __future__ import annotations
 
@@ -384,66 +383,38 @@ SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 
 
 def probe_pdl(reps: int = 6) -> dict:
     import torch.nn.functional as F
-    import triton
-    import triton.language as tl
 
     from backends.engine import graph_edges
     from backends.engine.kernels import copy_into
     from backends.engine.quant import blas_linear
-
-    @triton.jit
-    def _late_write(src_ptr, dst_ptr, n, spins, BLOCK: tl.constexpr):
-        tl.extra.cuda.gdc_launch_dependents()       # dependents may launch now, long before the store below
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        x = tl.load(src_ptr + offs, mask=offs < n)
-        acc = tl.zeros([BLOCK], tl.float32)
-        for _ in range(spins):
-            acc = acc * 0.999 + 1.0
-        tl.store(dst_ptr + offs, tl.where(acc > -1.0, x, 0.0), mask=offs < n)
-
-    def late_write(src, dst, spins):
-        _late_write[(triton.cdiv(src.numel(), 1024),)](src, dst, src.numel(), spins, BLOCK=1024)
-
-    def capture(fn, programmatic):
-        g = torch.cuda.CUDAGraph(keep_graph=True)
-        with torch.cuda.graph(g):
-            out = fn()
-        replaced = graph_edges.make_programmatic(g.raw_cuda_graph(), programmatic) if programmatic else {}
-        g.instantiate()
-        return g, out, replaced
 
     dev = torch.device("cuda")
     shapes = {"qkv": (4096, 6144), "o_proj": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096),
               "lm_head": (4096, 128256)}
     checks = []
     for rows in (1, 8, 32, 64, 256):
-        for lib in ("cublas", "cublaslt"):
-            for name, (k, n) in shapes.items():
-                w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5
-                src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
-                x = torch.zeros_like(src)
-                g, y, replaced = capture(lambda: (late_write(src, x, 20000), blas_linear(lib, x, w))[1],
-                                         graph_edges.is_cublas)
-                wrong = 0
-                for _ in range(reps):
-                    src.normal_()
-                    g.replay()
-                    ref = F.linear(src, w)
-                    wrong += not torch.allclose(y.float(), ref.float(), rtol=2e-2, atol=2e-2)
-                    x.zero_()
+        for name, (k, n) in shapes.items():
+            w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5
+            src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
+            for lib in ("cublas", "cublaslt"):
+                wrong, replaced = graph_edges.stale_reads(lambda x, lib=lib, w=w: blas_linear(lib, x, w), src, reps=reps)
                 checks.append(dict(rows=rows, lib=lib, op=name, replaced=replaced, wrong=wrong, reps=reps))
-                print(f"pdl check {name} {rows} rows {lib}: {replaced} wrong {wrong}/{reps}", flush=True)
-    # control: a Triton copy (no griddepcontrol.wait) as the early-launched dependent must read stale input
-    src = torch.randn(4096 * 16, device=dev, dtype=torch.bfloat16)
-    x, y = torch.zeros_like(src), torch.zeros_like(src)
-    g, _, replaced = capture(lambda: (late_write(src, x, 20000), copy_into(y, x)), lambda name: "copy" in name)
-    wrong = 0
-    for _ in range(reps):
-        src.normal_()
-        g.replay()
-        torch.cuda.synchronize()
-        wrong += not torch.equal(y, src)
-        x.zero_()
+            if rows >= 32 and name != "lm_head":     # fp8 past the GEMV's 16 rows: _scaled_mm as quant.Fp8 calls it
+                wq = w.to(torch.float8_e4m3fn)
+                xs, ws = torch.ones(rows, 1, device=dev), torch.ones(1, n, device=dev)
+                wrong, replaced = graph_edges.stale_reads(
+                    lambda x, wq=wq, xs=xs, ws=ws: torch._scaled_mm(x, wq.t(), scale_a=xs, scale_b=ws,
+                                                                     out_dtype=torch.bfloat16, use_fast_accum=True),
+                    src.to(torch.float8_e4m3fn), reps=reps)
+                checks.append(dict(rows=rows, lib="fp8 _scaled_mm", op=name, replaced=replaced,
+                                   wrong=wrong, reps=reps))
+            for c in checks[-3:]:
+                print(f"pdl check {c['op']} {c['rows']} rows {c['lib']}: {c['replaced']} wrong {c['wrong']}/{reps}",
+                      flush=True)
+    # control: a Triton copy (no griddepcontrol.wait) launched early must read the old input
+    wrong, replaced = graph_edges.stale_reads(lambda x: copy_into(torch.empty_like(x), x),
+                                              torch.randn(4096 * 16, device=dev, dtype=torch.bfloat16),
+                                              into=lambda name: "copy" in name, reps=reps)
     control = dict(replaced=replaced, wrong=wrong, reps=reps)
     print(f"pdl control (Triton copy, no wait): {replaced} wrong {wrong}/{reps}", flush=True)
 
@@ -458,20 +429,22 @@ def probe_pdl(reps: int = 6) -> dict:
 
             def chain():
                 for w, x in zip(ws, xs):
-                    late_write(src, x, 0)
+                    copy_into(x, src)
                     F.linear(x, w)
+            chain()
             res = {}
-            for mode, programmatic in (("plain", None), ("pdl", graph_edges.is_cublas)):
-                chain()
-                g, _, replaced = capture(chain, programmatic)
+            for mode, into in (("plain", lambda name: False), ("pdl", graph_edges.is_cublas)):
+                g = torch.cuda.CUDAGraph(keep_graph=True)
+                with torch.cuda.graph(g):
+                    chain()
+                res[f"{mode}_replaced"] = sum(graph_edges.make_programmatic(g.raw_cuda_graph(), into).values())
+                g.instantiate()
                 res[mode] = _median_ms(g.replay, reps=10) * 1e3 / 32
-                res[f"{mode}_replaced"] = sum(replaced.values())
             timing.append(dict(rows=rows, op=name, us_per_layer_plain=res["plain"], us_per_layer_pdl=res["pdl"],
                                replaced=res["pdl_replaced"]))
             print(f"pdl chain {name} {rows} rows: {res['plain']:.2f} -> {res['pdl']:.2f} us a layer "
                   f"({res['pdl_replaced']} edges)", flush=True)
     return dict(checks=checks, control=control, timing=timing)
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

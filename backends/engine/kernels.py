@@ -6,10 +6,9 @@ the Triton kernels against (under TRITON_INTERPRET=1 on CPU).
 """
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
+
+from . import graph_edges
 
 try:
     import triton
@@ -22,15 +21,10 @@ def use_triton(x: torch.Tensor) -> bool:
     return triton is not None and x.is_cuda
 
 
-# Experimental (PLAN_ENGINE_PDL_EDGES=1, Hopper+): kernels that precede a cuBLAS GEMM let it launch at once; the
-# graphs make those edges programmatic (graph_edges.py) and cuBLAS waits for this kernel's results itself.
-@functools.cache
-def _pdl_device(device: torch.device) -> bool:
-    return os.environ.get("PLAN_ENGINE_PDL_EDGES", "0") == "1" and torch.cuda.get_device_capability(device)[0] >= 9
-
-
 def pdl_trigger(x: torch.Tensor) -> bool:
-    return x.is_cuda and _pdl_device(x.device)
+    """Whether kernels that precede a cuBLAS GEMM let it launch at once: where the graphs make those edges
+    programmatic (graph_edges.py), cuBLAS waits for this kernel's results itself."""
+    return x.is_cuda and graph_edges.enabled(x.device)
 
 
 if triton is not None:

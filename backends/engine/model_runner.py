@@ -479,8 +479,6 @@ class ModelRunner:
         self.staging_tables = torch.empty(self.graph_tables.numel(), dtype=torch.int32).pin_memory()
         self.staging_free = torch.cuda.Event()      # recorded once the last upload has read the staging buffers
         self.graph_logits: dict[int, torch.Tensor] = {}
-        # Experimental (default off until measured): edges into cuBLAS kernels made programmatic.
-        pdl_edges = os.environ.get("PLAN_ENGINE_PDL_EDGES", "0") == "1"
         pool = None
         with torch.inference_mode():
             for bs in reversed(sizes):   # largest first, so the smaller graphs reuse its memory pool
@@ -491,13 +489,7 @@ class ModelRunner:
                     ids = feed_ids(self.graph_ids[:bs], self.graph_src[:bs], self.sampled)
                     return self.model.compute_logits(self.model(ids, self.graph_pos[:bs], meta))
                 forward()                                            # warm-up: Triton JIT, cuBLAS handles
-                graph = torch.cuda.CUDAGraph(keep_graph=True) if pdl_edges else torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool):
-                    self.graph_logits[bs] = forward()
-                if pdl_edges:
-                    replaced = graph_edges.make_programmatic(graph.raw_cuda_graph(), graph_edges.is_cublas)
-                    graph.instantiate()
-                    log_json({"event": "pdl_edges", "batch": bs, "replaced": sum(replaced.values())})
+                graph, self.graph_logits[bs] = graph_edges.capture(forward, dev, pool)
                 pool = graph.pool()
                 self.graphs[bs] = graph
         self.graph_pool = pool
