@@ -197,7 +197,17 @@ class Replica:
         self._preempt(rid, k)
         return rid
 
+    def _preempt_partial(self, rid: int, k: int) -> None:
+        """Preempt a request part-way through its prompt whose next chunk finds no free block."""
+        i = len(self.running) - 1                        # near the end: it is the newest running request
+        while self.running[i] != rid:
+            i -= 1
+        del self.running[i]
+        self._preempt(rid, k)
+
     def _preempt(self, rid: int, k: int) -> None:
+        """Free a running request's blocks and queue it for recompute; the caller has taken it off `running`
+        (the newest one may be a decode or a part-way prompt)."""
         bs = self.cfg.block_size
         if rid in self.dec:
             ks, kv0, g0 = self.dec.pop(rid)
@@ -210,10 +220,6 @@ class Replica:
             kv = self.computed[rid]
             generated = self.generated[rid]
             self.partial.remove(rid)
-            i = len(self.running) - 1                    # near the end: it is the newest running request
-            while self.running[i] != rid:
-                i -= 1
-            del self.running[i]
         self.free += -(-kv // bs)
         # Recompute: prefill the prompt and the tokens generated so far again.
         self.target[rid] = self.log.inp[rid] + generated
@@ -273,7 +279,7 @@ class Replica:
                 if new_blocks > self.free:
                     # The part-way prompt is the newest running request (it was admitted last), so it is
                     # the one vLLM preempts.
-                    self._preempt(rid, k)
+                    self._preempt_partial(rid, k)
                     continue
                 self.free -= new_blocks
                 chunks.append((rid, c, before))

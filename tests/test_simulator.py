@@ -96,6 +96,18 @@ def test_preemption_with_tiny_kv_completes_every_request():
     assert r.itl_weight.sum() == int((reqs.output_tokens - 1).sum())
 
 
+@pytest.mark.parametrize("kv,budget,inp,out", [(512, 64, 300, 32), (2048, 128, 600, 100)])
+def test_preempting_a_partway_prompt_for_a_decode_block(kv, budget, inp, out):
+    """A decode needing a block preempts the newest running request, which may be part-way through its
+    prompt (a small budget spreads prompts over several steps); it crashed with an IndexError."""
+    p = plan(max_num_batched_tokens=budget, max_num_seqs=budget)
+    reqs = synthetic(wl(100, inp=inp, out=out, arrival="constant"), 50, seed=0)
+    r = simulate(MODEL, HW, p, reqs, kv_tokens=kv)
+    assert r.preemptions > 0
+    assert r.failed == 0 and r.completed == 50
+    assert r.itl_weight.sum() == int((reqs.output_tokens - 1).sum())
+
+
 def test_request_longer_than_kv_fails_instead_of_hanging():
     reqs = Requests(np.array([0.0, 0.1]), np.array([100, 5000]), np.array([10, 10]))
     r = simulate(MODEL, HW, plan(), reqs, kv_tokens=1024)
