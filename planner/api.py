@@ -18,7 +18,7 @@ from planner.parse import parse_slo
 from planner.predict import deployment_of, predict as _predict, prefill_time_s
 from planner.refine import FINALISTS, Refined, band_of, pareto_fronts, propagated_band, refine, with_simulation
 from planner.schemas import SLO, LengthDist, MemoryBreakdown, ModelSpec, Plan, Prediction, Workload
-from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search
+from planner.search import DEFAULT_TRIALS, SearchResult, Space, exhaustive, search, structural_reason
 from planner.arrivals import Requests
 from planner.simulator import simulate_engine_run
 from planner.uncertainty import step_band, with_interval
@@ -33,6 +33,14 @@ def workload(input_tokens: float = DEFAULT_INPUT_TOKENS, output_tokens: float = 
         raise UsageError("--input and --output must be positive token counts, e.g. --input 1024 --output 256")
     return Workload(input_tokens=LengthDist(mean=input_tokens), output_tokens=LengthDist(mean=output_tokens),
                     rate_rps=rate_rps, concurrency=concurrency)
+
+
+def check_context(spec: ModelSpec, input_tokens: float, output_tokens: float) -> None:
+    """A request longer than the model's context can never be served (vLLM rejects it), so no plan can be."""
+    if input_tokens + output_tokens > spec.max_position_embeddings:
+        raise UsageError(f"--input {input_tokens:g} + --output {output_tokens:g} tokens exceed {spec.name}'s "
+                         f"maximum context of {spec.max_position_embeddings:,} tokens: shorten the prompt or the "
+                         "output")
 
 
 def _slos(slos: Iterable[str | SLO]) -> list[SLO]:
@@ -96,11 +104,16 @@ def recommend(model: str, slos: Iterable[str | SLO] = (), gpus: Iterable[str] | 
         raise UsageError("--max-gpus must be a positive integer, e.g. --max-gpus 8")
     if rate_rps is not None and not (rate_rps > 0 and math.isfinite(rate_rps)):
         raise UsageError("--rate must be a positive number of requests per second, e.g. --rate 20")
+    if objective == "goodput" and not (rate_rps and simulate):
+        # Goodput counts the requests that meet the SLOs under load, which only the simulation at a rate gives.
+        raise UsageError("--objective goodput ranks by the requests that meet the SLOs when the finalists are "
+                         "simulated at a request rate: give --rate (e.g. --rate 20), or use --objective cost")
     spec = catalog.load_model(model)
+    wl = workload(input_tokens, output_tokens, rate_rps)
+    check_context(spec, input_tokens, output_tokens)
     hws = [catalog.load_hardware(n, profile) for n in gpus] if gpus else catalog.list_hardware(profile)
     if prices:
         hws = catalog.apply_price_overrides(hws, prices)
-    wl = workload(input_tokens, output_tokens, rate_rps)
     slo_list = _slos(slos)
     space = Space(hardware=tuple(hws), max_gpus=max_gpus)
     simulate = simulate and bool(rate_rps)
@@ -153,13 +166,19 @@ def explain(model: str, gpu: str, tp: int = 1, pp: int = 1, weight_dtype: str = 
     """Where the time and memory of one configuration go, operator by operator."""
     spec = catalog.load_model(model)
     hw = prepare(catalog.load_hardware(gpu, profile))
+    wl = workload(input_tokens, output_tokens, concurrency=batch)
+    check_context(spec, input_tokens, output_tokens)
+    # The configurations `recommend` never considers cannot run at all: no numbers for them either.
+    reason = structural_reason(spec, hw.profile, tp, pp, weight_dtype)
+    if reason:
+        raise UsageError(f"{spec.name} cannot run on {hw.name} with TP {tp}, PP {pp}, {weight_dtype} weights: "
+                         f"{reason}")
     try:
-        plan = Plan(model=spec.name, hardware=hw.name, num_gpus=tp * pp, tp=tp, pp=pp, weight_dtype=weight_dtype,
+        plan = Plan(model=spec.ref, hardware=hw.name, num_gpus=tp * pp, tp=tp, pp=pp, weight_dtype=weight_dtype,
                     kv_dtype=kv_dtype, max_num_seqs=max_num_seqs or max(batch, 1),
                     max_num_batched_tokens=max_num_batched_tokens, gpu_memory_utilization=gpu_memory_utilization)
     except ValueError as e:
         raise UsageError(f"invalid configuration: {e}") from None
-    wl = workload(input_tokens, output_tokens, concurrency=batch)
     d = deployment_of(spec, plan)
     inp, out = int(input_tokens), int(output_tokens)
     chunk = min(inp, max_num_batched_tokens)

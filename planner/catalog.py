@@ -166,16 +166,21 @@ def load_model(name_or_path: str) -> ModelSpec:
 
 
 def _load_model_path(path: Path) -> ModelSpec:
+    """The spec carries the absolute path it came from (ModelSpec.path): a model folder for an HF config.json
+    inside one (what vLLM and the built-in engine load), else the file itself."""
+    path = path.resolve()
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
             raise UsageError(f"{path} has no config.json; give a catalog name (`plan models`) or an HF model folder")
-        return _load_hf_config(config)
-    if not path.is_file():
+        spec, ref = _load_hf_config(config), path
+    elif not path.is_file():
         raise UsageError(f"no such file: {path}")
-    if path.suffix == ".json" and "num_hidden_layers" in _read(path):
-        return _load_hf_config(path)
-    return _load_file(ModelSpec, path)
+    elif path.suffix == ".json" and "num_hidden_layers" in _read(path):
+        spec, ref = _load_hf_config(path), path.parent if path.name == "config.json" else path
+    else:
+        spec, ref = _load_file(ModelSpec, path), path
+    return spec.model_copy(update={"path": str(ref)})
 
 
 def _load_hf_config(path: Path) -> ModelSpec:
@@ -269,8 +274,26 @@ def resolve_hardware_name(name: str) -> str:
 
 
 def list_hardware(profile: str = "auto") -> list[HardwareProfile]:
+    """Every catalog GPU; with a profile YAML path for `profile`, only the GPU that file describes."""
+    if profile not in PROFILE_CHOICES:
+        return [_profile_file(profile)]
     index = _hardware_index(_hw_path())
     return [load_hardware(name, profile) for name in sorted(index.files, key=str.lower)]
+
+
+def _profile_file(profile: str) -> HardwareProfile:
+    path = Path(profile).expanduser()
+    if not path.is_file():
+        raise UsageError(f"profile must be one of {', '.join(PROFILE_CHOICES)} or a YAML file; got '{profile}'")
+    return _load_file(HardwareProfile, path)
+
+
+def _names(name: str, hw: HardwareProfile) -> bool:
+    """Whether a GPU name or alias given by the user denotes the GPU of profile `hw`."""
+    if _key(name) in {_key(n) for n in (hw.name, *hw.aliases)}:
+        return True
+    keys = _hardware_index(_hw_path()).keys
+    return keys.get(_key(name)) is not None and keys.get(_key(name)) == keys.get(_key(hw.name))
 
 
 def measured_profile_path(name: str, kinds: tuple[str, ...] = ("calibrated", "measured")) -> Path | None:
@@ -287,12 +310,14 @@ def measured_profile_path(name: str, kinds: tuple[str, ...] = ("calibrated", "me
 def load_hardware(name: str, profile: str = "auto") -> HardwareProfile:
     """A GPU by name or alias (or a YAML path). profile: "auto" prefers a calibrated, then a measured
     profile when one exists; "datasheet", "measured" and "calibrated" force one kind; anything else is a
-    path to a profile YAML."""
+    path to a profile YAML, which must describe the GPU `name` names (predictions for one GPU from another's
+    profile would be labelled wrongly)."""
     if profile not in PROFILE_CHOICES:
-        path = Path(profile).expanduser()
-        if not path.is_file():
-            raise UsageError(f"profile must be one of {', '.join(PROFILE_CHOICES)} or a YAML file; got '{profile}'")
-        return _load_file(HardwareProfile, path)
+        hw = _profile_file(profile)
+        if not _names(name, hw):
+            raise UsageError(f"profile {profile} describes {hw.name}, not {name}: give a profile of {name}, "
+                             f"or name its GPU ({hw.name})")
+        return hw
     if _looks_like_path(name):
         return _load_file(HardwareProfile, Path(name).expanduser())
     index = _hardware_index(_hw_path())

@@ -3,6 +3,7 @@ and the built-in engine. The benchmark harness starts vLLM with these same flags
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from planner.schemas import ModelSpec, Plan
 
@@ -39,10 +40,18 @@ def vllm_args(plan: Plan, *, load_format: str | None = None) -> tuple[list[str],
     return args, notes
 
 
+def vllm_model(model: ModelSpec) -> str:
+    """What `vllm serve` loads: a local model folder itself (its config's _name_or_path may name a hub repository
+    the user did not mean, or none), else the Hugging Face id."""
+    if model.path and Path(model.path).is_dir():
+        return model.path
+    return model.hf_id or model.name
+
+
 def vllm_command(plan: Plan, model: ModelSpec) -> str:
     """The shell command that deploys the plan with vLLM, its notes as trailing comments."""
     args, notes = vllm_args(plan)
-    return "\n".join([shlex.join(["vllm", "serve", model.hf_id or model.name, *args]),
+    return "\n".join([shlex.join(["vllm", "serve", vllm_model(model), *args]),
                       *(f"# {n}" for n in notes)])
 
 

@@ -73,6 +73,9 @@ class ModelSpec(_Base):
     # Provenance
     published_params: Optional[float] = None    # total parameters as published (model card), for the 1% check
     source: Optional[str] = None
+    # A model read from a local file or folder (planner.catalog sets it, absolute): plans name the model by it,
+    # so serving and benchmarking a saved plan load the same model; None for catalog models.
+    path: Optional[str] = None
 
     @model_validator(mode="after")
     def _check(self):
@@ -83,6 +86,11 @@ class ModelSpec(_Base):
         if self.num_experts and not (0 < self.num_experts_per_tok <= self.num_experts):
             raise ValueError("num_experts_per_tok must be in 1..num_experts")
         return self
+
+    @property
+    def ref(self) -> str:
+        """How a plan names this model: its local path, else its catalog name."""
+        return self.path or self.name
 
     @property
     def is_moe(self) -> bool:

@@ -163,7 +163,7 @@ class Evaluator:
             return self._reject(key, f"GPUs {tp * pp} exceed --max-gpus {self.space.max_gpus}")
         if not chunked_prefill and max_num_batched_tokens < self.workload.input_tokens.mean:
             return self._reject(key, "budget below the prompt length without chunked prefill")
-        base = dict(model=self.model.name, hardware=gpu, tp=tp, pp=pp, weight_dtype=weight_dtype,
+        base = dict(model=self.model.ref, hardware=gpu, tp=tp, pp=pp, weight_dtype=weight_dtype,
                     kv_dtype=kv_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                     chunked_prefill=chunked_prefill, gpu_memory_utilization=self.space.gpu_memory_utilization)
         one = Plan(num_gpus=tp * pp, **base)

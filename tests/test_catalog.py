@@ -147,7 +147,7 @@ def test_loads_are_cached():
 
 
 def _strip(spec):
-    return spec.model_dump(exclude={"name", "hf_id", "aliases", "published_params", "source"})
+    return spec.model_dump(exclude={"name", "hf_id", "aliases", "published_params", "source", "path"})
 
 
 # Excerpts of the public config.json files (keys the planner reads).
@@ -206,6 +206,9 @@ def test_hf_config_maps_to_the_catalog_spec(name, tmp_path):
     assert from_folder.name == name
     assert _strip(from_folder) == _strip(catalog.load_model(name))
     assert _strip(catalog.load_model(str(folder / "config.json"))) == _strip(from_folder)
+    # both name the model folder, which vLLM and the built-in engine load
+    assert catalog.load_model(str(folder / "config.json")).path == from_folder.path == str(folder.resolve())
+    assert catalog.load_model(name).path is None
 
 
 def test_hf_cache_layout_names_the_model(tmp_path):
