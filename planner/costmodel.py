@@ -329,6 +329,36 @@ def _gemm_kernel(hw: Hardware, m: float, n: float, k: float, weight_dtype: str,
     return result
 
 
+def grouped_gemm_cost(hw: Hardware, name: str, tokens: float, experts: float, n: float, k: float, weight_dtype: str,
+                      count: int, graphs: bool, tokens_quantized: float) -> OpCost:
+    """The routed experts of an MoE layer as one grouped GEMM, the way vLLM's fused MoE kernel runs them: `experts`
+    weights [k, n], each multiplying its share of `tokens` routed rows. The one kernel streams every hit expert's
+    weights, so its bandwidth fraction is that of a GEMM streaming all of them; priced as separate GEMMs, each small
+    expert paid a lone kernel's latency-bound fraction (DeepSeek-V3's fp8 experts, half the bytes, came out twice as
+    slow as bf16). Compute runs in whole tiles per expert. fp8 activations are quantized once, `tokens_quantized`
+    rows (the layer's tokens before gate_up, the routed rows before down)."""
+    cdt = COMPUTE_DTYPE[weight_dtype]
+    m = tokens / experts                        # rows per expert
+    flops = 2.0 * tokens * n * k
+    m_run = math.ceil(m / GEMM_TILE_M) * GEMM_TILE_M if m > GEMM_TILE_M else m
+    weight_bytes = experts * n * k * WEIGHT_BYTES_PER_PARAM[cdt]
+    act_in = 1 if cdt == "fp8" else ACT_BYTES
+    nbytes = weight_bytes + tokens * k * act_in + tokens * n * ACT_BYTES
+    t, bound = roofline_s(hw, flops * m_run / m, nbytes, cdt, hw.gemm_efficiency(cdt, m_run),
+                          hw.gemm_memory_efficiency(cdt, weight_bytes, nbytes), hw.e.gemm_knee)
+    if cdt == "fp8":                            # read bf16 x, write fp8 x and a scale per row
+        quant_bytes = tokens_quantized * (k * (ACT_BYTES + 1) + FP32_BYTES)
+        t += max(quant_bytes / (hw.bandwidth * hw.memory_efficiency(quant_bytes)), hw.e.graph_kernel_overhead_s)
+        nbytes += quant_bytes
+    if cdt != weight_dtype:                     # weight-only int8/int4: dequantize, then the bf16 GEMM (_gemm_kernel)
+        dequant_bytes = experts * n * k * (WEIGHT_BYTES_PER_PARAM[weight_dtype] + ACT_BYTES)
+        scale_bytes = 2 * tokens * n * ACT_BYTES
+        t += (dequant_bytes / (hw.bandwidth * hw.e.dequant_memory)
+              + scale_bytes / (hw.bandwidth * hw.memory_efficiency(scale_bytes)))
+        nbytes += dequant_bytes + scale_bytes
+    return OpCost(name, flops, nbytes, max(t, hw.issue_interval_s(graphs)), bound, count)
+
+
 def gemm_cost(hw: Hardware, name: str, m: float, n: float, k: float, weight_dtype: str = "bf16",
               count: int = 1, graphs: bool = True, fp8_rows_tuned: bool = True,
               fp8_gemv_won: bool | None = None) -> OpCost:
@@ -566,13 +596,9 @@ def _mlp_ops(hw: Hardware, d: Deployment, tokens: int, is_moe: bool, count: int,
     e, k = m.num_experts, m.num_experts_per_tok
     inter = (m.moe_intermediate_size or m.intermediate_size) / tp
     active = expected_active_experts(e, k, tokens)
-    tokens_per_expert = tokens * k / active
-    ops = [lin("moe_router", tokens, e, h, "bf16", count, graphs)]
-    # Grouped GEMM: FLOPs of the routed tokens, weight bytes of the experts actually hit.
-    for name, n_out, k_in in (("moe_gate_up", 2 * inter, h), ("moe_down", h, inter)):
-        flops, nbytes, t, bound = _gemm_kernel(hw, tokens_per_expert, n_out, k_in, wd, fp8_rows_tuned=d.fp8_rows_tuned)
-        ops.append(OpCost(name, flops * active, nbytes * active, max(t * active, hw.issue_interval_s(graphs)),
-                          bound, count))
+    ops = [lin("moe_router", tokens, e, h, "bf16", count, graphs),
+           grouped_gemm_cost(hw, "moe_gate_up", tokens * k, active, 2 * inter, h, wd, count, graphs, tokens),
+           grouped_gemm_cost(hw, "moe_down", tokens * k, active, h, inter, wd, count, graphs, tokens * k)]
     if m.num_shared_experts:
         s_inter = (m.shared_expert_intermediate_size or inter * tp * m.num_shared_experts) / tp
         ops += [lin("shared_gate_up", tokens, 2 * s_inter, h, wd, count, graphs),
