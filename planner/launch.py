@@ -27,8 +27,6 @@ def vllm_args(plan: Plan, *, load_format: str | None = None) -> tuple[list[str],
         args += ["--kv-cache-dtype", "fp8"]
     elif plan.kv_dtype == "int8":
         notes.append("kv_dtype int8: vLLM has no int8 KV cache; it runs with the model dtype (auto)")
-    if not plan.chunked_prefill:
-        notes.append("chunked_prefill off: vLLM V1 always chunks prefill")
     args += ["--max-num-seqs", str(plan.max_num_seqs),
              "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
              "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:g}",

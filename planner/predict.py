@@ -73,8 +73,7 @@ class Operating:
 def prefill_time_s(hw: Hardware, d: Deployment, plan: Plan, input_tokens: int, decode_seqs: int = 0,
                    decode_ctx_tokens: int = 0) -> float:
     """Time to prefill one prompt in chunks, each chunk sharing its step with `decode_seqs` decodes."""
-    budget = plan.max_num_batched_tokens - decode_seqs if plan.chunked_prefill else input_tokens
-    chunk = max(1, min(input_tokens, budget))
+    chunk = max(1, min(input_tokens, plan.max_num_batched_tokens - decode_seqs))
     total, done = 0.0, 0
     while done < input_tokens:
         c = min(chunk, input_tokens - done)
@@ -91,7 +90,7 @@ def steady_state(hw: Hardware, d: Deployment, plan: Plan, batch: float, input_to
     n = math.ceil(b)
     budget = plan.max_num_batched_tokens
     want = b * input_tokens / max(output_tokens, 1.0)     # prompt tokens per step to keep B sequences fed
-    prefill = min(want, max(0.0, budget - n)) if plan.chunked_prefill else want
+    prefill = min(want, max(0.0, budget - n))
     pf_tok = int(round(prefill))
     # A chunk of the mean prompt length, attending to half the prompt before it on average.
     pairs = pf_tok * (input_tokens / 2 + (min(pf_tok, input_tokens) + 1) / 2) if pf_tok else 0.0

@@ -143,8 +143,7 @@ def refine(model: ModelSpec, workload: Workload, slos: list[SLO], objective: str
 
 
 def _key(p: Plan) -> tuple:
-    return (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens,
-            p.chunked_prefill)
+    return p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens
 
 
 def pareto(cands: list[Candidate], xs, ys) -> list[Candidate]:

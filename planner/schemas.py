@@ -265,10 +265,18 @@ class Plan(_Base):
     kv_dtype: KVDtype = "bf16"
     max_num_seqs: int = Field(default=256, gt=0)
     max_num_batched_tokens: int = Field(default=8192, gt=0)
-    chunked_prefill: bool = True
     gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
     block_size: int = Field(default=16, gt=0)
     max_model_len: Optional[int] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _obsolete_keys(cls, data):
+        # Plans once carried chunked_prefill, and the search tried it off; every backend chunks prefill (vLLM V1
+        # always, the built-in engine too), so the key of an older plan file is accepted and ignored.
+        if isinstance(data, dict) and "chunked_prefill" in data:
+            data = {k: v for k, v in data.items() if k != "chunked_prefill"}
+        return data
 
     @model_validator(mode="after")
     def _check(self):

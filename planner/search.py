@@ -41,13 +41,12 @@ class Space:
     kv_dtypes: tuple[str, ...] = KV_DTYPES
     max_num_seqs: tuple[int, ...] = MAX_NUM_SEQS
     max_num_batched_tokens: tuple[int, ...] = MAX_BATCHED_TOKENS
-    chunked_prefill: tuple[bool, ...] = (True, False)
     max_gpus: int = 64
     gpu_memory_utilization: float = 0.90
 
     def size(self) -> int:
         return (len(self.hardware) * len(self.tp) * len(self.pp) * len(self.weight_dtypes) * len(self.kv_dtypes)
-                * len(self.max_num_seqs) * len(self.max_num_batched_tokens) * len(self.chunked_prefill))
+                * len(self.max_num_seqs) * len(self.max_num_batched_tokens))
 
 
 @dataclass
@@ -151,8 +150,8 @@ class Evaluator:
         return reason
 
     def evaluate(self, gpu: str, tp: int, pp: int, weight_dtype: str, kv_dtype: str, max_num_seqs: int,
-                 max_num_batched_tokens: int, chunked_prefill: bool) -> Candidate | str:
-        key = (gpu, tp, pp, weight_dtype, kv_dtype, max_num_seqs, max_num_batched_tokens, chunked_prefill)
+                 max_num_batched_tokens: int) -> Candidate | str:
+        key = (gpu, tp, pp, weight_dtype, kv_dtype, max_num_seqs, max_num_batched_tokens)
         if key in self.cache:
             return self.cache[key]
         hw = self.hw[gpu]
@@ -161,11 +160,9 @@ class Evaluator:
             return self._reject(key, reason)
         if tp * pp > self.space.max_gpus:
             return self._reject(key, f"GPUs {tp * pp} exceed --max-gpus {self.space.max_gpus}")
-        if not chunked_prefill and max_num_batched_tokens < self.workload.input_tokens.mean:
-            return self._reject(key, "budget below the prompt length without chunked prefill")
         base = dict(model=self.model.ref, hardware=gpu, tp=tp, pp=pp, weight_dtype=weight_dtype,
                     kv_dtype=kv_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                    chunked_prefill=chunked_prefill, gpu_memory_utilization=self.space.gpu_memory_utilization)
+                    gpu_memory_utilization=self.space.gpu_memory_utilization)
         one = Plan(num_gpus=tp * pp, **base)
         no_rate = self.workload.model_copy(update={"rate_rps": None})
         pred = predict(self.model, hw, one, no_rate)
@@ -200,7 +197,6 @@ def _suggest(trial, ev: Evaluator) -> Candidate | str:
         trial.suggest_categorical("kv_dtype", list(s.kv_dtypes)),
         trial.suggest_categorical("max_num_seqs", list(s.max_num_seqs)),
         trial.suggest_categorical("max_num_batched_tokens", list(s.max_num_batched_tokens)),
-        trial.suggest_categorical("chunked_prefill", list(s.chunked_prefill)),
     )
 
 
@@ -242,13 +238,12 @@ def make_sampler(optuna, seed: int):
 
 def plan_key(p: Plan) -> tuple:
     """A plan's point in the search space, in the order of `_dims` and `Evaluator.evaluate`."""
-    return (p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens,
-            p.chunked_prefill)
+    return p.hardware, p.tp, p.pp, p.weight_dtype, p.kv_dtype, p.max_num_seqs, p.max_num_batched_tokens
 
 
 def _dims(space: Space) -> list[tuple]:
     return [tuple(h.name for h in space.hardware), space.tp, space.pp, space.weight_dtypes, space.kv_dtypes,
-            space.max_num_seqs, space.max_num_batched_tokens, space.chunked_prefill]
+            space.max_num_seqs, space.max_num_batched_tokens]
 
 
 def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
@@ -277,12 +272,12 @@ def polish(ev: Evaluator, starts: int = POLISH_STARTS) -> None:
                 for v in choices:
                     trial_key = key[:i] + (v,) + key[i + 1:]
                     s = score(trial_key)
-                    # Equal scores move too (once per point): a setting that does not matter alone,
-                    # like chunked prefill, can open the way for another that does.
+                    # Equal scores move too (once per point): a setting that does not matter alone
+                    # can open the way for another that does.
                     if s < best or (s == best and trial_key not in visited):
                         key, best, moved = trial_key, s, True
                         visited.add(key)
-    # Scheduler settings interact (batch size, token budget, chunking): settle them jointly for the
+    # Scheduler settings interact (batch size, token budget): settle them jointly for the
     # best few deployments.
     scored = sorted((c for c in ev.cache.values() if isinstance(c, Candidate)), key=lambda c: c.rank_key)
     sched = list(itertools.product(*dims[5:]))
@@ -320,8 +315,7 @@ def exhaustive(model: ModelSpec, workload: Workload, slos: list[SLO], space: Spa
     """Every point of the space (for small spaces and for checking the search)."""
     ev = Evaluator(model, workload, slos, objective, space)
     grid = itertools.product([h.name for h in space.hardware], space.tp, space.pp, space.weight_dtypes,
-                             space.kv_dtypes, space.max_num_seqs, space.max_num_batched_tokens,
-                             space.chunked_prefill)
+                             space.kv_dtypes, space.max_num_seqs, space.max_num_batched_tokens)
     n = 0
     for args in grid:
         ev.evaluate(*args)

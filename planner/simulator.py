@@ -7,8 +7,8 @@ One replica follows the scheduling policy of vLLM V1 (and the built-in engine), 
    back to the front of the waiting queue, to be prefilled again with the tokens it had generated);
 2. the running request that is part-way through its prompt, then the waiting queue in order, take prefill
    chunks from what is left of the token budget (max_num_batched_tokens), while fewer than max_num_seqs
-   run and the KV cache has blocks for the chunk. Without chunked prefill a prompt only starts when it fits
-   the remaining budget whole (a prompt longer than the whole budget runs alone in its step).
+   run and the KV cache has blocks for the chunk (prefill is always chunked, as vLLM V1 and the built-in
+   engine run it).
 3. the step lasts costmodel.step_time_s for its composition; decodes emit a token at its end, and so does a
    prefill that completes its prompt (the first token, or the next one after a preemption).
 
@@ -115,7 +115,6 @@ def step_timer(hw: Hardware, d: Deployment) -> StepTimer:
 class EngineConfig:
     max_num_seqs: int
     max_num_batched_tokens: int
-    chunked_prefill: bool
     kv_blocks: int
     block_size: int = 16
 
@@ -123,7 +122,7 @@ class EngineConfig:
     def of(plan: Plan, kv_capacity_tokens: int) -> "EngineConfig":
         # vLLM requires max_num_batched_tokens >= max_num_seqs, so every running decode fits each step.
         return EngineConfig(min(plan.max_num_seqs, plan.max_num_batched_tokens), plan.max_num_batched_tokens,
-                            plan.chunked_prefill, kv_capacity_tokens // plan.block_size, plan.block_size)
+                            kv_capacity_tokens // plan.block_size, plan.block_size)
 
 
 class _Log:
@@ -232,8 +231,7 @@ class Replica:
     # ------------------------------------------------------------------ the step loop
     def run_until(self, t_limit: float = math.inf) -> None:
         cfg, log, timer = self.cfg, self.log, self.timer
-        bs, budget_max, max_seqs, chunked = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs, \
-            cfg.chunked_prefill
+        bs, budget_max, max_seqs = cfg.block_size, cfg.max_num_batched_tokens, cfg.max_num_seqs
         arrivals, arrival_t = self.arrivals, log.arrival
         waiting, running, partial, phase, finish_at = self.waiting, self.running, self.partial, self.phase, \
             self.finish_at
@@ -287,12 +285,7 @@ class Replica:
             while waiting and budget > 0 and self.n_running < max_seqs:
                 rid = waiting[0]
                 rem = target[rid]
-                if chunked:
-                    c = min(rem, budget)
-                elif rem <= budget or (not chunks and not n_dec):
-                    c = rem
-                else:
-                    break
+                c = min(rem, budget)
                 blocks = -(-c // bs)
                 if blocks > self.free:
                     break

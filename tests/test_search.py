@@ -29,3 +29,15 @@ def test_search_is_deterministic_and_feasible_only():
     for c in r1.ranked:
         assert c.prediction.memory.fits and c.meets_slo
         assert c.plan.tp * c.plan.pp * c.plan.replicas == c.plan.num_gpus
+
+
+def test_only_what_the_backends_run_is_searched(tmp_path):
+    """Every backend chunks prefill: the throughput objective once picked chunked_prefill: false, a scheduler
+    nothing deploys. Plans carry no such setting and launch without a note about it."""
+    from planner.launch import vllm_command
+    r = api.recommend("llama-8b", objective="throughput", gpus=["h100", "l40s"], trials=60)
+    assert not hasattr(r.best.plan, "chunked_prefill")
+    r.best.plan.dump(tmp_path / "plan.yaml")
+    assert "chunked" not in (tmp_path / "plan.yaml").read_text()
+    assert "chunk" not in vllm_command(r.best.plan, r.model)
+    assert "chunked_prefill" not in {f.name for f in __import__("dataclasses").fields(Space)}

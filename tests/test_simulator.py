@@ -153,11 +153,17 @@ def test_burstier_arrivals_queue_more():
     assert bursty.stat_s("ttft", "p99") > smooth.stat_s("ttft", "p99")
 
 
-def test_no_chunked_prefill_runs_whole_prompts():
-    p = plan(chunked_prefill=False, max_num_batched_tokens=2048)
-    r = simulate_workload(MODEL, HW, p, wl(0.01, inp=3000, out=8), 5)   # longer than the budget: runs alone
+def test_prompts_longer_than_the_budget_are_chunked():
+    """Every backend chunks prefill (vLLM V1 always): a prompt over the budget takes several steps, even from
+    an older plan file that says chunked_prefill: false (the key is ignored)."""
+    p = Plan.model_validate({**plan(max_num_batched_tokens=2048).model_dump(), "chunked_prefill": False})
+    assert "chunked_prefill" not in p.model_dump()
+    r = simulate_workload(MODEL, HW, p, wl(0.01, inp=3000, out=8), 5)
     assert r.failed == 0
-    assert np.allclose(r.ttft_s, prefill_time_s(HW, deployment_of(MODEL, p), p, 3000), rtol=0.005)
+    two_chunks = prefill_time_s(HW, deployment_of(MODEL, p), p, 3000)
+    assert np.allclose(r.ttft_s, two_chunks, rtol=0.005)
+    whole = prefill_time_s(HW, deployment_of(MODEL, p), p.model_copy(update={"max_num_batched_tokens": 4096}), 3000)
+    assert two_chunks > whole
 
 
 def test_goodput_counts_requests_meeting_every_slo():
