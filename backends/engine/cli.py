@@ -5,13 +5,14 @@ torch is imported only inside the command, so registering it costs the planner C
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 
 import typer
 
-from planner.errors import UsageError, parser_errors, show_parser_error
+from planner.errors import NoDeviceError, PlanError, UsageError, parser_errors, show_parser_error, validation_problem
 
-from .config import EngineConfig, EngineError, resolve_model
+from .config import EngineConfig, EngineError, check_device, resolve_model
 
 SERVE_HELP = ("Serve a model with the built-in engine (OpenAI-compatible /v1/completions, /metrics).\n\n"
               "Examples:\n\n"
@@ -22,13 +23,12 @@ SERVE_HELP = ("Serve a model with the built-in engine (OpenAI-compatible /v1/com
 
 def engine_config_from_args(plan: str | None, model: str | None, **flags) -> EngineConfig:
     """Plan values first, then any flag given explicitly; raises UsageError with a one-line reason."""
+    from pydantic import ValidationError
+
     values: dict = {}
     if plan:
-        from planner.schemas import Plan
-        try:
-            p = Plan.load(plan)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read plan {plan}: {e}".splitlines()[0])
+        from planner.parse import load_plan
+        p = load_plan(plan)
         if p.pp > 1:
             raise UsageError(f"plan {plan}: pp={p.pp}: pipeline parallelism is not supported by the built-in engine")
         if p.weight_dtype not in ("bf16", "fp16", "fp8", "int8") or p.kv_dtype not in ("bf16", "fp16", "fp8"):
@@ -48,8 +48,27 @@ def engine_config_from_args(plan: str | None, model: str | None, **flags) -> Eng
         return EngineConfig(model=spec, model_path=folder, eos_token_ids=eos, **values)
     except (EngineError, KeyError, LookupError) as e:
         raise UsageError(str(e).strip("'\""))
+    except ValidationError as e:   # a config.json whose numbers a ModelSpec refuses
+        raise UsageError(f"model {model}: {validation_problem(e)}")
     except ValueError as e:   # the catalog's unknown-name errors
         raise UsageError(str(e).splitlines()[0])
+
+
+def cuda_or_cpu(device: str) -> str:
+    """The device to run on: auto picks cuda when torch sees a GPU; cuda without one is the no-device error
+    (exit 3) that `plan profile` gives, not torch's assertion."""
+    try:
+        check_device(device)
+    except EngineError as e:
+        raise UsageError(str(e)) from None
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise NoDeviceError(f"--device {device}: PyTorch sees no CUDA device (torch {torch.__version__}, {build}); "
+                            "use --device cpu")
+    return device
 
 
 def serve(
@@ -85,15 +104,13 @@ def serve(
     served_model_name: str | None = typer.Option(None, "--served-model-name",
                                                     help="Model name in the API (default: the model's)."),
 ) -> None:
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     config = engine_config_from_args(
         plan, model, dtype=dtype, weight_dtype=weight_dtype, kv_dtype=kv_dtype, tp=tp, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         gpu_memory_utilization=gpu_memory_utilization, num_kv_blocks=num_kv_blocks, block_size=block_size,
-        max_model_len=max_model_len, load_format=load_format, device=device, trace_path=trace, seed=seed,
+        max_model_len=max_model_len, load_format=load_format, trace_path=trace, seed=seed,
         cuda_graphs=False if no_cuda_graphs else None, async_scheduling=async_scheduling or None)
+    config = dataclasses.replace(config, device=cuda_or_cpu(device))   # after the plan's checks: no torch there
     from .engine import LLMEngine  # torch from here on
     from .gc_clock import freeze_startup
     from .server import load_tokenizer
@@ -122,7 +139,7 @@ def main() -> None:
     register(app)
     try:
         app(standalone_mode=False)
-    except UsageError as e:
+    except PlanError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except typer.Exit as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +38,22 @@ class EngineError(ValueError):
     """A configuration the engine cannot run; the message says why in one line."""
 
 
+# HF config keys without which no decoder can be built (the others have defaults).
+_REQUIRED_HF_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def check_device(device: str) -> None:
+    """--device as `plan serve` and `plan bench run` take it; anything else fails here, not deep in torch."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise EngineError(f"unknown --device {device!r}: use auto (cuda when there is a GPU), cuda, cuda:N or cpu")
+
+
 def spec_from_hf_config(cfg: dict, name: str = "local") -> ModelSpec:
     """A ModelSpec from a Hugging Face config.json dict (old rope_theta/rope_scaling or new rope_parameters)."""
     model_type = cfg.get("model_type", "llama")
+    missing = [k for k in _REQUIRED_HF_KEYS if cfg.get(k) is None]
+    if missing:
+        raise EngineError(f"{name}: config.json lacks {', '.join(missing)} (not a Hugging Face decoder config)")
     if model_type not in SUPPORTED_ARCHITECTURES:
         raise EngineError(f"model_type {model_type!r} is not supported by the built-in engine "
                           f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
@@ -80,7 +94,15 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, Path | None, list[int]]
     if path.exists():
         folder = path if path.is_dir() else path.parent
         config_file = path / "config.json" if path.is_dir() else path
-        spec = spec_from_hf_config(json.loads(config_file.read_text()), name=folder.name)
+        try:
+            cfg = json.loads(config_file.read_text())
+        except FileNotFoundError:
+            raise EngineError(f"{path} has no config.json: give a model folder, `tiny` or a catalog name") from None
+        except (OSError, ValueError) as e:
+            raise EngineError(f"cannot read {config_file}: {' '.join(str(e).split())}") from None
+        if not isinstance(cfg, dict):
+            raise EngineError(f"{config_file}: expected a JSON object (a Hugging Face config.json)")
+        spec = spec_from_hf_config(cfg, name=folder.name)
         return spec, folder, _eos_ids(folder)
     if name_or_path == "tiny":
         return TINY, None, []

@@ -219,7 +219,9 @@ def build_app(engine: LLMEngine, served_name: str, tokenizer=None) -> web.Applic
     async def models(request):
         return web.json_response({"object": "list", "data": [
             {"id": served_name, "object": "model", "created": int(time.time()), "owned_by": "built-in-engine",
-             "max_model_len": engine.max_model_len}]})
+             "max_model_len": engine.max_model_len,
+             # Not in OpenAI's schema: lets a load generator draw random prompt ids this model accepts.
+             "vocab_size": engine.config.model.vocab_size}]})
 
     async def health(request):
         return web.json_response({"status": "ok"})
