@@ -92,6 +92,27 @@ def test_health_models_and_startup_line(server):
     assert metrics(server)["engine_kv_cache_blocks"] == 64
 
 
+def test_models_report_the_vocabulary_and_bench_defaults_fit_it(server, tmp_path):
+    """`plan bench run` without a plan or --vocab-size drew ids below 1000: 400s from this 512-token model."""
+    import typer
+    from typer.testing import CliRunner
+
+    from backends.harness.cli import register
+
+    _, body = request(server, "GET", "/v1/models")
+    assert json.loads(body)["data"][0]["vocab_size"] == TINY_CONFIG["vocab_size"]
+    app = typer.Typer()
+    register(app)
+    app.callback()(lambda: None)
+    out = tmp_path / "run.json"
+    r = CliRunner().invoke(app, ["bench", "run", "--backend", "url", "--url", f"http://127.0.0.1:{server['port']}",
+                                 "--rate", "20", "--num-requests", "6", "--input-len", "16", "--output-len", "4",
+                                 "--json", str(out), "--no-db"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["metrics"]["completed"] == 6 and doc["config"]["workload"]["vocab_size"] == 512
+
+
 def test_streaming_with_usage(server):
     body = {"model": server["model"], "prompt": [5, 6, 7, 8], "max_tokens": 7, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, "ignore_eos": True}

@@ -88,7 +88,135 @@ def test_usage_errors_are_one_line_exit_2(app, plan_file):
     assert r.exit_code == 2 and "needs --plan" in r.stderr
     r = CliRunner().invoke(app, ["bench", "run", "--plan", str(plan_file), "--backend", "url",
                                                  "--url", "http://x", "--slo", "fast please"])
-    assert r.exit_code == 2 and "bad SLO" in r.stderr
+    assert r.exit_code == 2 and "malformed SLO" in r.stderr
+
+
+@pytest.fixture()
+def no_server(monkeypatch):
+    """Fails the test if a server is started or reached: every check must come before that."""
+    def refuse(*_args):
+        raise AssertionError("a server was started before the options were checked")
+    monkeypatch.setattr(bench, "start_server", refuse)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--rate", "-1"], "--rate must be a positive"),
+    (["--rate", "nan"], "--rate must be a positive"),
+    (["--num-requests", "-5"], "--num-requests must be an integer >= 1"),
+    (["--num-requests", "0"], "--num-requests must be an integer >= 1"),
+    (["--arrival", "foo", "--rate", "10"], "unknown --arrival 'foo'"),
+    (["--prompt-kind", "foo"], "unknown --prompt-kind 'foo'"),
+    (["--concurrency", "0"], "--concurrency must be an integer >= 1"),
+    (["--arrival", "gamma", "--burstiness", "0", "--rate", "10"], "--burstiness must be a positive number"),
+    (["--warmup", "-1"], "--warmup must be an integer >= 0"),
+    (["--duration", "0", "--rate", "5"], "--duration must be a positive number"),
+    (["--vocab-size", "5"], "--vocab-size must be above 10"),
+    (["--sharegpt", "/nonexistent.json"], "/nonexistent.json"),
+    (["--input-dist", "foo"], "bad --input-dist: kind: Input should be 'fixed'"),
+    (["--input-len", "0"], "bad --input-len: mean: Input should be greater than 0"),
+    (["--search-rate", "abc", "--slo", "ttft=200ms"], "--search-rate takes LOW:HIGH"),
+    (["--search-rate", "1:2", "--sweep-rates", "1,2", "--slo", "ttft=200ms"], "exclude each other"),
+    (["--sweep-rates", "1,-2"], "--sweep-rates takes comma-separated positive numbers"),
+    (["--sweep-concurrencies", "1.5"], "--sweep-concurrencies takes comma-separated positive integers"),
+    (["--slo", "e2e=5"], "has no unit: write e2e=5ms or e2e=5s"),
+    (["--slo", "ttft_p99=fast"], "malformed SLO"),
+])
+def test_bad_run_options_exit_2_before_any_server(app, no_server, args, needle):
+    r = CliRunner().invoke(app, ["bench", "run", "--backend", "url", "--url", "http://127.0.0.1:9", "--no-db", *args])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.output
+
+
+def test_malformed_sharegpt_is_named(app, no_server, tmp_path):
+    for text in ('[{"x": 1}]', "{not json", ""):
+        path = _write(tmp_path / "sg.json", text)
+        r = CliRunner().invoke(app, ["bench", "run", "--backend", "url", "--url", "http://127.0.0.1:9", "--no-db",
+                                     "--sharegpt", path])
+        assert r.exit_code == 2 and path in r.stderr and r.stderr.count("\n") == 1, r.output
+
+
+@pytest.mark.parametrize("plan_text,needle", [
+    ("model: [unclosed\n  x: :\n", "is not valid YAML: line 2, column 4"),
+    ("", "is empty: it needs at least model: and hardware:"),
+    ("model: tiny\nhardware: h100\nmax_num_seqs: -1\n", "max_num_seqs: Input should be greater than 0 (got -1)"),
+    ("model: nosuchmodel\nhardware: h100\n", "unknown model 'nosuchmodel'"),
+    ("model: tiny\nhardware: h100\nnum_gpus: 2\npp: 2\n", "pipeline parallelism is not supported"),
+])
+def test_bad_plan_exits_2_before_the_builtin_server_starts(app, no_server, tmp_path, plan_text, needle):
+    plan = _write(tmp_path / "plan.yaml", plan_text)
+    r = CliRunner().invoke(app, ["bench", "run", "--plan", plan, "--backend", "builtin", "--device", "cpu", "--no-db"])
+    assert r.exit_code == 2, r.output
+    assert needle in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_builtin_device_and_load_format_checked_up_front(app, no_server, tmp_path):
+    plan = _write(tmp_path / "plan.yaml", "model: tiny\nhardware: h100\n")
+    for args, needle in ((["--device", "tpu"], "unknown --device 'tpu'"), (["--load-format", "auto"], "load format")):
+        r = CliRunner().invoke(app, ["bench", "run", "--plan", plan, "--backend", "builtin", "--no-db", *args])
+        assert r.exit_code == 2 and needle in r.stderr, r.output
+
+
+def test_outputs_checked_before_the_run(app, no_server, tmp_path):
+    r = CliRunner().invoke(app, ["bench", "run", "--backend", "url", "--url", "http://127.0.0.1:9", "--no-db",
+                                 "--json", str(tmp_path)])
+    assert r.exit_code == 2 and "is a directory" in r.stderr
+
+
+def test_missing_output_folders_are_created_and_both_slo_forms_accepted(app, tmp_path):
+    noop = start_noop(tokens=2, ttft_ms=1.0, itl_ms=1.0)
+    try:
+        out, db = tmp_path / "new" / "dir" / "run.json", tmp_path / "dbs" / "r.db"
+        r = CliRunner().invoke(app, ["bench", "run", "--backend", "url", "--url", noop.base_url, "--num-requests", "5",
+                                     "--slo", "ttft=500ms", "--slo", "tpot_p99<=1s", "--json", str(out),
+                                     "--db", str(db)])
+    finally:
+        noop.stop()
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["config"]["slos"] == ["ttft<=500ms", "tpot_p99<=1000ms"] and results_db.load_run(str(doc["id"]), db)
+
+
+def test_history_and_compare_refuse_what_is_not_there(app, tmp_path):
+    r = CliRunner().invoke(app, ["bench", "history", "--db", str(tmp_path / "none" / "x.db")])
+    assert r.exit_code == 2 and "no results database" in r.stderr and "plan bench run" in r.stderr
+    for text, needle in (("{bad", "is not valid JSON: line 1, column 2"), ("", "is empty"),
+                         ('{"runs": []}', "several runs"), ("[1]", "holds a JSON list"),
+                         ('{"a": 1}', "has no per-request samples")):
+        path = _write(tmp_path / "run.json", text)
+        r = CliRunner().invoke(app, ["bench", "compare", path, "--baseline", path])
+        assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.output
+
+
+def test_prompt_ids_stay_inside_the_vocabulary():
+    assert bench.prompt_vocab(512, "llama-8b") == 512                # what the server reports comes first
+    assert bench.prompt_vocab(None, None, "tiny") == 512             # else a model known here
+    assert bench.prompt_vocab(None, "Llama-3.1-8B") == bench.MAX_PROMPT_ID
+    assert bench.prompt_vocab(None, "served-name-only-the-server-knows") == bench.ANY_VOCAB
+
+
+def test_a_failing_request_source_is_a_client_error_not_an_empty_run():
+    import asyncio
+
+    from backends.harness.http_client import HttpClient
+    from backends.harness.runner import LoadConfig, run_load
+
+    def broken():
+        raise ValueError("no prompts")
+        yield
+
+    async def go():
+        client = HttpClient("http://127.0.0.1:9")
+        try:
+            return await run_load(client, broken(), lambda s: b"", LoadConfig(num_requests=3))
+        finally:
+            await client.close()
+    result = asyncio.run(go())
+    assert result.status == "client_error" and "ValueError: no prompts" in result.status_detail
 
 
 def test_vllm_flags():

@@ -19,16 +19,22 @@ from backends.harness.http_client import HttpClient
 from backends.harness.metrics import compute_metrics
 from backends.harness.payloads import body_maker
 from backends.harness.prediction import predict, predicted_vs_measured
-from backends.harness.prompts import RequestSpec, sharegpt_requests, synthetic_requests
+from backends.harness.prompts import RequestSpec, read_sharegpt, shuffled_cycle, synthetic_requests
 from backends.harness.provenance import git_revision, gpu_name, versions
 from backends.harness.runner import LoadConfig, LoadResult, StopSignal, run_load
 from backends.harness.servers import RunningServer, ServerOptions, start_server
 from backends.harness.slos import goodput_limits_ms
 from backends.harness.tokenizer import Tokenizer
+from planner.errors import PlanError
 from planner.schemas import SLO, LengthDist, Plan, Workload
 
 SCHEMA = "plan-bench/1"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+# Random prompt ids stay below this (as every run drew them before the server was asked) ...
+MAX_PROMPT_ID = 1000
+# ... and below this when neither the server nor this machine knows the model's vocabulary: byte-level
+# vocabularies start with 256 byte tokens, so it is inside any model's (the tiny test model has 512).
+ANY_VOCAB = 256
 
 
 @dataclass
@@ -36,7 +42,7 @@ class WorkloadOptions:
     input_tokens: LengthDist = field(default_factory=lambda: LengthDist(mean=128))
     output_tokens: LengthDist = field(default_factory=lambda: LengthDist(mean=32))
     prompt_kind: str = "ids"                 # ids | text
-    vocab_size: int = 1000
+    vocab_size: int | None = None           # ids are drawn below this; None: see prompt_vocab
     sharegpt: Path | None = None
     tokenizer: Path | None = None
     chat: bool = False
@@ -66,10 +72,20 @@ class BenchSession:
     def __init__(self, plan: Plan | None, plan_path: Path | None, opts: BenchOptions):
         self.plan, self.plan_path, self.opts = plan, plan_path, opts
         self.server: RunningServer | None = None
-        self.tokenizer = Tokenizer(opts.workload.tokenizer) if opts.workload.tokenizer else None
+        w = opts.workload
+        # Files are read here, before any server starts: a bad one is a usage error, not an empty run.
+        self.tokenizer = Tokenizer(w.tokenizer) if w.tokenizer else None
+        fixed_out = int(w.output_tokens.mean) if w.output_tokens.kind == "fixed" else None
+        self.sharegpt = read_sharegpt(w.sharegpt, tokenizer=self.tokenizer, output_len=fixed_out) \
+            if w.sharegpt else None
+        self.vocab_size = w.vocab_size
 
     def __enter__(self) -> BenchSession:
         self.server = start_server(self.opts.backend, self.plan, self.plan_path, self.opts.server)
+        if self.vocab_size is None:
+            self.vocab_size = prompt_vocab(self.server.vocab_size,
+                                           self.opts.server.model or (self.plan.model if self.plan else None),
+                                           self.server.served_model)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,11 +94,10 @@ class BenchSession:
 
     def requests(self, seed: int) -> Iterator[RequestSpec]:
         w = self.opts.workload
-        if w.sharegpt:
-            fixed_out = int(w.output_tokens.mean) if w.output_tokens.kind == "fixed" else None
-            return sharegpt_requests(w.sharegpt, tokenizer=self.tokenizer, output_len=fixed_out, seed=seed)
+        if self.sharegpt:
+            return shuffled_cycle(self.sharegpt, seed)
         return synthetic_requests(w.input_tokens, w.output_tokens, prompt_kind=w.prompt_kind,
-                                  vocab_size=w.vocab_size, seed=seed, tokenizer=self.tokenizer)
+                                  vocab_size=self.vocab_size, seed=seed, tokenizer=self.tokenizer)
 
     def measure(self, load: LoadConfig) -> dict:
         """One load point; Ctrl-C stops it early with partial results (status 'interrupted')."""
@@ -123,7 +138,7 @@ class BenchSession:
             "status": status, "status_detail": result.status_detail, "exit_code": exit_code,
             "not_sent": result.not_sent,
             "plan": self.plan.model_dump(mode="json") if self.plan else None,
-            "config": {"load": _load_dict(load), "workload": _workload_dict(self.opts.workload),
+            "config": {"load": _load_dict(load), "workload": _workload_dict(self.opts.workload, self.vocab_size),
                        "slos": [s.label for s in self.opts.slos]},
             "server": {"base_url": self.server.base_url, "served_model": self.server.served_model,
                        "command": self.server.command, "notes": self.server.notes,
@@ -155,6 +170,22 @@ class BenchSession:
                 "vs_predicted": predicted_vs_measured(pred, metrics)}
 
 
+def prompt_vocab(server_vocab: int | None, *models: str | None) -> int:
+    """Where random prompt ids are drawn from without --vocab-size: below MAX_PROMPT_ID and inside the vocabulary
+    the server reports, else that of the first of `models` (--model, the plan's, the served name) known here,
+    else ANY_VOCAB."""
+    from backends.engine.config import resolve_model   # torch-free
+
+    if server_vocab:
+        return min(MAX_PROMPT_ID, server_vocab)
+    for model in filter(None, models):
+        try:
+            return min(MAX_PROMPT_ID, resolve_model(model)[0].vocab_size)
+        except (PlanError, ValueError, OSError):        # a name only the server knows
+            continue
+    return ANY_VOCAB
+
+
 def _ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1e3, 4)
 
@@ -178,9 +209,9 @@ def _load_dict(load: LoadConfig) -> dict:
     return d
 
 
-def _workload_dict(w: WorkloadOptions) -> dict:
+def _workload_dict(w: WorkloadOptions, vocab_size: int) -> dict:
     return {"input_tokens": w.input_tokens.model_dump(exclude_none=True),
             "output_tokens": w.output_tokens.model_dump(exclude_none=True),
-            "prompt_kind": w.prompt_kind, "vocab_size": w.vocab_size,
+            "prompt_kind": w.prompt_kind, "vocab_size": vocab_size,
             "sharegpt": str(w.sharegpt) if w.sharegpt else None,
             "tokenizer": str(w.tokenizer) if w.tokenizer else None, "chat": w.chat, "temperature": w.temperature}

@@ -42,7 +42,7 @@ class LoadResult:
     records: list[RequestRecord]
     t0: float                                 # just before the first measured dispatch
     t_end: float                              # end of the last request
-    status: str = "complete"                  # complete | interrupted | deadline | server_died
+    status: str = "complete"                  # complete | interrupted | deadline | server_died | client_error
     status_detail: str = ""
     not_sent: int = 0                         # scheduled but never sent because the run stopped
     loop_lag_s: list[float] = field(default_factory=list)
@@ -95,6 +95,10 @@ async def run_load(client: HttpClient, requests: Iterator[RequestSpec], make_bod
         if not dispatcher.done():
             dispatcher.cancel()
         await asyncio.gather(dispatcher, return_exceptions=True)
+        if not dispatcher.cancelled() and dispatcher.exception() is not None:
+            # A request source or arrival process that raised: say so, not "0 failed, 0 completed".
+            exc = dispatcher.exception()
+            stop.set("client_error", f"the load generator failed: {type(exc).__name__}: {exc}")
         monitor.stop()
     finally:
         if gc_was_enabled:

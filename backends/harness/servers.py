@@ -46,6 +46,7 @@ class RunningServer:
     notes: list[str] = field(default_factory=list)
     startup_s: float | None = None
     version: str | None = None
+    vocab_size: int | None = None                  # as the server reports it (/v1/models), when it does
     gone: Callable[[], str | None] | None = None   # None while alive; the watchdog polls it
     _managed: ManagedServer | None = None
 
@@ -77,12 +78,17 @@ def _get_json(url: str, timeout_s: float = 5.0):
         return json.loads(resp.read() or b"null")
 
 
-def _first_model(base_url: str) -> str:
+def _served_model(base_url: str, wanted: str | None) -> tuple[str, int | None]:
+    """The model name for requests (`wanted`, else the server's first) and that model's vocabulary size where
+    the server lists one (the built-in engine does; OpenAI's schema, and so vLLM, has no such field)."""
     try:
         data = _get_json(base_url + "/v1/models").get("data") or []
-        return data[0]["id"]
-    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, AttributeError):
-        return "default"
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        data = []
+    entries = [d for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]
+    entry = next((d for d in entries if d["id"] == wanted), None) if wanted else next(iter(entries), None)
+    vocab = (entry or {}).get("vocab_size")
+    return wanted or (entry["id"] if entry else "default"), vocab if type(vocab) is int and vocab > 0 else None
 
 
 def _version(base_url: str) -> str | None:
@@ -104,7 +110,8 @@ def connect_url(opts: ServerOptions) -> RunningServer:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach a server at {opts.url}: {reason}") from None
-    return RunningServer("url", base, opts.served_model or _first_model(base), version=_version(base))
+    name, vocab = _served_model(base, opts.served_model)
+    return RunningServer("url", base, name, version=_version(base), vocab_size=vocab)
 
 
 def start_server(backend: str, plan: Plan, plan_path: Path | None, opts: ServerOptions) -> RunningServer:
@@ -127,8 +134,8 @@ def start_server(backend: str, plan: Plan, plan_path: Path | None, opts: ServerO
     except BaseException:
         server.stop()
         raise
-    return RunningServer(backend, base, opts.served_model or _first_model(base), cmd, notes, startup_s,
-                         _version(base), server.gone, server)
+    name, vocab = _served_model(base, opts.served_model)
+    return RunningServer(backend, base, name, cmd, notes, startup_s, _version(base), vocab, server.gone, server)
 
 
 def _builtin_cmd(plan: Plan, plan_path: Path | None, port: int, opts: ServerOptions, log_dir: Path) -> list[str]:

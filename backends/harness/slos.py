@@ -1,26 +1,13 @@
-"""SLOs on the command line ("ttft_p99<=200ms", "tpot<=50ms", "e2e_p90<=2s") and checks of measured
-metrics against them."""
+"""Checks of measured metrics against SLOs (parsed by planner.parse.parse_slo, the one grammar of every
+command: "ttft_p99<=200ms", "tpot=50ms", "e2e_p90<=2s")."""
 from __future__ import annotations
-
-import re
 
 import numpy as np
 
 from planner.errors import UsageError
 from planner.schemas import SLO
 
-_SLO_RE = re.compile(r"^\s*(ttft|tpot|itl|e2el?)(?:_p(\d+(?:\.\d+)?))?\s*<=?\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 _METRIC_KEY = {"ttft": "ttft", "tpot": "tpot", "itl": "itl", "e2e": "e2el"}
-
-
-def parse_slo(text: str) -> SLO:
-    m = _SLO_RE.match(text.lower())
-    if not m:
-        raise UsageError(f"bad SLO {text!r}: expected e.g. ttft_p99<=200ms, tpot<=50ms, e2e_p90<=2s")
-    metric, pct, value, unit = m.groups()
-    limit_s = float(value) / (1e3 if unit in (None, "ms") else 1.0)
-    return SLO(metric="e2e" if metric == "e2el" else metric, limit_s=limit_s,
-               percentile=float(pct) if pct else None)
 
 
 def metric_key(slo: SLO) -> str:
