@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from planner import jsonout
-from planner.errors import PlanError, UsageError, parser_errors, show_parser_error
+from planner.errors import PlanError, UsageError, parser_errors, show_parser_error, validation_problem
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Hardware-aware LLM deployment planner and benchmark harness.\n\n"
@@ -23,6 +23,41 @@ def _emit_json(doc: dict) -> None:
     sys.stdout.write(jsonout.dumps(doc) + "\n")
 
 
+def _check_files(profile: str, prices: Optional[Path]) -> None:
+    """--profile PATH and --prices files parse, or one line names the line and the problem (the catalog's own
+    reader would print PyYAML's several lines)."""
+    from planner.catalog import PROFILE_CHOICES
+    from planner.parse import read_data_file
+
+    if profile not in PROFILE_CHOICES and Path(profile).expanduser().is_file():
+        read_data_file(profile, "--profile")
+    if prices:
+        read_data_file(prices, "--prices")
+
+
+def _check_outputs(*options: tuple[str, Optional[Path]]) -> None:
+    """Output files are checked (and their folders made) before the search, never after it."""
+    from planner.parse import output_path
+
+    for option, path in options:
+        if path:
+            output_path(path, option)
+
+
+def _check_storage(url: str) -> None:
+    """Opens the Optuna storage before the search, so that an unknown URL scheme or an unreachable database is one
+    line and exit 2 (SQLAlchemy raises its own errors from deep inside the search)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except (SQLAlchemyError, ValueError, ImportError) as e:
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"cannot open --storage {url}: {problem}; give a database URL Optuna can open, e.g. "
+                         "sqlite:///study.db") from None
+
+
 @app.command(help="Rank deployments of a model that meet latency targets at the lowest cost.\n\n"
                   "Examples:\n\n"
                   "* `plan recommend --model llama-70b --slo ttft=200ms`\n\n"
@@ -31,8 +66,8 @@ def _emit_json(doc: dict) -> None:
 def recommend(
     model: str = typer.Option(..., "--model", "-m", help="Catalog name or alias (`plan models`), or a local "
                               "config.json / model folder. e.g. `llama-70b`"),
-    slo: List[str] = typer.Option([], "--slo", help="Latency target, repeatable: ttft=200ms, tpot=30ms, e2e=5s; "
-                                  "percentiles like ttft_p99=500ms."),
+    slo: List[str] = typer.Option([], "--slo", help="Latency target, repeatable: ttft=200ms, tpot=30ms, e2e=5s "
+                                  "(a unit is required; `<=` for `=` works too); percentiles like ttft_p99=500ms."),
     input_tokens: float = typer.Option(1024, "--input", help="Prompt length in tokens (mean). e.g. 2048"),
     output_tokens: float = typer.Option(256, "--output", help="Generated tokens per request (mean). e.g. 512"),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="Comma-separated GPU types to consider "
@@ -65,6 +100,10 @@ def recommend(
     for name, v in (("--top", top), ("--trials", trials)):
         if v <= 0:
             raise UsageError(f"{name} must be a positive integer, got {v}")
+    _check_files(profile, prices)
+    _check_outputs(("--out", out), ("--html", html))
+    if storage:
+        _check_storage(storage)
     progress = None
     if not as_json and sys.stderr.isatty():
         from rich.progress import Progress
@@ -130,6 +169,8 @@ def compare(
         raise UsageError("--trials and --max-gpus must be positive integers")
     if rate is not None and not rate > 0:
         raise UsageError("--rate must be a positive number of requests per second, e.g. --rate 20")
+    _check_files(profile, prices)
+    _check_outputs(("--html", html))
     names = parse_list(gpus) or [h.name for h in catalog.list_hardware(profile)]
     cmp = run_compare(model, names, slo, rate, input_tokens, output_tokens, max_gpus, objective, trials, seed,
                       profile, str(prices) if prices else None)
@@ -176,6 +217,7 @@ def explain(
         raise UsageError(f"unknown --kv-dtype {kv_dtype!r}: use bf16, fp8 or int8")
     if not 0 < gpu_memory_utilization <= 1:
         raise UsageError("--gpu-memory-utilization must be in (0, 1], e.g. 0.9")
+    _check_files(profile, None)
     x = api.explain(model, gpu, tp, pp, weight_dtype, kv_dtype, batch, input_tokens, output_tokens,
                     max_num_batched_tokens, None, gpu_memory_utilization, profile)
     if as_json:
@@ -231,7 +273,7 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 @app.command(help="Fit the cost model's efficiency parameters for one GPU to measured engine runs and write a "
                   "calibrated profile, with held-out residuals for prediction intervals.\n\n"
                   "Examples:\n\n"
-                  "* `plan calibrate --gpu h200 --trace steps.jsonl --model llama-8b`\n\n"
+                  "* `plan calibrate --gpu h200 --trace steps.jsonl --model llama-8b --out H200.cal.yaml`\n\n"
                   "* `plan calibrate --gpu h100 --trace step_trace.jsonl --run serving.json --out H100.cal.yaml "
                   "--json`")
 def calibrate(
@@ -252,8 +294,10 @@ def calibrate(
     holdout: float = typer.Option(0.3, "--holdout", help="Fraction of points held out of the fit."),
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
     profile: str = typer.Option("auto", "--profile", help="Profile to start from: auto, datasheet, measured."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibrated profile "
-                                       "(default: hw_profiles/measured/<GPU>.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibrated profile (default: "
+                                       "calibrated/<GPU>.yaml in the last $PLAN_HW_PATH directory, else in "
+                                       "hw_profiles/, where `--profile auto` looks first; never over an "
+                                       "existing file unless --out names it)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ):
     from planner import calibrate as cal
@@ -262,23 +306,50 @@ def calibrate(
     from planner.parse import parse_list
 
     base = catalog.load_hardware(gpu, profile)
+    path = _calibration_out(out, base.name)
     default = Deployment(catalog.load_model(model), tp, 1, weight_dtype, kv_dtype) if model else None
     names = tuple(parse_list(params)) if params else cal.DEFAULT_PARAMS
     c = cal.calibrate(base, [str(t) for t in trace], [str(r) for r in run], default, names, holdout, seed,
                       "plan calibrate " + " ".join(sys.argv[2:]), fit_traces=[str(t) for t in fit_trace])
-    path = out or Path(__file__).resolve().parents[1] / "hw_profiles" / "measured" / f"{base.name}.yaml"
     c.profile.dump(path)
-    summary = {"gpu": base.name, "out": str(path), "params": c.params, "initial": c.initial,
+    used = catalog.measured_profile_path(base.name)
+    summary = {"gpu": base.name, "out": str(path), "used_by_auto": used is not None and used.resolve() == path.resolve(),
+               "params": c.params, "initial": c.initial,
                "points": {"train": len(c.train), "test": len(c.test)},
                "median_abs_error": c.profile.measured["calibration"]["median_abs_error"]}
     if as_json:
         _emit_json(summary)
         return
-    console.print(f"{base.name}: {len(c.train)} points fitted, {len(c.test)} held out; profile written to {path}")
+    console.print(f"{base.name}: {len(c.train)} points fitted, {len(c.test)} held out; profile written to {path}",
+                  markup=False)
+    if not summary["used_by_auto"]:
+        console.print(f"  --profile auto uses {used or 'the datasheet'} for {base.name}: pass --profile {path} to "
+                      "use this fit", markup=False)
     for k, v in c.params.items():
         console.print(f"  {k:<24} {c.initial[k]:.4g} -> {v:.4g}")
     for k, v in summary["median_abs_error"].items():
         console.print(f"  held-out median |error| {k:<14} {v:.1%}")
+
+
+def _calibration_out(out: Optional[Path], gpu: str) -> Path:
+    """Where `plan calibrate` writes, decided before the fit. By default the slot `--profile auto` reads first
+    (catalog.measured_profile_path: calibrated/ in the last $PLAN_HW_PATH directory, else in hw_profiles/), so the
+    fit is used; a file already there (hw_profiles/calibrated/ ships some) is only replaced when --out names it."""
+    import os
+
+    from planner import catalog
+    from planner.parse import output_path
+
+    if out is not None:
+        return output_path(out, "--out")
+    user_dirs = [d for d in os.environ.get(catalog.HW_PATH_ENV, "").split(os.pathsep) if d]
+    root = Path(user_dirs[-1]).expanduser() if user_dirs else catalog.HW_DIR
+    path = root / "calibrated" / f"{gpu}.yaml"
+    if path.exists():
+        raise UsageError(f"{path} exists and is not replaced by default: write yours with --out FILE (then "
+                         f"--profile FILE), set ${catalog.HW_PATH_ENV} to a folder of yours (the fit goes to its "
+                         f"calibrated/, which --profile auto prefers), or pass --out {path} to replace it")
+    return output_path(path, "--out")
 
 
 def _register_subcommands() -> None:
@@ -310,10 +381,7 @@ def main() -> None:
         err.print(f"error: {e}", markup=False, highlight=False)
         sys.exit(e.exit_code)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        err.print(f"error: invalid input{' at ' + loc if loc else ''}: {first.get('msg')}", markup=False,
-                  highlight=False)
+        err.print(f"error: invalid input: {validation_problem(e)}", markup=False, highlight=False)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -1,5 +1,6 @@
 """plan calibrate: recovery of known parameters from synthetic traces, the split, residuals, CLI errors."""
 import json
+import os
 import subprocess
 import sys
 
@@ -105,6 +106,37 @@ def test_cli_writes_profile_and_json(setup, tmp_path):
     doc = json.loads(r.stdout)
     assert set(doc["params"]) == {"step_overhead_s", "memory_scale"}
     assert HardwareProfile.load(out).provenance.kind == "calibrated"
+
+
+def _plan_env(*args, cwd, hw_path):
+    return subprocess.run([sys.executable, "-m", "planner.cli", "calibrate", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, catalog.HW_PATH_ENV: str(hw_path)})
+
+
+def test_default_output_is_where_profile_auto_looks(setup, tmp_path):
+    """Without --out the fit goes where `--profile auto` finds it first (here the $PLAN_HW_PATH folder), not over
+    hw_profiles/measured/, which auto ranks below hw_profiles/calibrated/. L4 ships no measured profile, so the
+    old default would not clobber a tracked file while this test fails."""
+    _, _, trace = setup
+    mine = tmp_path / "profiles"
+    mine.mkdir()
+    r = _plan_env("--gpu", "l4", "--profile", "datasheet", "--trace", str(trace), "--params", "step_overhead_s",
+                  "--json", cwd=tmp_path, hw_path=mine)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["out"] == str(mine / "calibrated" / "L4.yaml") and doc["used_by_auto"]
+    assert HardwareProfile.load(doc["out"]).provenance.kind == "calibrated"
+
+
+def test_default_output_never_replaces_an_existing_profile(setup, tmp_path):
+    _, _, trace = setup
+    existing = tmp_path / "profiles" / "calibrated" / "L4.yaml"
+    existing.parent.mkdir(parents=True)
+    existing.write_text("shipped: true\n")
+    r = _plan_env("--gpu", "l4", "--profile", "datasheet", "--trace", str(trace), cwd=tmp_path,
+                  hw_path=tmp_path / "profiles")
+    assert r.returncode == 2 and "exists and is not replaced" in r.stderr and "--out" in r.stderr, r.stderr
+    assert existing.read_text() == "shipped: true\n"
 
 
 def test_fp8_decode_points_excluded_and_harness_arrivals(setup):

@@ -63,6 +63,14 @@ def test_explain_says_by_how_much_it_misses():
     (["recommend", "--model", "llama-70b", "--gpu", "h100"], "no such option: --gpu"),
     (["serve", "--model", "tiny", "--bogus"], "no such option: --bogus"),
     (["recommend", "--model", "llama-70b", "--slo"], "requires an argument"),
+    (["recommend", "--model", "llama-70b", "--slo", "e2e=5"], "no unit: write e2e=5ms or e2e=5s"),
+    (["recommend", "--model", "llama-8b", "--storage", "foo://bar"], "cannot open --storage foo://bar"),
+    (["recommend", "--model", "llama-8b", "--storage", "sqlite:////nonexistent/dir/s.db"], "cannot open --storage"),
+    (["serve", "--model", "tiny", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["bench", "history", "--db", "/nonexistent/dir/x.db"], "no results database"),
+    (["report", "history", "--db", "/nonexistent.db"], "no results database"),
+    (["profile", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["profile", "--device", "cpu", "--only", "foo"], "unknown benchmark 'foo'"),
 ])
 def test_bad_input_exit_2_one_line(args, needle):
     r = plan(*args)
@@ -97,4 +105,57 @@ def test_slo_forms():
     s = parse_slo("ttft_p99=500ms")
     assert (s.metric, s.percentile, s.limit_s) == ("ttft", 99.0, 0.5)
     assert parse_slo("e2e=5s").limit_s == 5.0
-    assert parse_slo("tpot=30").limit_s == pytest.approx(0.03)
+    # one grammar for `plan recommend` and `plan bench`: = and <= alike, e2el as the harness names it
+    assert parse_slo("ttft_p99<=500ms") == s and parse_slo("e2el_p90<=2s") == parse_slo("e2e_p90=2s")
+    for bare in ("tpot=30", "e2e<=5"):
+        with pytest.raises(UsageError, match="no unit"):
+            parse_slo(bare)
+
+
+def _file(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("model: [unclosed\n  x: :\n", "is not valid YAML: line 2, column 4"),
+    ("", "is empty"),
+    ("model: tiny\nhardware: h100\nmax_num_seqs: -1\n", "max_num_seqs: Input should be greater than 0 (got -1)"),
+])
+def test_serve_bad_plan_is_one_line_naming_the_problem(tmp_path, text, needle):
+    r = plan("serve", "--plan", _file(tmp_path / "plan.yaml", text), "--device", "cpu")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_serve_model_folder_without_keys(tmp_path):
+    (tmp_path / "m2").mkdir()
+    _file(tmp_path / "m2" / "config.json", "{}")
+    r = plan("serve", "--model", str(tmp_path / "m2"), "--device", "cpu")
+    assert r.returncode == 2 and "config.json lacks hidden_size" in r.stderr, r.stderr
+
+
+def test_serve_cuda_without_a_gpu_is_exit_3():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = plan("serve", "--model", "tiny", "--device", "cuda")
+    assert r.returncode == 3 and "sees no CUDA device" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_yaml_errors_in_prices_and_profile_are_one_line(tmp_path):
+    bad = _file(tmp_path / "bad.yaml", "h100: [1\n  x: :\n")
+    for option in ("--prices", "--profile"):
+        r = plan("recommend", "--model", "llama-8b", option, bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"{option} {bad} is not valid YAML: line 2" in r.stderr
+
+
+def test_recommend_out_folders_are_made_before_the_search(tmp_path):
+    r = plan("recommend", "--model", "llama-8b", "--gpus", "h100", "--trials", "10", "--out", str(tmp_path))
+    assert r.returncode == 2 and "is a directory" in r.stderr
+    out = tmp_path / "new" / "dir" / "plan.yaml"
+    r = plan("recommend", "--model", "llama-8b", "--gpus", "h100", "--trials", "10", "--slo", "ttft_p99<=500ms",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    from planner.schemas import Plan
+    assert Plan.load(out).model
