@@ -223,10 +223,30 @@ def test_cli_writes_each_kind(tmp_path, rec_doc):
 def test_cli_history_from_a_db_through_the_loader(tmp_path):
     seen = []
     app = _app(lambda p: seen.append(p) or samples.history_runs(4))
-    res = CliRunner().invoke(app, ["report", "history", "--db", "runs.db", "--out", str(tmp_path / "h.html"),
+    db = tmp_path / "runs.db"
+    db.touch()
+    res = CliRunner().invoke(app, ["report", "history", "--db", str(db), "--out", str(tmp_path / "h.html"),
                                    "--metric", "p99_ttft_ms"])
     assert res.exit_code == 0, res.output
-    assert str(seen[0]) == "runs.db"
+    assert seen[0] == db
+
+
+@pytest.mark.parametrize("kind,doc_of,needle", [
+    ("recommend", lambda rec: samples.bench_doc(20), "holds a benchmark run (`plan bench run --json`): render it "
+                                                      "with `plan report bench`"),
+    ("bench", lambda rec: rec, "holds a recommendation (`plan recommend --json`): render it with "
+                               "`plan report recommend`"),
+    ("compare", lambda rec: {"overall": "pass", "threshold": 0.05, "verdicts": []},
+     "holds regression verdicts (`plan bench compare --json`)"),
+    ("history", lambda rec: samples.bench_doc(20), "`plan report history` needs --db"),
+    ("bench", lambda rec: {"runs": samples.history_runs(3)}, "render it with `plan report history`"),
+])
+def test_cli_refuses_another_commands_document(tmp_path, rec_doc, kind, doc_of, needle):
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(doc_of(rec_doc)))
+    with pytest.raises(UsageError, match=re.escape(needle)) as e:
+        make_report(kind, src, tmp_path / "o.html")
+    assert "\n" not in str(e.value) and not (tmp_path / "o.html").exists()
 
 
 @pytest.mark.parametrize("kind,src,db,message", [
@@ -234,7 +254,10 @@ def test_cli_history_from_a_db_through_the_loader(tmp_path):
     ("bench", None, None, "needs --input"),
     ("bench", "/nonexistent.json", None, "not found"),
     ("history", None, "r.db", "not available"),
+    ("history", None, "/nonexistent.db", "no results database at /nonexistent.db: `plan bench run` records"),
 ])
 def test_cli_errors_name_the_fix(kind, src, db, message, tmp_path):
-    with pytest.raises(UsageError, match=message):
-        make_report(kind, Path(src) if src else None, tmp_path / "o.html", Path(db) if db else None)
+    loader = (lambda p: []) if db == "/nonexistent.db" else None
+    with pytest.raises(UsageError, match=re.escape(message)):
+        make_report(kind, Path(src) if src else None, tmp_path / "o.html", Path(db) if db else None,
+                    history_loader=loader)
