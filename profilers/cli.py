@@ -10,7 +10,9 @@ from typing import Optional
 
 import typer
 
-from planner.errors import PlanError
+from planner.errors import PlanError, UsageError
+
+DEVICES = ("cuda", "cpu")
 
 
 def _names(values: Optional[list[str]]) -> list[str]:
@@ -35,6 +37,18 @@ def _summary(profile, path: Path) -> str:
     return "; ".join(parts)
 
 
+def _check_usage(opts, benchmarks: tuple[str, ...]) -> None:
+    """Usage errors exit 2 here: the runner's own checks raise ProfilerError, whose exit 3 means "this machine
+    cannot be profiled" (no GPU, no NVML)."""
+    if opts.device not in DEVICES:
+        raise UsageError(f"unknown --device {opts.device!r}: use {' or '.join(DEVICES)}")
+    unknown = [n for n in [*(opts.only or []), *opts.skip] if n not in benchmarks]
+    if unknown:
+        raise UsageError(f"unknown benchmark {unknown[0]!r} in --only/--skip: choose from {', '.join(benchmarks)}")
+    if opts.gpus is not None and opts.gpus < 1:
+        raise UsageError(f"--gpus must be a positive integer, got {opts.gpus}")
+
+
 def profile_command(
     device: str = typer.Option("cuda", help="cuda or cpu (cpu: tiny sizes, for tests and CI)"),
     quick: bool = typer.Option(False, "--quick", help="short run (about a minute on a GPU)"),
@@ -49,12 +63,13 @@ def profile_command(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Measure this machine and write a measured hardware profile."""
-    from profilers.runner import ProfileOptions, run_profile
+    from profilers.runner import BENCHMARKS, ProfileOptions, run_profile
 
     opts = ProfileOptions(device=device, quick=quick, only=_names(only) or None, skip=_names(skip),
                           collectives_only=collectives_only, gpus=gpus, out=out, merge_into=merge_into,
                           command="plan " + " ".join(shlex.quote(a) for a in sys.argv[1:]), progress=progress)
     try:
+        _check_usage(opts, BENCHMARKS)
         profile, path = run_profile(opts)
     except PlanError as exc:
         typer.echo(f"error: {exc}", err=True)

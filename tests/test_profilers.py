@@ -67,6 +67,22 @@ def test_unknown_benchmark_is_a_clear_error():
         selected_benchmarks(ProfileOptions(only=["gemmm"]))
 
 
+@pytest.mark.parametrize("args,needle", [(["--device", "tpu"], "unknown --device 'tpu'"),
+                                         (["--device", "cpu", "--only", "foo"], "unknown benchmark 'foo'"),
+                                         (["--device", "cpu", "--skip", "gemmm"], "unknown benchmark 'gemmm'")])
+def test_usage_errors_exit_2_not_the_no_gpu_code(args, needle):
+    import typer
+    from typer.testing import CliRunner
+
+    from profilers.cli import register
+
+    app = typer.Typer()
+    register(app)
+    app.callback()(lambda: None)
+    result = CliRunner().invoke(app, ["profile", *args, "--no-progress"])
+    assert result.exit_code == 2 and needle in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_no_pynvml_gives_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)            # import pynvml -> ImportError
     with pytest.raises(ProfilerError, match="pynvml is not installed"):
