@@ -252,6 +252,7 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
          profile: str = typer.Option("auto", "--profile", help="auto or datasheet.")):
     from planner import catalog
 
+    _check_files(profile, None)
     hws = catalog.list_hardware(profile)
     if as_json:
         _emit_json({"gpus": [h.model_dump(mode="json", exclude_none=True) for h in hws]})
@@ -305,6 +306,7 @@ def calibrate(
     from planner.costmodel import Deployment
     from planner.parse import parse_list
 
+    _check_files(profile, None)
     base = catalog.load_hardware(gpu, profile)
     path = _calibration_out(out, base.name)
     default = Deployment(catalog.load_model(model), tp, 1, weight_dtype, kv_dtype) if model else None

@@ -144,8 +144,9 @@ def test_serve_cuda_without_a_gpu_is_exit_3():
 
 def test_yaml_errors_in_prices_and_profile_are_one_line(tmp_path):
     bad = _file(tmp_path / "bad.yaml", "h100: [1\n  x: :\n")
-    for option in ("--prices", "--profile"):
-        r = plan("recommend", "--model", "llama-8b", option, bad)
+    for *args, option in (["recommend", "--model", "llama-8b", "--prices"], ["recommend", "--model", "llama-8b",
+                          "--profile"], ["gpus", "--profile"], ["calibrate", "--gpu", "h200", "--profile"]):
+        r = plan(*args, bad)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert f"{option} {bad} is not valid YAML: line 2" in r.stderr
 
