@@ -146,7 +146,7 @@ def test_yaml_errors_in_prices_and_profile_are_one_line(tmp_path):
     bad = _file(tmp_path / "bad.yaml", "h100: [1\n  x: :\n")
     for *args, option in (["recommend", "--model", "llama-8b", "--prices"], ["recommend", "--model", "llama-8b",
                           "--profile"], ["gpus", "--profile"], ["calibrate", "--gpu", "h200", "--profile"]):
-        r = plan(*args, bad)
+        r = plan(*args, option, bad)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert f"{option} {bad} is not valid YAML: line 2" in r.stderr
 
