@@ -27,10 +27,6 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
            depends on how many bits toggle: the step grid once prefilled `[1] * length`).
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
-pdl        programmatic edges into cuBLAS kernels (graph_edges.py): does each decode GEMM kernel (the Llama-3.1-8B
-           shapes at 1-256 rows, cuBLAS and cuBLASLt; fp8 _scaled_mm from 32 rows) wait for its predecessor when
-           launched early (graph_edges.stale_reads; a Triton copy that does not wait is the control)? Then a chain
-           of 32 x (copy kernel -> GEMV) timed with and without the edges.
 """
 from __future__ import annotations
 
@@ -381,71 +377,6 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
 SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 192, 224, 256)
 
 
-def probe_pdl(reps: int = 6) -> dict:
-    import torch.nn.functional as F
-
-    from backends.engine import graph_edges
-    from backends.engine.kernels import copy_into
-    from backends.engine.quant import blas_linear
-
-    dev = torch.device("cuda")
-    shapes = {"qkv": (4096, 6144), "o_proj": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096),
-              "lm_head": (4096, 128256)}
-    checks = []
-    for rows in (1, 8, 32, 64, 256):
-        for name, (k, n) in shapes.items():
-            w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5
-            src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
-            for lib in ("cublas", "cublaslt"):
-                wrong, replaced = graph_edges.stale_reads(lambda x, lib=lib, w=w: blas_linear(lib, x, w), src, reps=reps)
-                checks.append(dict(rows=rows, lib=lib, op=name, replaced=replaced, wrong=wrong, reps=reps))
-            if rows >= 32 and name != "lm_head":     # fp8 past the GEMV's 16 rows: _scaled_mm as quant.Fp8 calls it
-                wq = w.to(torch.float8_e4m3fn)
-                xs, ws = torch.ones(rows, 1, device=dev), torch.ones(1, n, device=dev)
-                wrong, replaced = graph_edges.stale_reads(
-                    lambda x, wq=wq, xs=xs, ws=ws: torch._scaled_mm(x, wq.t(), scale_a=xs, scale_b=ws,
-                                                                     out_dtype=torch.bfloat16, use_fast_accum=True),
-                    src.to(torch.float8_e4m3fn), reps=reps)
-                checks.append(dict(rows=rows, lib="fp8 _scaled_mm", op=name, replaced=replaced,
-                                   wrong=wrong, reps=reps))
-            for c in checks[-3:]:
-                print(f"pdl check {c['op']} {c['rows']} rows {c['lib']}: {c['replaced']} wrong {c['wrong']}/{reps}",
-                      flush=True)
-    # control: a Triton copy (no griddepcontrol.wait) launched early must read the old input
-    wrong, replaced = graph_edges.stale_reads(lambda x: copy_into(torch.empty_like(x), x),
-                                              torch.randn(4096 * 16, device=dev, dtype=torch.bfloat16),
-                                              into=lambda name: "copy" in name, reps=reps)
-    control = dict(replaced=replaced, wrong=wrong, reps=reps)
-    print(f"pdl control (Triton copy, no wait): {replaced} wrong {wrong}/{reps}", flush=True)
-
-    # timing: 32 x (a ~2 us Triton kernel writing the GEMV's input -> the GEMV), as a decode layer chains them
-    timing = []
-    for rows in (1, 8, 64, 256):
-        for name in ("qkv", "o_proj", "gate_up", "down"):
-            k, n = shapes[name]
-            ws = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k ** 0.5 for _ in range(32)]
-            src = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
-            xs = [torch.empty_like(src) for _ in range(32)]
-
-            def chain():
-                for w, x in zip(ws, xs):
-                    copy_into(x, src)
-                    F.linear(x, w)
-            chain()
-            res = {}
-            for mode, into in (("plain", lambda name: False), ("pdl", graph_edges.is_cublas)):
-                g = torch.cuda.CUDAGraph(keep_graph=True)
-                with torch.cuda.graph(g):
-                    chain()
-                res[f"{mode}_replaced"] = sum(graph_edges.make_programmatic(g.raw_cuda_graph(), into).values())
-                g.instantiate()
-                res[mode] = _median_ms(g.replay, reps=10) * 1e3 / 32
-            timing.append(dict(rows=rows, op=name, us_per_layer_plain=res["plain"], us_per_layer_pdl=res["pdl"],
-                               replaced=res["pdl_replaced"]))
-            print(f"pdl chain {name} {rows} rows: {res['plain']:.2f} -> {res['pdl']:.2f} us a layer "
-                  f"({res['pdl_replaced']} edges)", flush=True)
-    return dict(checks=checks, control=control, timing=timing)
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -456,7 +387,7 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("rows", probe_rows), ("pdl", probe_pdl), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("rows", probe_rows), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,)))):
         if name in which:
@@ -465,7 +396,6 @@ def main() -> int:
                 out[name] = fn()
             except Exception as e:  # noqa: BLE001 - the other probes still run
                 out[name] = {"error": f"{type(e).__name__}: {e}"[:400]}
-                print(f"{name} failed: {out[name]['error']}", flush=True)
             print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
             Path(args.out).write_text(json.dumps(out, indent=1))
     for r in out.get("decode", []) if isinstance(out.get("decode"), list) else []:

@@ -15,9 +15,6 @@
 #   bash benchmarks/gpu_session.sh fp8rows     # one GPU: fp8 CUDA-path tests, then the fp8 step grid (8B, 70B) with tuned 2-16 rows
 #   bash benchmarks/gpu_session.sh contention  # one GPU: steps beside a busy interpreter / after idle / sustained, then bench_predict
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
-#   bash benchmarks/gpu_session.sh pdl         # one GPU: do cuBLAS kernels wait behind programmatic edges (probe), tests,
-#                                              # decode without / with the edges twice in turn, served runs (async);
-#                                              # all in $OUT/results.tar.gz
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh grid3       # one GPU: full profile, then the step grid (with 70B fp8), one machine
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
@@ -265,20 +262,6 @@ tune2)
     step "tuned $i" 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned${i}_$GPU.json" 2>&1 | tail -9
   done
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
-  ;;
-pdl)
-  step probe 240 python3 benchmarks/engine_probes.py --only pdl --out "$OUT/probe_pdl_$GPU.json" 2>&1 \
-      | grep -E "wrong [1-9]|control|chain|failed|pdl:" | head -40
-  step tests 200 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -4
-  for i in 1 2; do
-    for p in 0 1; do
-      step "pdl$p $i" 150 env PLAN_ENGINE_PDL_EDGES=$p python3 benchmarks/bench_engine.py --decode-only --no-hf \
-          --out "$OUT/pdl${p}_${i}_$GPU.json" 2>&1 | grep -E "^\| [0-9]+ \|" | head -8
-    done
-  done
-  step serving 300 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT/served" \
-      --gpu-budget-s 60 2>&1 | tail -5
-  (cd "$OUT" && tar czf /tmp/results.tar.gz . && rm -rf ./* && mv /tmp/results.tar.gz .)
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from . import graph_edges
-
 try:
     import triton
     import triton.language as tl
@@ -19,19 +17,6 @@ except ImportError:  # CPU-only installs: the torch paths below are used
 
 def use_triton(x: torch.Tensor) -> bool:
     return triton is not None and x.is_cuda
-
-
-def pdl_trigger(x: torch.Tensor) -> bool:
-    """Whether kernels that precede a cuBLAS GEMM let it launch at once: where the graphs make those edges
-    programmatic (graph_edges.py), cuBLAS waits for this kernel's results itself."""
-    return x.is_cuda and graph_edges.enabled(x.device)
-
-
-if triton is not None:
-    @triton.jit
-    def let_dependents_launch(TRIGGER: tl.constexpr):
-        if TRIGGER:
-            tl.extra.cuda.gdc_launch_dependents()
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -47,8 +32,7 @@ def rms_norm_torch(x, weight, eps, residual=None):
 if triton is not None:
     @triton.jit
     def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, n, eps,
-                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -70,8 +54,7 @@ def rms_norm_triton(x, weight, eps, residual=None):
     block = triton.next_power_of_2(n)
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out, x.stride(0),
                                     residual.stride(0) if residual is not None else 0, out.stride(0), n, eps,
-                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)),
-                                    TRIGGER=pdl_trigger(x))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)))
     return out if residual is None else (out, residual)
 
 
@@ -87,8 +70,7 @@ def silu_and_mul_torch(x):
 
 if triton is not None:
     @triton.jit
-    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n
@@ -103,8 +85,7 @@ def silu_and_mul_triton(x):
     n = x.shape[-1] // 2
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     block = 1024
-    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block,
-                                                                   TRIGGER=pdl_trigger(x))
+    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block)
     return out
 
 

@@ -19,7 +19,7 @@ import torch
 
 from planner.costmodel import DECODE_GRAPH_SIZES, PIECEWISE_TOKEN_SIZES, RACED_TOKEN_SIZES
 
-from . import graph_edges, parallel
+from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError, env_switch
@@ -489,7 +489,9 @@ class ModelRunner:
                     ids = feed_ids(self.graph_ids[:bs], self.graph_src[:bs], self.sampled)
                     return self.model.compute_logits(self.model(ids, self.graph_pos[:bs], meta))
                 forward()                                            # warm-up: Triton JIT, cuBLAS handles
-                graph, self.graph_logits[bs] = graph_edges.capture(forward, dev, pool)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool):
+                    self.graph_logits[bs] = forward()
                 pool = graph.pool()
                 self.graphs[bs] = graph
         self.graph_pool = pool

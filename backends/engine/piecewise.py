@@ -28,7 +28,6 @@ import torch
 
 from planner.costmodel import PIECEWISE_TOKEN_SIZES, WHOLE_GRAPH_MAX_TOKENS, WHOLE_GRAPH_PREFILLS
 
-from . import graph_edges
 from .attention import AttentionMetadata, DecodeRows
 from .kernels import feed_ids
 
@@ -83,7 +82,9 @@ class PiecewiseGraphs:
                     if decodes and not self.max_decodes:
                         continue
                     self._forward(size, decodes)   # warm-up: the flash-attention call at these maxima
-                    g, _ = graph_edges.capture(lambda d=decodes: self._forward(size, d), device, pool)
+                    g = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(g, pool):
+                        self._forward(size, decodes)
                     pool = g.pool()
                     graphs[size] = g
         self.pool = pool
@@ -94,7 +95,9 @@ class PiecewiseGraphs:
         self._run_pieces(size)                # warm-up: Triton JIT, cuBLAS heuristics for this size
         graphs = []
         for i in range(self.model.num_pieces):
-            g, _ = graph_edges.capture(lambda i=i: self._piece(i, size), self.header.device, pool)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool):
+                self._piece(i, size)
             pool = g.pool()
             graphs.append(g)
         self.graphs[size] = graphs
