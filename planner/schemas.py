@@ -198,6 +198,8 @@ class HardwareProfile(_Base):
     name: str                                   # canonical, e.g. "H100-SXM"
     aliases: list[str] = []
     vendor: Literal["nvidia", "amd", "intel", "other"] = "nvidia"
+    # What an engine can allocate: the binary capacity (an "80 GB" card holds 80 GiB = 85.9e9 bytes), less the 1/16
+    # that ECC keeps on GDDR cards; measured profiles hold the driver's own total.
     memory_bytes: float = Field(gt=0)
     memory_bandwidth_bytes_per_s: float = Field(gt=0)
     peak_flops: dict[str, float]                # dense FLOP/s per compute dtype: bf16, fp16, fp8, int8, fp32

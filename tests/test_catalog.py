@@ -250,12 +250,24 @@ def test_every_gpu_profile_is_sourced():
 
 def test_si_units():
     h100 = catalog.load_hardware("h100", profile="datasheet")
-    assert h100.memory_bytes == 80e9
+    assert h100.memory_bytes == 80 * 2**30                # an "80 GB" card holds 80 GiB
     assert h100.memory_bandwidth_bytes_per_s == 3.35e12
     assert h100.peak_flops["bf16"] == 989e12 and h100.peak_flops["fp8"] == 1979e12
     assert h100.interconnect.bandwidth_bytes_per_s == 450e9
     assert "fp8" not in catalog.load_hardware("a100", profile="datasheet").peak_flops
     assert catalog.load_hardware("mi300x", profile="datasheet").efficiency.gemm["bf16"] == 0.51
+
+
+def test_memory_capacities_are_binary_and_agree_with_the_driver():
+    """Datasheet "GB" of GPU memory are GiB: the 80 GB cards once held 80e9 bytes against the measured H100's 85.52e9
+    (NVML), so the same 80 GiB gave 9% fewer KV tokens on an H100-PCIe than on an H100-SXM."""
+    gpus = {h.name: h for h in catalog.list_hardware(profile="datasheet")}
+    for h in gpus.values():
+        assert h.memory_bytes % (512 * 2**20) == 0, h.name          # whole half-GiB (ECC's 1/16 of 24 GiB)
+    assert gpus["H100-SXM"].memory_bytes == gpus["H100-PCIe"].memory_bytes == gpus["A100-80GB-SXM"].memory_bytes
+    for name in ("H100-SXM", "H200"):                              # what the driver reported on the real cards
+        measured = catalog.load_hardware(name, profile="measured").memory_bytes
+        assert measured <= gpus[name].memory_bytes <= 1.01 * measured, name
 
 
 @pytest.mark.parametrize("alias,name", sorted(GPU_ALIASES.items()))
