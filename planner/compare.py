@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from planner import api, catalog
-from planner.schemas import SLO
-from planner.search import Candidate, metric_value
+from planner.schemas import SLO, HardwareProfile
+from planner.search import Candidate, metric_value, why_none_scored
 
 COMPARE_TRIALS = 120               # per GPU type: its space is a tenth of the whole catalog's
 COMPARE_FINALISTS = 4              # simulated per GPU type: only its best plan is shown
@@ -54,18 +54,16 @@ def headroom(c: Candidate, slos: Iterable[SLO]) -> dict[str, float]:
 
 def _why(r: api.Recommendation) -> str:
     if not r.result.closest:
-        return "no configuration fits in memory within --max-gpus"
+        return why_none_scored(r.result, r.workload.rate_rps)
     c = r.result.closest[0]
     b = c.binding
     return f"binding: {b} ({c.violations[b]:.2f}x the limit) with {c.plan.num_gpus} GPUs"
 
 
-def row_for(gpu: str, r: api.Recommendation) -> Row:
-    hw = catalog.load_hardware(gpu)
+def row_for(hw: HardwareProfile, r: api.Recommendation) -> Row:
     best = r.best
     if best is None:
-        return Row(gpu=r.result.closest[0].plan.hardware if r.result.closest else hw.name, candidate=None,
-                   reason=_why(r), profile=hw.provenance.kind)
+        return Row(gpu=hw.name, candidate=None, reason=_why(r), profile=hw.provenance.kind)
     p, pred = best.plan, best.prediction
     tdp_w = hw.tdp_w
     return Row(gpu=p.hardware, candidate=best, gpus=p.num_gpus,
@@ -80,14 +78,15 @@ def compare(model: str, gpus: Iterable[str], slos: Iterable[str | SLO] = (), rat
             max_gpus: int = 64, objective: str = "cost", trials: int = COMPARE_TRIALS, seed: int = 0,
             profile: str = "auto", prices: str | None = None) -> Comparison:
     """The best plan per GPU type; rows that meet the SLOs first, cheapest per token first."""
-    names = [catalog.resolve_hardware_name(g) for g in gpus]
+    # The profiles the searches use (a --profile file included): their names, TDPs and node sizes fill the rows.
+    hws = {h.name: h for h in (catalog.load_hardware(g, profile) for g in gpus)}    # keeps order, drops repeats
     slo_list = api._slos(slos)
     rows = []
-    for name in dict.fromkeys(names):          # keep order, drop repeats
+    for name, hw in hws.items():
         r = api.recommend(model, slo_list, [name], input_tokens, output_tokens, rate_rps, max_gpus, objective,
                           top=1, trials=trials, seed=seed, profile=profile, prices=prices,
                           finalists=COMPARE_FINALISTS)
-        rows.append(row_for(name, r))
+        rows.append(row_for(hw, r))
     rows.sort(key=lambda w: (not w.ok, w.cost_per_million_tokens if w.ok else 0.0))
     spec = catalog.load_model(model)
     return Comparison(spec.name, slo_list, rate_rps, input_tokens, output_tokens, rows)

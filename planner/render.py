@@ -8,7 +8,7 @@ from rich.table import Table
 
 from planner.api import Explanation, Recommendation
 from planner.launch import vllm_command
-from planner.search import Candidate, metric_value
+from planner.search import Candidate, metric_value, why_none_scored
 
 
 def _ms(s: float) -> str:
@@ -38,6 +38,7 @@ def recommendation_json(r: Recommendation) -> dict:
         "workload": r.workload.model_dump(mode="json"), "slos": [s.model_dump(mode="json") for s in r.slos],
         "profiles": r.profiles, "trials": r.result.trials, "evaluated": r.result.evaluated,
         "rejected": r.result.rejected, "meets_slo": bool(r.ranked),
+        "no_plan_reason": None if r.ranked else why_nothing_meets(r),
         "ranked": [candidate_json(c) for c in r.ranked],
         "closest": [candidate_json(c) for c in r.result.closest],
         "launch_command": vllm_command(best.plan, r.model) if best else None,
@@ -81,6 +82,29 @@ def print_pareto(r: Recommendation, console: Console) -> None:
 
 def print_recommendation(r: Recommendation, console: Console) -> None:
     rows = r.ranked or r.result.closest
+    if rows:
+        print_candidates(r, rows, console)
+    res = r.result
+    console.print(f"[dim]{res.trials} trials, {res.evaluated} plans scored, rejected before scoring: "
+                  + (", ".join(f"{k} {v}" for k, v in sorted(res.rejected.items())) or "none") + "[/]")
+    print_pareto(r, console)
+    if r.best:
+        b = r.best
+        console.print(f"\nBest: {plan_label(b)}, max_num_seqs {b.plan.max_num_seqs}, max_num_batched_tokens "
+                      f"{b.plan.max_num_batched_tokens}, KV cache {b.prediction.memory.kv_capacity_tokens:,} tokens "
+                      f"per replica")
+        iv = b.prediction.interval or {}
+        if "ttft_s" in iv and "tpot_s" in iv:
+            console.print(f"Likely range: TTFT {_ms(iv['ttft_s'][0])}-{_ms(iv['ttft_s'][1])} ms, TPOT "
+                          f"{_ms(iv['tpot_s'][0])}-{_ms(iv['tpot_s'][1])} ms")
+        console.print("Launch with vLLM:")
+        console.print(vllm_command(b.plan, r.model), markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(why_nothing_meets(r), markup=False)
+
+
+def print_candidates(r: Recommendation, rows: list[Candidate], console: Console) -> None:
+    """The ranked plans (or, when none meets the SLOs, the closest), with their notes."""
     slo_txt = ", ".join(s.label for s in r.slos) or "none"
     title = (f"{r.model.name}: {int(r.workload.input_tokens.mean)} in / {int(r.workload.output_tokens.mean)} out"
              + (f", {r.workload.rate_rps:g} req/s" if r.workload.rate_rps else "") + f"; SLO {slo_txt}")
@@ -103,7 +127,7 @@ def print_recommendation(r: Recommendation, console: Console) -> None:
             row.append(", ".join(f"{k} ({v:.2f}x)" for k, v in c.violations.items()))
         t.add_row(*row)
     console.print(t)
-    if any(s.percentile for s in r.slos) and not any(c.prediction.percentiles for c in rows):
+    if any(s.percentile for s in r.slos) and not r.workload.rate_rps:
         console.print("[yellow]note:[/] percentile SLOs are checked against predicted means "
                       "(the analytic model gives no percentiles; give --rate to simulate the finalists).")
     if r.simulated:
@@ -113,37 +137,21 @@ def print_recommendation(r: Recommendation, console: Console) -> None:
     basis = next((c.prediction.interval_basis for c in rows if c.prediction.interval_basis), None)
     if basis:
         console.print(f"[dim]Prediction intervals: {basis}.[/]")
-    res = r.result
-    console.print(f"[dim]{res.trials} trials, {res.evaluated} plans scored, rejected before scoring: "
-                  + (", ".join(f"{k} {v}" for k, v in sorted(res.rejected.items())) or "none") + "[/]")
-    print_pareto(r, console)
-    if r.best:
-        b = r.best
-        console.print(f"\nBest: {plan_label(b)}, max_num_seqs {b.plan.max_num_seqs}, max_num_batched_tokens "
-                      f"{b.plan.max_num_batched_tokens}, KV cache {b.prediction.memory.kv_capacity_tokens:,} tokens "
-                      f"per replica")
-        iv = b.prediction.interval or {}
-        if "ttft_s" in iv and "tpot_s" in iv:
-            console.print(f"Likely range: TTFT {_ms(iv['ttft_s'][0])}-{_ms(iv['ttft_s'][1])} ms, TPOT "
-                          f"{_ms(iv['tpot_s'][0])}-{_ms(iv['tpot_s'][1])} ms")
-        console.print("Launch with vLLM:")
-        console.print(vllm_command(b.plan, r.model), markup=False, highlight=False, soft_wrap=True)
-    else:
-        console.print(why_nothing_meets(r), markup=False)
 
 
 def why_nothing_meets(r: Recommendation) -> str:
-    """The binding constraint and the physical floor behind it."""
+    """What eliminated the candidates: a limit before any was scored, or the binding SLO and the physical floor
+    behind it."""
     if not r.result.closest:
-        return ("No candidate fits in memory on the GPUs searched: allow more GPUs (--max-gpus), "
-                "other GPU types (--gpus) or lower precision.")
+        return f"No plan: {why_none_scored(r.result, r.workload.rate_rps)}."
     c = r.result.closest[0]
-    lines = [f"No plan meets the SLO; the binding constraint is {c.binding}."]
+    where = f" in simulation at {r.workload.rate_rps:g} req/s" if r.simulated else ""
+    lines = [f"No plan meets the SLO{where}; the binding constraint is {c.binding}."]
     for metric, slo_metric in (("ttft_s", "ttft"), ("tpot_s", "tpot")):
         f = r.result.fastest.get(metric)
         if f is not None and any(s.metric == slo_metric for s in r.slos):
             lines.append(f"The fastest {slo_metric.upper()} any searched plan reaches is "
-                         f"{_ms(getattr(f.prediction, metric))} ms ({plan_label(f)}), bound by "
+                         f"{_ms(getattr(f.prediction, metric))} ms (mean, without queueing; {plan_label(f)}), bound by "
                          f"{f.prediction.bottleneck}.")
     lines.append("Relax the SLO, shorten the prompt, or allow more GPUs (--max-gpus) or faster GPUs (--gpus).")
     return "\n".join(lines)
@@ -180,9 +188,12 @@ def print_explanation(x: Explanation, console: Console) -> None:
     pr, m = x.prediction, x.memory
     console.print(f"Prefill of {int(x.workload.input_tokens.mean)} tokens: {_ms(x.prefill_s)} ms; decode step: "
                   f"{_ms(x.decode_step_s)} ms")
-    console.print(f"At batch {pr.batch_size:.0f}: TTFT {_ms(pr.ttft_s)} ms, TPOT {_ms(pr.tpot_s)} ms, "
-                  f"E2E {_ms(pr.e2e_s)} ms, {pr.throughput_tok_s:,.0f} output tok/s "
-                  f"({pr.tokens_per_s_per_gpu:,.0f}/GPU), ${pr.cost_per_million_tokens:,.3f} per M tokens")
+    if m.fits:                      # else no batch runs: the memory table and the shortfall below say why
+        console.print(f"At batch {pr.batch_size:.0f}: TTFT {_ms(pr.ttft_s)} ms, TPOT {_ms(pr.tpot_s)} ms, "
+                      f"E2E {_ms(pr.e2e_s)} ms, {pr.throughput_tok_s:,.0f} output tok/s "
+                      f"({pr.tokens_per_s_per_gpu:,.0f}/GPU), ${pr.cost_per_million_tokens:,.3f} per M tokens")
+    else:
+        console.print("No TTFT, TPOT or cost: the configuration does not fit in memory (below).")
     t = Table(title="Memory per GPU (GB)")
     for col in ("capacity", "usable", "weights", "activations", "runtime", "KV cache", "KV tokens",
                 "max seqs"):
@@ -229,5 +240,6 @@ def print_comparison(cmp, console: Console) -> None:
                   str(w.nodes), f"{w.cost_per_hour:,.2f}", f"{w.cost_per_million_tokens:,.3f}",
                   f"{w.tokens_per_s_per_gpu:,.0f}", f"{w.power_kw:,.1f}", *head)
     console.print(t)
-    console.print("[dim]headroom = limit / predicted - 1 (percentile SLOs against simulated percentiles when a "
-                  "rate is given); kW = GPUs x TDP; nodes = GPUs / GPUs per node, rounded up.[/]")
+    headroom = ("headroom = limit / predicted - 1 (percentile SLOs against simulated percentiles when a rate is "
+                "given); " if cmp.slos else "")
+    console.print(f"[dim]{headroom}kW = GPUs x TDP; nodes = GPUs / GPUs per node, rounded up.[/]")

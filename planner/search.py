@@ -81,9 +81,12 @@ class SearchResult:
     closest: list[Candidate]                 # best-scored among the rest, when nothing meets the SLOs
     trials: int
     evaluated: int
-    rejected: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)        # why, before scoring: kind -> configurations
     fastest: dict[str, Candidate] = field(default_factory=dict)   # metric -> the candidate that minimised it
     pool: list[Candidate] = field(default_factory=list)            # every scored plan (Pareto fronts)
+    max_gpus: int = 64
+    # The fewest GPUs a configuration that fits in memory needed to carry the rate, when that was over max_gpus.
+    gpus_needed: int | None = None
 
 
 def structural_reason(model: ModelSpec, hw: HardwareProfile, tp: int, pp: int, weight_dtype: str) -> str | None:
@@ -142,10 +145,10 @@ class Evaluator:
         self.hw: dict[str, Hardware] = {h.name: prepare(h) for h in space.hardware}
         self.cache: dict[tuple, Candidate | str] = {}
         self.rejected: dict[str, int] = {}
+        self.gpus_needed: int | None = None
 
-    def _reject(self, key: tuple, reason: str) -> str:
+    def _reject(self, key: tuple, kind: str, reason: str) -> str:
         self.cache[key] = reason
-        kind = reason.split(" ")[0] if not reason.startswith("needs") else "memory"
         self.rejected[kind] = self.rejected.get(kind, 0) + 1
         return reason
 
@@ -157,9 +160,9 @@ class Evaluator:
         hw = self.hw[gpu]
         reason = structural_reason(self.model, hw.profile, tp, pp, weight_dtype)
         if reason:
-            return self._reject(key, reason)
+            return self._reject(key, reason.split(" ")[0] if reason[:2] in ("TP", "PP") else "dtype", reason)
         if tp * pp > self.space.max_gpus:
-            return self._reject(key, f"GPUs {tp * pp} exceed --max-gpus {self.space.max_gpus}")
+            return self._reject(key, "GPUs", f"GPUs {tp * pp} exceed --max-gpus {self.space.max_gpus}")
         base = dict(model=self.model.ref, hardware=gpu, tp=tp, pp=pp, weight_dtype=weight_dtype,
                     kv_dtype=kv_dtype, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                     gpu_memory_utilization=self.space.gpu_memory_utilization)
@@ -167,13 +170,14 @@ class Evaluator:
         no_rate = self.workload.model_copy(update={"rate_rps": None})
         pred = predict(self.model, hw, one, no_rate)
         if not pred.memory.fits:
-            return self._reject(key, f"needs {pred.memory.shortfall_bytes / 1e9:.1f} GB more per GPU")
+            return self._reject(key, "memory", f"needs {pred.memory.shortfall_bytes / 1e9:.1f} GB more per GPU")
         replicas = 1
         if self.workload.rate_rps:
             # Replicas to carry the rate, keeping each below 90% of its capacity so queues stay short.
             replicas = max(1, math.ceil(self.workload.rate_rps / (0.9 * pred.requests_per_s)))
             if replicas * tp * pp > self.space.max_gpus:
-                return self._reject(key, f"GPUs {replicas * tp * pp} exceed --max-gpus {self.space.max_gpus}")
+                self.gpus_needed = min(self.gpus_needed or math.inf, replicas * tp * pp)
+                return self._reject(key, "GPUs", f"GPUs {replicas * tp * pp} exceed --max-gpus {self.space.max_gpus}")
         # vLLM refuses to start when one sequence of max_model_len would not fit the KV cache.
         max_len = min(self.model.max_position_embeddings, pred.memory.kv_capacity_tokens)
         plan = Plan(num_gpus=replicas * tp * pp, replicas=replicas, max_model_len=max_len, **base)
@@ -295,7 +299,22 @@ def summarize(ev: Evaluator, trials: int, top: int) -> SearchResult:
         if cands:
             fastest[metric] = min(cands, key=lambda c: getattr(c.prediction, metric))
     return SearchResult(_dedupe(ok)[:top], [] if ok else _dedupe(rest)[:top], trials, len(cands),
-                        dict(ev.rejected), fastest, cands)
+                        dict(ev.rejected), fastest, cands, ev.space.max_gpus, ev.gpus_needed)
+
+
+def why_none_scored(result: SearchResult, rate_rps: float | None) -> str:
+    """What eliminated every configuration searched before any was scored (result.rejected), and what to change."""
+    if result.gpus_needed:
+        return (f"every configuration searched that fits in memory needs at least {result.gpus_needed} GPUs to carry "
+                f"{rate_rps:g} req/s, more than --max-gpus {result.max_gpus}: allow more GPUs (--max-gpus "
+                f"{result.gpus_needed}), faster GPUs (--gpus) or a lower --rate")
+    if result.rejected.get("GPUs"):
+        return (f"no configuration fits the model in memory on at most --max-gpus {result.max_gpus} GPUs: allow more "
+                "GPUs (--max-gpus) or larger GPUs (--gpus)")
+    if result.rejected.get("memory"):
+        return "no configuration fits the model in memory on these GPUs: allow larger GPUs (--gpus)"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items()))
+    return f"no configuration searched can run the model on these GPUs (rejected: {kinds}): try other GPUs (--gpus)"
 
 
 def _dedupe(cands: list[Candidate]) -> list[Candidate]:
