@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 import hw_profiles
-from planner.errors import UsageError
+from planner.errors import UsageError, yaml_problem
 from planner.schemas import HardwareProfile, ModelSpec, Sourced
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
@@ -39,7 +39,9 @@ def _read(path: Path) -> dict:
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot read {path}: {yaml_problem(exc)}") from exc
+    except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping at the top level")

@@ -76,7 +76,8 @@ def recommend(
     rate: Optional[float] = typer.Option(None, "--rate", help="Requests/s the deployment must sustain; "
                                          "adds replicas. e.g. 20"),
     objective: str = typer.Option("cost", "--objective", help="cost ($ per million output tokens), "
-                                  "throughput (tokens/s per GPU) or latency (E2E)."),
+                                  "throughput (tokens/s per GPU), latency (E2E) or goodput ($ per million output "
+                                  "tokens of requests that meet the SLOs in simulation; needs --rate)."),
     top: int = typer.Option(5, "--top", help="How many plans to list. e.g. 10"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document instead of tables."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the best plan as YAML (feeds `plan serve`, "

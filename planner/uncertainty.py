@@ -42,7 +42,8 @@ def relative_band(hw: HardwareProfile, metric: str) -> tuple[float, float, str]:
         return float(lo), float(hi), f"calibration residuals (n={len(residuals)}, 5th-95th percentile)"
     kind = hw.provenance.kind
     d = DEFAULT_BAND.get(kind, DEFAULT_BAND["datasheet"])
-    have = f"fewer than {MIN_RESIDUALS} calibration residuals a metric" if residuals else "no calibration residuals"
+    have = (f"{len(residuals)} calibration residuals, fewer than {MIN_RESIDUALS}" if residuals
+            else "no calibration residuals")
     return -d, d, f"default +-{d:.0%} ({kind} profile, {have})"
 
 
@@ -56,7 +57,7 @@ def interval(pred: Prediction, hw: HardwareProfile,
     """metric -> [low, high] for the prediction's latencies, throughputs and cost, and the basis;
     `propagated` (metric -> [low, high], from simulations at the step band) widens the metrics it has."""
     out: dict[str, list[float]] = {}
-    bases = set()
+    bases: dict[str, set[str]] = {}             # basis -> the metrics whose band it is
     values = {f: getattr(pred, f) for f in FIELDS}
     metric_of = dict(FIELDS)
     for key, v in (pred.percentiles or {}).items():
@@ -64,7 +65,7 @@ def interval(pred: Prediction, hw: HardwareProfile,
         metric_of[key] = key.split("_", 1)[0]
     for key, v in values.items():
         lo, hi, basis = relative_band(hw, metric_of[key])
-        bases.add(basis)
+        bases.setdefault(basis, set()).add(metric_of[key])
         out[key] = [v * (1 + lo), v * (1 + hi)]
         if propagated and key in propagated:
             a, b = propagated[key]
@@ -73,10 +74,12 @@ def interval(pred: Prediction, hw: HardwareProfile,
     lo, hi, _ = relative_band(hw, "throughput")
     c = pred.cost_per_million_tokens
     out["cost_per_million_tokens"] = [c / (1 + hi), c / (1 + lo)] if lo > -1 else [c / (1 + hi), float("inf")]
+    # One basis for all needs no names; several name the metrics each covers (some may have a few residuals, some none).
+    text = list(bases) if len(bases) == 1 else [f"{', '.join(sorted(ms))}: {b}" for b, ms in sorted(bases.items())]
     if propagated:
         lo, hi = step_band(hw)
-        bases.add(f"latencies under load also simulated at step times {1 + lo:.2f}x-{1 + hi:.2f}x")
-    return out, "; ".join(sorted(bases))
+        text.append(f"latencies under load also simulated at step times {1 + lo:.2f}x-{1 + hi:.2f}x")
+    return out, "; ".join(text)
 
 
 def with_interval(pred: Prediction, hw: HardwareProfile,

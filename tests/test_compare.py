@@ -41,6 +41,14 @@ def test_intervals_are_attached_with_their_basis(rec):
     assert p.interval["ttft_p90_s"][1] > p.percentiles["ttft_p90_s"]
 
 
+def test_interval_basis_names_the_metrics_of_each_basis():
+    """Metrics with a few calibration residuals and metrics with none get different default bands; the basis
+    says which metrics each covers instead of contradicting itself."""
+    r = api.recommend("llama-8b", ["ttft_p90=2000ms"], gpus=["h200"], rate_rps=24, max_gpus=1)
+    basis = r.result.ranked[0].prediction.interval_basis
+    assert "a metric" not in basis and "itl:" in basis and "ttft" in basis.split(";")[0]
+
+
 def test_simulated_latencies_widen_with_the_step_band(rec):
     """The simulated finalists' intervals include the simulator at the step-time band (queueing magnifies it):
     at least as wide as the fixed band, and a step band that saturates the engine gives an open high end."""
