@@ -15,8 +15,6 @@
 #   bash benchmarks/gpu_session.sh fp8rows     # one GPU: fp8 CUDA-path tests, then the fp8 step grid (8B, 70B) with tuned 2-16 rows
 #   bash benchmarks/gpu_session.sh contention  # one GPU: steps beside a busy interpreter / after idle / sustained, then bench_predict
 #   bash benchmarks/gpu_session.sh probes      # one GPU: decode-attention tiles by head size, sustained GEMM clocks, eager vs piecewise prefill
-#   bash benchmarks/gpu_session.sh pdl_gemv    # one GPU: kernel and CUDA-path tests, decode without / with the GEMVs
-#                                              # launched early (PLAN_ENGINE_PDL), tuned and all-Triton, decode diag
 #   bash benchmarks/gpu_session.sh smoke       # one GPU: CUDA-path tests, eager-step diagnosis (a short first call)
 #   bash benchmarks/gpu_session.sh grid3       # one GPU: full profile, then the step grid (with 70B fp8), one machine
 #   bash benchmarks/gpu_session.sh grid4       # one GPU: kernel tests, short-prefill kernels (eager diag), full profile,
@@ -264,20 +262,6 @@ tune2)
     step "tuned $i" 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned${i}_$GPU.json" 2>&1 | tail -9
   done
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
-  ;;
-pdl_gemv)
-  step tests 200 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_engine_cuda_paths.py 2>&1 | tail -3
-  for p in 0 1; do
-    step "pdl$p" 150 env PLAN_ENGINE_PDL=$p python3 benchmarks/bench_engine.py --decode-only --no-hf \
-        --out "$OUT/pdl${p}_$GPU.json" 2>&1 | grep -E "^\| [0-9]+ \|" | head -8
-  done
-  for p in 0 1; do
-    step "pdl$p triton" 150 env PLAN_ENGINE_PDL=$p PLAN_ENGINE_GEMV=triton PLAN_ENGINE_TUNE_LINEAR=0 \
-        python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,8,16 --out "$OUT/pdl${p}_triton_$GPU.json" \
-        2>&1 | grep -E "^\| [0-9]+ \|" | head -8
-  done
-  step diag 120 python3 benchmarks/engine_decode_diag.py --batches 1,8 --no-ops --out "$OUT/diag_pdl1_$GPU.json" 2>&1 \
-      | grep -E "^## batch|^\| (_|nvjet)" | head -30
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

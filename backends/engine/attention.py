@@ -35,12 +35,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from .config import env_switch
-from .kernels import copy_into, pdl, triton, use_triton
+from .kernels import copy_into, triton, use_triton
 
 if triton is not None:
     import triton.language as tl
-
-    from .kernels import let_dependents_launch
 
 
 SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -119,13 +117,6 @@ DECODE_PROGRAMS_PER_SM = 4      # what one wave of the kernel's programs holds (
 SPLIT_PAST_WAVE = env_switch("PLAN_ENGINE_DECODE_SPLIT_PAST_WAVE")     # 0: one split past one wave (before 2026-12-03)
 
 
-def _let_dependents_launch(q: torch.Tensor, programs: int) -> bool:
-    """Whether the decode kernel lets the GEMV after it launch as it starts (kernels.pdl): only when its programs
-    fit in one wave. Past that (batch 256: 2,048 programs) early programs of the next kernel would hold SMs the last
-    wave of attention needs (BENCHMARKS.md, fifteenth session)."""
-    return pdl(q) and programs <= DECODE_PROGRAMS_PER_SM * _num_sms(q.device)
-
-
 def decode_num_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Splits of each context (static per batch size: the graphs capture it). Within one wave of programs, as many
     as keep every SM busy. Past it, two where they leave fewer whole-context waves: one split each of 72-96
@@ -166,9 +157,7 @@ if triton is not None:
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
                        BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
-                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr,
-                       TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+                       NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr):
         g = tl.arange(0, BLOCK_G)
         if ROWS_ON_DEVICE:
             # One flat grid sized for the most decodes a graph may carry: how many there are, the first one's row
@@ -240,8 +229,7 @@ if triton is not None:
     @triton.jit
     def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, rows_ptr, splits_ptr, stride_ob, stride_oh, num_heads,
                              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                             ROWS_ON_DEVICE: tl.constexpr, TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+                             ROWS_ON_DEVICE: tl.constexpr):
         b = tl.program_id(0)
         h = tl.program_id(1)
         s = tl.arange(0, NUM_SPLITS)      # with rows on the device: the most splits, of which num_splits are used
@@ -300,12 +288,10 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
         KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
-        TRIGGER=_let_dependents_launch(q, B * KVH * num_splits),
         **({} if num_stages is None else {"num_stages": num_stages}))
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
-                                     HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False,
-                                     TRIGGER=pdl(q))
+                                     HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
     return out
 
 
@@ -347,12 +333,11 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4,
-        TRIGGER=_let_dependents_launch(q, dec.num_programs))
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
             dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
-            BLOCK_D=block_d, NUM_SPLITS=dec.max_splits, ROWS_ON_DEVICE=True, TRIGGER=pdl(q))
+            BLOCK_D=block_d, NUM_SPLITS=dec.max_splits, ROWS_ON_DEVICE=True)
     return out
 
 

@@ -23,7 +23,7 @@ import os
 import torch
 
 from .config import env_switch
-from .kernels import pdl, triton, use_triton
+from .kernels import triton, use_triton
 
 if triton is not None:
     import triton.language as tl
@@ -81,24 +81,9 @@ def config(n: int, k: int, device: torch.device, weight_bytes: int = 2) -> dict:
 
 if triton is not None:
     @triton.jit
-    def _load_w(w_ptrs, rk, k_left, EVEN_K: tl.constexpr):
-        if EVEN_K:
-            return tl.load(w_ptrs)
-        return tl.load(w_ptrs, mask=rk[None, :] < k_left, other=0.0)
-
-    @triton.jit
-    def _gemv_tile(acc, x_ptrs, w, mmask, rk, k_left, EVEN_K: tl.constexpr):
-        if EVEN_K:
-            x = tl.load(x_ptrs, mask=mmask, other=0.0)
-        else:
-            x = tl.load(x_ptrs, mask=mmask & (rk[None, :] < k_left), other=0.0)
-        # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
-        return acc + tl.dot(x, tl.trans(w.to(x_ptrs.dtype.element_ty)))
-
-    @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                     HAS_SCALE: tl.constexpr, PDL: tl.constexpr):
+                     HAS_SCALE: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
@@ -108,17 +93,16 @@ if triton is not None:
         x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :]
         mmask = rm[:, None] < M
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        k_first = 0
-        if PDL:
-            # The weight does not depend on the kernel before: its first tile is read while that one finishes.
-            w = _load_w(w_ptrs, rk, K, EVEN_K)
-            tl.extra.cuda.gdc_wait()
-            acc = _gemv_tile(acc, x_ptrs, w, mmask, rk, K, EVEN_K)
-            w_ptrs += BLOCK_K
-            x_ptrs += BLOCK_K
-            k_first = BLOCK_K
-        for k0 in range(k_first, K, BLOCK_K):
-            acc = _gemv_tile(acc, x_ptrs, _load_w(w_ptrs, rk, K - k0, EVEN_K), mmask, rk, K - k0, EVEN_K)
+        for k0 in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_ptrs)
+                x = tl.load(x_ptrs, mask=mmask, other=0.0)
+            else:
+                kmask = rk[None, :] < K - k0
+                w = tl.load(w_ptrs, mask=kmask, other=0.0)
+                x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
+            # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
+            acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
         if HAS_SCALE:
@@ -129,16 +113,8 @@ if triton is not None:
 
 if triton is not None:
     @triton.jit
-    def _gemv_row_tile(acc, x_ptrs, w, rk, k_left, EVEN_K: tl.constexpr):
-        if EVEN_K:
-            x = tl.load(x_ptrs)
-        else:
-            x = tl.load(x_ptrs, mask=rk < k_left, other=0.0)
-        return acc + w.to(tl.float32) * x.to(tl.float32)[None, :]
-
-    @triton.jit
     def _gemv_row_kernel(x_ptr, w_ptr, s_ptr, out_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, HAS_SCALE: tl.constexpr, PDL: tl.constexpr):
+                         BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, HAS_SCALE: tl.constexpr):
         # One input row: a multiply-add on CUDA cores into a [BLOCK_N, BLOCK_K] accumulator, reduced once at
         # the end. No tensor-core operand layout, so fp8 tiles need no shuffle through shared memory.
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -146,25 +122,20 @@ if triton is not None:
         rows = tl.minimum(rn, N - 1).to(tl.int64)
         w_ptrs = w_ptr + rows[:, None] * stride_wn + rk[None, :]
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        k_first = 0
-        if PDL:
-            w = _load_w(w_ptrs, rk, K, EVEN_K)      # (as in _gemv_kernel)
-            tl.extra.cuda.gdc_wait()
-            acc = _gemv_row_tile(acc, x_ptr + rk, w, rk, K, EVEN_K)
-            w_ptrs += BLOCK_K
-            k_first = BLOCK_K
-        for k0 in range(k_first, K, BLOCK_K):
-            acc = _gemv_row_tile(acc, x_ptr + k0 + rk, _load_w(w_ptrs, rk, K - k0, EVEN_K), rk, K - k0, EVEN_K)
+        for k0 in range(0, K, BLOCK_K):
+            if EVEN_K:
+                w = tl.load(w_ptrs)
+                x = tl.load(x_ptr + k0 + rk)
+            else:
+                kmask = rk < K - k0
+                w = tl.load(w_ptrs, mask=kmask[None, :], other=0.0)
+                x = tl.load(x_ptr + k0 + rk, mask=kmask, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
             w_ptrs += BLOCK_K
         y = tl.sum(acc, axis=1)
         if HAS_SCALE:
             y *= tl.load(s_ptr + rows)
         tl.store(out_ptr + rn, y.to(out_ptr.dtype.element_ty), mask=rn < N)
-
-
-def _pdl_launch(x: torch.Tensor) -> dict:
-    """Launch options: as a programmatic dependent of the kernel before (kernels.pdl), or plainly."""
-    return {"PDL": True, "launch_pdl": True} if pdl(x) else {"PDL": False}
 
 
 # Best total over the four Llama-3.1-8B shapes in benchmarks/results/gemv_sweep_row_H200.json.
@@ -182,7 +153,7 @@ def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None =
     cfg = cfg or ROW_CONFIG
     _gemv_row_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
         x, weight, scale, out, N, K, weight.stride(0), EVEN_K=K % cfg["BLOCK_K"] == 0,
-        HAS_SCALE=scale is not None, **cfg, **_pdl_launch(x))
+        HAS_SCALE=scale is not None, **cfg)
     return out
 
 
@@ -201,5 +172,5 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
     cfg = cfg or config(N, K, x.device, weight.element_size())
     _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
         x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
-        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg, **_pdl_launch(x))
+        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
     return out

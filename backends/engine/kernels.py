@@ -6,11 +6,7 @@ the Triton kernels against (under TRITON_INTERPRET=1 on CPU).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
-
-from .config import env_switch
 
 try:
     import triton
@@ -21,28 +17,6 @@ except ImportError:  # CPU-only installs: the torch paths below are used
 
 def use_triton(x: torch.Tensor) -> bool:
     return triton is not None and x.is_cuda
-
-
-# --------------------------------------------------------------------------- programmatic dependent launch
-@functools.cache
-def _pdl_device(device: torch.device) -> bool:
-    return env_switch("PLAN_ENGINE_PDL") and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def pdl(x: torch.Tensor) -> bool:
-    """Programmatic dependent launch (Hopper and later; PLAN_ENGINE_PDL=0 turns it off): the Triton GEMVs
-    (gemv.py) launch before the kernel that writes their input has finished, read their first weight tile, and
-    only then wait for it (griddepcontrol.wait), so the weight stream starts during that kernel's tail. The
-    kernels that precede GEMVs let them launch as they start (`let_dependents_launch`). cuBLAS kernels are never
-    launched early: most do not wait (BENCHMARKS.md, fifteenth session)."""
-    return triton is not None and x.is_cuda and _pdl_device(x.device)
-
-
-if triton is not None:
-    @triton.jit
-    def let_dependents_launch(TRIGGER: tl.constexpr):
-        if TRIGGER:
-            tl.extra.cuda.gdc_launch_dependents()
 
 
 # --------------------------------------------------------------------------- RMSNorm
@@ -58,8 +32,7 @@ def rms_norm_torch(x, weight, eps, residual=None):
 if triton is not None:
     @triton.jit
     def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, n, eps,
-                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+                         HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -81,8 +54,7 @@ def rms_norm_triton(x, weight, eps, residual=None):
     block = triton.next_power_of_2(n)
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out, x.stride(0),
                                     residual.stride(0) if residual is not None else 0, out.stride(0), n, eps,
-                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)),
-                                    TRIGGER=pdl(x))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(1, block // 256)))
     return out if residual is None else (out, residual)
 
 
@@ -98,8 +70,7 @@ def silu_and_mul_torch(x):
 
 if triton is not None:
     @triton.jit
-    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr, TRIGGER: tl.constexpr):
-        let_dependents_launch(TRIGGER)
+    def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n
@@ -114,8 +85,7 @@ def silu_and_mul_triton(x):
     n = x.shape[-1] // 2
     out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
     block = 1024
-    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block,
-                                                                   TRIGGER=pdl(x))
+    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), out.stride(0), n, BLOCK=block)
     return out
 
 
