@@ -182,8 +182,8 @@ def build_profile(device: DeviceInfo, raw: dict, command: str, duration_s: float
 
 
 def device_memory(base: HardwareProfile, memory_bytes: float) -> dict:
-    """The memory the driver reports (what an engine can allocate), in place of the datasheet's rounded
-    figure: an H200 reports 150.75e9 bytes where the datasheet says 141 GB."""
+    """The memory the driver reports (what an engine can allocate), in place of the datasheet's figure: an H200
+    reports 150.75e9 bytes where its datasheet entry holds 141 GiB (151.4e9; the driver keeps ~0.6 GB back)."""
     today = datetime.date.today().isoformat()
     return {"memory_bytes": float(memory_bytes),
             "sources": {**base.sources, "memory_bytes": Sourced(value=float(memory_bytes),
