@@ -2,7 +2,13 @@
 that dies mid-run; the vLLM flag mapping."""
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import typer
@@ -247,3 +253,39 @@ def test_builtin_engine_end_to_end(app, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["metrics"]["completed"] == 4
     assert doc["server"]["engine"]["kv_capacity_tokens"] > 0      # the engine's report, which the prediction uses
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the server process")
+def test_sigterm_stops_the_server_it_started(tmp_path):
+    """A CI job's timeout or `kill` (SIGTERM) must not leave the builtin server running: the server has its own
+    process group, so only the client's cleanup stops it."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("model: tiny\nhardware: H100-SXM\nmax_num_seqs: 4\nmax_model_len: 256\n")
+    p = subprocess.Popen([sys.executable, "-m", "planner.cli", "bench", "run", "--plan", str(plan), "--backend",
+                          "builtin", "--device", "cpu", "--rate", "2", "--num-requests", "100000", "--input-len", "8",
+                          "--output-len", "4", "--no-db"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server = _children(p.pid)
+        assert server, "the builtin server never started"
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) in (130, 143), p.stderr.read().decode()
+        with pytest.raises(ProcessLookupError):
+            os.kill(server[0], 0)
+    finally:
+        if p.poll() is None:
+            p.kill()

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import math
 import signal
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -68,10 +69,15 @@ def _event_loop_runner():
         return asyncio.run
 
 
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 class BenchSession:
     def __init__(self, plan: Plan | None, plan_path: Path | None, opts: BenchOptions):
         self.plan, self.plan_path, self.opts = plan, plan_path, opts
         self.server: RunningServer | None = None
+        self._sigterm = None
         w = opts.workload
         # Files are read here, before any server starts: a bad one is a usage error, not an empty run.
         self.tokenizer = Tokenizer(w.tokenizer) if w.tokenizer else None
@@ -81,7 +87,15 @@ class BenchSession:
         self.vocab_size = w.vocab_size
 
     def __enter__(self) -> BenchSession:
-        self.server = start_server(self.opts.backend, self.plan, self.plan_path, self.opts.server)
+        # SIGTERM (a CI job's timeout, `kill`) unwinds like Ctrl-C, so the server this session started (in its own
+        # process group) is stopped by __exit__ instead of outliving the client.
+        self._sigterm = signal.signal(signal.SIGTERM, _terminate) \
+            if threading.current_thread() is threading.main_thread() else None
+        try:
+            self.server = start_server(self.opts.backend, self.plan, self.plan_path, self.opts.server)
+        except BaseException:
+            self._restore_sigterm()
+            raise
         if self.vocab_size is None:
             self.vocab_size = prompt_vocab(self.server.vocab_size,
                                            self.opts.server.model or (self.plan.model if self.plan else None),
@@ -89,8 +103,15 @@ class BenchSession:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.server is not None:
-            self.server.stop()
+        try:
+            if self.server is not None:
+                self.server.stop()
+        finally:
+            self._restore_sigterm()
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
 
     def requests(self, seed: int) -> Iterator[RequestSpec]:
         w = self.opts.workload
@@ -111,7 +132,8 @@ class BenchSession:
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGINT, stop.set, "interrupted", "interrupted by Ctrl-C")
-        except (RuntimeError, ValueError):   # not the main thread: no Ctrl-C handling there
+            loop.add_signal_handler(signal.SIGTERM, stop.set, "interrupted", "terminated (SIGTERM)")
+        except (RuntimeError, ValueError):   # not the main thread: no signal handling there
             pass
         make_body = body_maker(self.server.served_model, chat=w.chat, temperature=w.temperature)
         try:
@@ -119,6 +141,7 @@ class BenchSession:
                                   server_alive=self.server.gone)
         finally:
             loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
             await client.close()
 
     def _document(self, load: LoadConfig, result: LoadResult) -> dict:

@@ -175,6 +175,11 @@ def run_cmd(
             slos=[s for s in slos if s.metric != "itl"] if search_rate else slos,
             thresholds=ClientThresholds(dispatch_lag_p99_ms=max_dispatch_lag_ms),
             tag=tag, command=shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None)
+        if backend != "url":   # loading a model can take minutes: say what is being waited for
+            what = model or (plan.model if plan else "the model")
+            typer.echo(f"starting the {backend} server for {what}{f' on {device}' if backend == 'builtin' else ''}; "
+                       f"waiting up to "
+                       f"{startup_timeout:g} s for it to answer /health", err=True)
         with BenchSession(plan, plan_path, opts) as session:
             def measure(point: LoadConfig) -> dict:
                 doc = session.measure(point)
