@@ -65,7 +65,9 @@ def print_pareto(r: Recommendation, console: Console) -> None:
         if len(front) < 2:
             continue
         title, xcol, ycol = titles[name]
-        t = Table(title=title)
+        screened = any(c.prediction.simulation is None for c in front)
+        t = Table(title=title, caption="means only: mean latencies against the limits; percentiles are checked only "
+                  "for simulated plans" if screened else None)
         for col in ("plan", xcol, ycol, "SLO"):
             t.add_column(col, justify="left" if col == "plan" else "right")
         for c in front:
@@ -76,7 +78,7 @@ def print_pareto(r: Recommendation, console: Console) -> None:
             # Scheduler settings tell apart the variants of one deployment along a front.
             label = f"{plan_label(c)} seqs {c.plan.max_num_seqs} budget {c.plan.max_num_batched_tokens}"
             t.add_row(label, x, y, ("met" if c.meets_slo else "missed")
-                      + (" (simulated)" if p.simulation else " (screen)"))
+                      + (" (simulated)" if p.simulation else " (means only)"))
         console.print(t)
 
 
