@@ -194,8 +194,6 @@ def print_explanation(x: Explanation, console: Console) -> None:
         console.print(f"At batch {pr.batch_size:.0f}: TTFT {_ms(pr.ttft_s)} ms, TPOT {_ms(pr.tpot_s)} ms, "
                       f"E2E {_ms(pr.e2e_s)} ms, {pr.throughput_tok_s:,.0f} output tok/s "
                       f"({pr.tokens_per_s_per_gpu:,.0f}/GPU), ${pr.cost_per_million_tokens:,.3f} per M tokens")
-        # TPOT exceeds the decode step above: the steady state's steps also prefill the requests that replace
-        # finished ones, and a user sees every such step between two tokens.
         console.print("[dim]TPOT is the steady-state step: the batch's decodes plus the prompt chunks of the requests "
                       "that replace finished ones.[/]")
     else:
