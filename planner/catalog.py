@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
 import hw_profiles
-from planner.errors import UsageError, yaml_problem
+from planner.errors import UsageError
+from planner.parse import read_data_file
 from planner.schemas import HardwareProfile, ModelSpec, Sourced
 
 MODELS_DIR = Path(__file__).parent / "data" / "models"
@@ -29,20 +28,13 @@ HW_PATH_ENV = "PLAN_HW_PATH"
 PROFILE_CHOICES = ("auto", "datasheet", "measured", "calibrated")
 HF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "deepseek_v3", "gemma2")
 
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser is ~10x faster
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")
 T = TypeVar("T", ModelSpec, HardwareProfile)
 
 
 # --------------------------------------------------------------------------- files
 def _read(path: Path) -> dict:
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot read {path}: {yaml_problem(exc)}") from exc
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
+    data = read_data_file(path, "file")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping at the top level")
     return data

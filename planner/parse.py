@@ -72,8 +72,8 @@ def parse_positive_int(text: str, what: str) -> int:
 
 
 def read_data_file(path: str | Path, what: str):
-    """The YAML or JSON (by suffix) in a file a command-line option names, None when it is empty; a missing file
-    or bad syntax is one line naming the option, the line and the problem."""
+    """The YAML or JSON (by suffix) in a file (`what`: the option or kind that names it), None when it is empty; a
+    missing file or bad syntax is one line naming it, the line and the problem."""
     import yaml
 
     path = Path(path).expanduser()
@@ -86,7 +86,9 @@ def read_data_file(path: str | Path, what: str):
     if not text.strip():
         return None                     # as YAML reads an empty file; JSON would call it a syntax error
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        # the C parser where PyYAML has it: ~10x faster for the catalog's many files
+        return json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=getattr(yaml, "CSafeLoader",
+                                                                                               yaml.SafeLoader))
     except json.JSONDecodeError as e:
         raise UsageError(f"{what} {path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
     except yaml.YAMLError as e:
