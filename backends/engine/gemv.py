@@ -12,6 +12,10 @@ scale multiplies the result once. At decode batch 1 that streams half the bytes 
 would need x quantized (one more kernel), padded to 16 rows, and runs far below the bandwidth floor at small M.
 It is on by default (cuBLAS has no such kernel); PLAN_ENGINE_FP8_GEMV=0 keeps _scaled_mm for every M.
 
+The same kernel can also take the RMSNorm before it (and the residual add that norm does) and, for gate_up, the
+SiLU-and-mul after it (gemv_norm): at decode batch sizes a norm is a ~2 us kernel over a few KB, all launch and
+latency. fused.py decides where that wins.
+
 Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
 tensor-parallel ranks spawned afterwards agree).
 """
