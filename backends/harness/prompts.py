@@ -42,11 +42,13 @@ def synthetic_requests(input_tokens: LengthDist, output_tokens: LengthDist, *, p
         ins = sample_lengths(input_tokens, _BLOCK, rng)
         outs = sample_lengths(output_tokens, _BLOCK, rng)
         # One draw of ids per block, sliced per request: a NumPy call per request costs more than the slice.
-        ids = rng.integers(FIRST_ID, vocab_size, int(ins.sum())).tolist() if prompt_kind == "ids" else []
+        # Each slice becomes a list when its request is drawn: the whole block at once would hold the
+        # runner's event loop for milliseconds.
+        ids = rng.integers(FIRST_ID, vocab_size, int(ins.sum())) if prompt_kind == "ids" else None
         start = 0
         for n_in, n_out in zip(ins.tolist(), outs.tolist()):
             if prompt_kind == "ids":
-                yield RequestSpec(ids[start:start + n_in], n_in, n_out)
+                yield RequestSpec(ids[start:start + n_in].tolist(), n_in, n_out)
                 start += n_in
             else:
                 text = " ".join(_WORDS[i] for i in rng.integers(0, len(_WORDS), n_in).tolist())

@@ -87,9 +87,10 @@ async def run_load(client: HttpClient, requests: Iterator[RequestSpec], make_bod
         gc.collect()
         gc.freeze()
         gc.disable()
-        monitor.start()
-        t0 = perf_counter()
-        dispatcher = loop.create_task(_dispatch(client, requests, make_body, cfg, t0, records, stop))
+        started = loop.create_future()
+        # From t0, not before: the first request is drawn in between, which is no lag of the run's.
+        started.add_done_callback(lambda _f: monitor.start())
+        dispatcher = loop.create_task(_dispatch(client, requests, make_body, cfg, started, records, stop))
         if not stop.event.is_set() and not await _until_stopped(dispatcher, stop, cfg.deadline_s):
             stop.set("deadline", f"overall deadline of {cfg.deadline_s:g} s reached")
         if not dispatcher.done():
@@ -107,6 +108,7 @@ async def run_load(client: HttpClient, requests: Iterator[RequestSpec], make_bod
         if watcher:
             watcher.cancel()
     not_sent = max(cfg.num_requests - len(records), 0) if cfg.num_requests and stop.event.is_set() else 0
+    t0 = started.result() if started.done() else perf_counter()   # not started: the source failed or the run stopped
     t_end = max((r.t_end for r in records), default=t0)
     return LoadResult(records, t0, t_end, stop.status, stop.detail, not_sent, monitor.lags_s, monitor.cpu_fraction)
 
@@ -130,7 +132,8 @@ async def _send(client: HttpClient, record: RequestRecord, body: bytes, cfg: Loa
 
 
 async def _dispatch(client: HttpClient, requests: Iterator[RequestSpec], make_body: Callable[[RequestSpec], bytes],
-                    cfg: LoadConfig, t0: float, records: list[RequestRecord], stop: StopSignal) -> None:
+                    cfg: LoadConfig, started: asyncio.Future, records: list[RequestRecord], stop: StopSignal) -> None:
+    """Send each request at its arrival time. `started` gets t0, the time the offsets count from."""
     loop = asyncio.get_running_loop()
     infinite = math.isinf(cfg.rate_rps)
     gate = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
@@ -141,10 +144,18 @@ async def _dispatch(client: HttpClient, requests: Iterator[RequestSpec], make_bo
     tasks: list[asyncio.Task] = []
     offsets = arrival_offsets_s(cfg.rate_rps, cfg.arrival, cfg.burstiness, np.random.default_rng(cfg.seed))
     limit = cfg.num_requests if cfg.num_requests is not None else math.inf
+    t0 = None
     try:
         for index, (spec, offset) in enumerate(zip(requests, offsets)):
             if index >= limit or stop.event.is_set():
                 break
+            # Drawing a request (a block of prompts every 1024) and building its body can hold the loop for
+            # milliseconds: done before its arrival time, the send is all that is left then.
+            body = make_body(spec)
+            if t0 is None:
+                # The run starts once its first request is ready, or that request is late by the first draw.
+                t0 = perf_counter()
+                started.set_result(t0)
             if cfg.duration_s is not None and max(offset, perf_counter() - t0) >= cfg.duration_s:
                 break
             target = t0 + offset
@@ -154,18 +165,19 @@ async def _dispatch(client: HttpClient, requests: Iterator[RequestSpec], make_bo
                     break
             elif delay > 0:
                 await asyncio.sleep(delay)
-            elif index % 64 == 63:
-                await asyncio.sleep(0)   # behind schedule: let sent requests progress now and then
             record = RequestRecord(index, spec.prompt_len, spec.output_len, t_scheduled=target)
             if infinite:
                 record.t_dispatch = target   # every request arrived at t0; its wait is client_queue_time
             if dispatcher_gate is not None:
                 await dispatcher_gate.acquire()
             records.append(record)
-            task = loop.create_task(_send(client, record, make_body(spec), cfg, stop, task_gate))
+            task = loop.create_task(_send(client, record, body, cfg, stop, task_gate))
             if dispatcher_gate is not None:
                 task.add_done_callback(lambda _t: dispatcher_gate.release())
             tasks.append(task)
+            # Let the request go out before the next one is drawn and built (and, behind schedule, let
+            # the requests in flight progress).
+            await asyncio.sleep(0)
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         for task in tasks:
