@@ -39,7 +39,7 @@ def _run(num_requests: int, rate_rps: float) -> tuple[list[tuple[str, int, float
 
 
 def test_each_request_is_ready_before_its_arrival_time_and_sent_before_the_next_is_drawn():
-    log, records = _run(num_requests=4, rate_rps=10.0)
+    log, records = _run(num_requests=4, rate_rps=5.0)   # 200 ms to draw and build each next request
     order = [(what, i) for what, i, _ in log if what != "draw" or i < 4]
     assert order == [(what, i) for i in range(4) for what in ("draw", "body", "send")]
     ready = {i: t for what, i, t in log if what == "body"}
