@@ -150,3 +150,11 @@ def test_race_times_the_device_not_the_host():
         return x * 2
 
     assert quant._median_s(host_heavy) < 5e-5
+
+
+def test_fastest_skips_a_triton_kernel_out_of_shared_memory():
+    triton = pytest.importorskip("triton")
+
+    def too_big():
+        raise triton.OutOfResources(327680, 232448, "shared memory")
+    assert fastest({"fused": too_big, **_named("unfused")}, _fake_time_s({"unfused": 1.0})) == "unfused"

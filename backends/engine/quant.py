@@ -79,13 +79,18 @@ def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
     return sorted(times)[len(times) // 2]
 
 
+# What a candidate that cannot run here raises: a library missing from this build, a kernel refusing the shape, a
+# Triton kernel whose tiles need more shared memory than this GPU has.
+REFUSALS = (RuntimeError,) + ((triton.OutOfResources,) if triton is not None else ())
+
+
 def fastest(candidates: dict[str, Callable[[], object]], time_s: Callable = _median_s) -> str:
     """The name of the candidate call `time_s` times fastest; ties go to the one listed first. A call that
-    raises RuntimeError (a library missing from this build, a kernel refusing the shape) never wins."""
+    raises one of REFUSALS never wins."""
     def timed_s(fn) -> float:
         try:
             return time_s(fn)
-        except RuntimeError:
+        except REFUSALS:
             return float("inf")
     return min(candidates, key=lambda name: timed_s(candidates[name]))
 
