@@ -297,7 +297,7 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
     profile: str = typer.Option("auto", "--profile", help="Profile to start from: auto, datasheet, measured."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibrated profile (default: "
-                                       "calibrated/<GPU>.yaml in the last $PLAN_HW_PATH directory, else in "
+                                       "`calibrated/<GPU>.yaml` in the last $PLAN_HW_PATH directory, else in "
                                        "hw_profiles/, where `--profile auto` looks first; never over an "
                                        "existing file unless --out names it)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),

@@ -59,7 +59,7 @@ def profile_command(
                                           help="measure multi-GPU all-reduce/all-gather curves only"),
     gpus: Optional[int] = typer.Option(None, help="use the first N GPUs (collective groups 2..N)"),
     merge_into: Optional[Path] = typer.Option(None, help="with --collectives-only: profile to merge into"),
-    out: Optional[Path] = typer.Option(None, help="output YAML (default hw_profiles/measured/<GPU>.yaml)"),
+    out: Optional[Path] = typer.Option(None, help="output YAML (default `hw_profiles/measured/<GPU>.yaml`)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Measure this machine and write a measured hardware profile."""
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False, no_args_is_help=True)
+    app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown")
 
     @app.callback()
     def _root() -> None:

@@ -55,14 +55,31 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m profilers.validate PROFILE.yaml", file=sys.stderr)
-        return 2
+    """Exit 0 with the table; 2 with one line when the file is missing, malformed, not a profile or has no
+    held-out points (a usage error, as in `plan`); `-h` prints the usage."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from planner.errors import PlanError, validation_problem
+    from planner.parse import read_data_file
+
+    parser = argparse.ArgumentParser(prog="python -m profilers.validate",
+                                     description="The cost model against a profile's held-out points "
+                                                 "(measured.holdout): one markdown row per point.")
+    parser.add_argument("profile", help="a measured profile, e.g. hw_profiles/measured/H200.yaml")
+    path = parser.parse_args(argv).profile          # a wrong argument count: usage and exit 2
     try:
-        print(markdown(holdout_errors(HardwareProfile.load(argv[0]))))
-    except (ProfilerError, OSError, ValueError) as exc:
+        data = read_data_file(path, "profile")
+        if not isinstance(data, dict):
+            raise ProfilerError(f"profile {path} holds no profile (a mapping with name:, memory_bytes:, ...)")
+        print(markdown(holdout_errors(HardwareProfile.model_validate(data))))
+    except ValidationError as exc:
+        print(f"error: invalid profile {path}: {validation_problem(exc)}", file=sys.stderr)
+        return 2
+    except PlanError as exc:                        # UsageError (the file) and ProfilerError (its content)
         print(f"error: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -93,7 +93,7 @@ def make_report(kind: str, input_path: Path | None, out: Path, db: Path | None =
             runs = history.load_runs(db=db, loader=history_loader)
         return reports.write_history_html(runs, out, metrics or None)
     if input_path is None:
-        raise UsageError(f"{kind} needs --input FILE.json (e.g. `plan {kind} ... --json > {kind}.json`)")
+        raise UsageError(f"`plan report {kind}` needs --input FILE.json: {NEEDS[kind]}")
     doc = _read_json(input_path)
     _check_kind(kind, doc, input_path)
     if kind != "compare" and not isinstance(doc, dict):
