@@ -100,7 +100,8 @@ def test_tune_on_cuda_then_each_tile_captured_in_a_graph():
     SCHEMES["none"].tune(model, torch.bfloat16, [1, 8])
     try:
         report = fused.tune(model, torch.bfloat16, [1, 8, 64])
-        assert set(report) == {"768x512", "2048x512+silu"}       # q 8 x 64 + k, v 2 x 64 each
+        qkv_rows = (spec.num_attention_heads + 2 * spec.num_kv_heads) * spec.head_dim
+        assert set(report) == {f"{qkv_rows}x512", "2048x512+silu"}
         assert all(set(per_rows) == {"1", "8"} for per_rows in report.values())     # none above 16 rows
         layer = model.model.layers[1]
         g = torch.Generator(device="cuda").manual_seed(0)

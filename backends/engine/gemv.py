@@ -88,9 +88,10 @@ if triton is not None:
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
                      r_ptr, ro_ptr, nw_ptr, eps,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                     HAS_SCALE: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr):
+                     HAS_SCALE: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr, RES_COLS: tl.constexpr):
         # NORM: x is h, and the kernel multiplies by rms_norm(h + r) * nw instead (r, ro: residual in and out,
-        # both strided like x). GATED: the weight is [gate; up] (2N rows) and the output SiLU(gate) * up.
+        # both strided like x; each program writes RES_COLS columns of ro). GATED: the weight is [gate; up] (2N
+        # rows) and the output SiLU(gate) * up.
         pid = tl.program_id(0)
         rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
@@ -102,7 +103,7 @@ if triton is not None:
         mmask = rm[:, None] < M
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        sumsq = tl.zeros([BLOCK_M], tl.float32)
+        squares = tl.zeros([BLOCK_M, BLOCK_M], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             if EVEN_K:
                 w = tl.load(w_ptrs)
@@ -112,14 +113,12 @@ if triton is not None:
                 w = tl.load(w_ptrs, mask=kmask, other=0.0)
                 x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
             if NORM:   # (the caller guarantees EVEN_K)
-                # The residual add in x's dtype, as the norm kernel does; program 0 writes the new residual.
-                offs = rm[:, None] * stride_xm + k0 + rk[None, :]
-                x = x + tl.load(r_ptr + offs, mask=mmask, other=0.0)
-                tl.store(ro_ptr + offs, x, mask=mmask & (pid == 0))
-                xf = x.to(tl.float32)
-                sumsq += tl.sum(xf * xf, axis=1)
+                # The residual add in x's dtype, as the norm kernel does. Sums of squares on the tensor cores
+                # (the diagonal of x x^T): x stays in the dot's operand layout, which a reduction would not.
+                x = x + tl.load(r_ptr + rm[:, None] * stride_xm + k0 + rk[None, :], mask=mmask, other=0.0)
+                squares += tl.dot(x, tl.trans(x))
                 # 1/rms is one number per row: it scales the product once, after the loop
-                x = (xf * tl.load(nw_ptr + k0 + rk).to(tl.float32)[None, :]).to(x_ptr.dtype.element_ty)
+                x = (x.to(tl.float32) * tl.load(nw_ptr + k0 + rk).to(tl.float32)[None, :]).to(x_ptr.dtype.element_ty)
             # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
             acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
             if GATED:
@@ -127,9 +126,15 @@ if triton is not None:
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
         if NORM:
+            sumsq = tl.sum(tl.where(rm[:, None] == rm[None, :], squares, 0.0), axis=1)
             rstd = 1.0 / tl.sqrt(sumsq / K + eps)
             acc *= rstd[:, None]
             acc_up *= rstd[:, None]
+            # this program's share of the new residual stream h + r
+            cols = pid * RES_COLS + tl.arange(0, RES_COLS)
+            offs = rm[:, None] * stride_xm + cols[None, :]
+            cmask = mmask & (cols[None, :] < K)
+            tl.store(ro_ptr + offs, tl.load(x_ptr + offs, mask=cmask) + tl.load(r_ptr + offs, mask=cmask), mask=cmask)
         if HAS_SCALE:
             acc *= tl.load(s_ptr + rows)[None, :]
         if GATED:
@@ -202,7 +207,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
     _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
         x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), None, None, None, 0.0,
         BLOCK_M=MAX_ROWS, EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, NORM=False, GATED=False,
-        **cfg)
+        RES_COLS=1, **cfg)
     return out
 
 
@@ -229,7 +234,9 @@ def gemv_norm(h: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor
     assert h.is_contiguous() and residual.is_contiguous() and residual.shape == h.shape and weight.stride(1) == 1
     out = torch.empty(M, N, dtype=h.dtype, device=h.device)
     new_residual = torch.empty_like(residual)
-    _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
+    programs = triton.cdiv(N, cfg["BLOCK_N"])
+    _gemv_kernel[(programs,)](
         h, weight, None, out, M, N, K, h.stride(0), weight.stride(0), out.stride(0), residual, new_residual,
-        norm_weight, eps, BLOCK_M=MAX_ROWS, EVEN_K=True, HAS_SCALE=False, NORM=True, GATED=gated, **cfg)
+        norm_weight, eps, BLOCK_M=MAX_ROWS, EVEN_K=True, HAS_SCALE=False, NORM=True, GATED=gated,
+        RES_COLS=triton.next_power_of_2(triton.cdiv(K, programs)), **cfg)
     return out, new_residual
