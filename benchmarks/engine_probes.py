@@ -25,9 +25,6 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
            Llama-3.1-8B-shaped bf16 and fp8 GEMMs at 1,024 and 4,096 rows with random rows against one row repeated,
            then engine prefills of 1,024 and 4,096 tokens of one repeated id against random ids (power draw
            depends on how many bits toggle: the step grid once prefilled `[1] * length`).
-fused      the norm fused into the GEMV after it (backends/engine/fused.py) against the chain it replaces, Llama-3.1-8B
-           qkv and gate_up (+ SiLU) at 1, 8 and 16 rows: each part of the chain, and the fused kernel over a sweep
-           of tile sizes, pipeline depths and warps (over cold weight copies, as the start-up race times them).
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -380,54 +377,6 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
 SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 192, 224, 256)
 
 
-def probe_fused(rows_list=(1, 8, 16)) -> list[dict]:
-    import functools
-    import itertools
-
-    from backends.engine import gemv, kernels, quant
-    from types import SimpleNamespace
-
-    h_size, out = 4096, []
-    for name, n, gated in (("qkv", 6144, False), ("gate_up", 2 * 14336, True)):
-        w = torch.randn(n, h_size, dtype=torch.bfloat16, device="cuda") * 0.02
-        copies = quant.cold_copies(SimpleNamespace(weight=w))
-        nw = torch.ones(h_size, dtype=torch.bfloat16, device="cuda")
-        for rows in rows_list:
-            h, res = (torch.randn(rows, h_size, dtype=torch.bfloat16, device="cuda") for _ in range(2))
-            x = torch.randn(rows, h_size, dtype=torch.bfloat16, device="cuda")
-            y = torch.randn(rows, n, dtype=torch.bfloat16, device="cuda")
-
-            def timed_us(make) -> float:
-                try:
-                    return quant._median_s(quant.in_turn([make(c) for c in copies])) * 1e6
-                except quant.REFUSALS as e:
-                    print(f"  {type(e).__name__}", flush=True)
-                    return float("nan")
-            rec = {"op": name, "rows": rows,
-                   "norm_us": timed_us(lambda c: functools.partial(kernels.rms_norm_triton, h, nw, 1e-5, res)),
-                   "silu_us": timed_us(lambda c: functools.partial(kernels.silu_and_mul_triton, y)) if gated else 0.0}
-            calls = {lib: (lambda c, lib=lib: functools.partial(quant.blas_linear, lib, x, c.weight))
-                     for lib in quant.BLAS_LIBRARIES}
-            calls["triton"] = lambda c: functools.partial(gemv.gemv, x, c.weight)
-            rec["linear_us"] = {k: timed_us(v) for k, v in calls.items()}
-            rec["unfused_us"] = rec["norm_us"] + rec["silu_us"] + min(rec["linear_us"].values())
-            base = gemv.config(n // 2 if gated else n, h_size, torch.device("cuda"))
-            rec["fused_us"] = {}
-            for bn, bk, stages, warps in itertools.product((16, 32, 64), (64, 128, 256), (2, 3, 4), (4, 8)):
-                if warps == 8 and stages != 3:
-                    continue
-                cfg = dict(base, BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=warps)
-                rec["fused_us"][f"{bn}x{bk} s{stages} w{warps}"] = timed_us(
-                    lambda c, cfg=cfg: functools.partial(gemv.gemv_norm, h, res, nw, 1e-5, c.weight, cfg, gated))
-            best = min(rec["fused_us"], key=lambda k: rec["fused_us"][k] if rec["fused_us"][k] == rec["fused_us"][k] else 1e9)
-            print(f"fused {name} rows {rows}: norm {rec['norm_us']:.1f} silu {rec['silu_us']:.1f} linears "
-                  f"{ {k: round(v, 1) for k, v in rec['linear_us'].items()} } -> unfused {rec['unfused_us']:.1f} us; "
-                  f"fused best {best} {rec['fused_us'][best]:.1f} us", flush=True)
-            out.append(rec)
-        del copies
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -438,7 +387,7 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("rows", probe_rows), ("fused", probe_fused), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("rows", probe_rows), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,)))):
         if name in which:

@@ -46,10 +46,6 @@
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
-#   bash benchmarks/gpu_session.sh fuse        # one GPU: kernel, fused-norm, linear-race and CUDA-path tests, then decode
-#                                              # at batch 1-16 with and without the fused norms (fused.py), in turn
-#   bash benchmarks/gpu_session.sh fuse2       # the same comparison again, then the decode diag at batch 1 and 8
-#   bash benchmarks/gpu_session.sh fuse3       # fused-norm tests, then the fused kernel against the chain it replaces
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -266,20 +262,6 @@ tune2)
     step "tuned $i" 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned${i}_$GPU.json" 2>&1 | tail -9
   done
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
-  ;;
-fuse3)
-  step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_fused_norms.py 2>&1 | tail -8
-  step probe 300 python3 benchmarks/engine_probes.py --only fused --out "$OUT/probe_fused_$GPU.json" 2>&1 | tail -12
-  ;;
-fuse|fuse2)
-  [ "$1" = fuse ] && step tests 200 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_fused_norms.py \
-      tests/test_linear_tune.py tests/test_engine_cuda_paths.py 2>&1 | tail -8
-  for f in 0 1; do
-    step "fuse=$f" 150 env PLAN_ENGINE_FUSE_NORM=$f python3 benchmarks/bench_engine.py --decode-only --no-hf \
-        --batches 1,4,8,16,32 --out "$OUT/${1}_${f}_$GPU.json" 2>&1 | tail -8
-  done
-  [ "$1" = fuse2 ] && step diag 120 python3 benchmarks/engine_decode_diag.py --batches 1,8 --no-ops \
-      --out "$OUT/diag_fuse_$GPU.json" 2>&1 | tail -40
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

@@ -191,27 +191,3 @@ def test_copy_into():
         dst = torch.full_like(src, float("nan"))
         kernels.copy_into(dst, src)
         assert torch.equal(dst, src)
-
-
-@pytest.mark.parametrize("M", [1, 3, 16])
-@pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("N,K", [(64, 128), (96, 512)])
-def test_gemv_norm_against_norm_then_matmul(M, gated, N, K):
-    """The norm fused into the GEMV (fused.py), every tile size raced: the residual it returns is the norm
-    kernel's exactly, the output the norm -> matmul (-> SiLU-and-mul) chain's; the residual passed in is kept."""
-    from backends.engine import gemv
-    g = torch.Generator().manual_seed(M * 13 + N + K + gated)
-    h, res = (torch.randn(M, K, generator=g).to(DEVICE, DTYPE) for _ in range(2))
-    nw = (torch.rand(K, generator=g) + 0.5).to(DEVICE, DTYPE)
-    w = (torch.randn(2 * N if gated else N, K, generator=g) * 0.05).to(DEVICE, DTYPE)
-    x, ref_res = kernels.rms_norm_torch(h, nw, 1e-5, res.clone())
-    ref = x @ w.t()
-    ref = (kernels.silu_and_mul_torch(ref) if gated else ref).float()
-    configs = gemv.norm_configs(N, K, torch.device(DEVICE))
-    assert len(configs) == 3
-    for cfg in configs:
-        kept = res.clone()
-        out, new_res = gemv.gemv_norm(h, kept, nw, 1e-5, w, cfg, gated)
-        assert out.shape == (M, N) and out.dtype == DTYPE
-        assert torch.equal(new_res, ref_res) and torch.equal(kept, res)
-        assert ((out.float() - ref).norm() / ref.norm()).item() < (1e-2 if DEVICE == "cuda" else 1e-5), cfg

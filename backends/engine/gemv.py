@@ -12,10 +12,6 @@ scale multiplies the result once. At decode batch 1 that streams half the bytes 
 would need x quantized (one more kernel), padded to 16 rows, and runs far below the bandwidth floor at small M.
 It is on by default (cuBLAS has no such kernel); PLAN_ENGINE_FP8_GEMV=0 keeps _scaled_mm for every M.
 
-The same kernel can also take the RMSNorm before it (and the residual add that norm does) and, for gate_up, the
-SiLU-and-mul after it (gemv_norm): at decode batch sizes a norm is a ~2 us kernel over a few KB, all launch and
-latency. fused.py decides where that wins.
-
 Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
 tensor-parallel ranks spawned afterwards agree).
 """
@@ -86,14 +82,9 @@ def config(n: int, k: int, device: torch.device, weight_bytes: int = 2) -> dict:
 if triton is not None:
     @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
-                     r_ptr, ro_ptr, nw_ptr, eps,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                     HAS_SCALE: tl.constexpr, NORM: tl.constexpr, GATED: tl.constexpr, RES_COLS: tl.constexpr):
-        # NORM: x is h, and the kernel multiplies by rms_norm(h + r) * nw instead (r, ro: residual in and out,
-        # both strided like x; each program writes RES_COLS columns of ro). GATED: the weight is [gate; up] (2N
-        # rows) and the output SiLU(gate) * up.
-        pid = tl.program_id(0)
-        rn = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+                     HAS_SCALE: tl.constexpr):
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
         # Rows past N re-read row N-1 (stores are masked): weight loads need no N mask, so they stay wide.
@@ -102,8 +93,6 @@ if triton is not None:
         x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :]
         mmask = rm[:, None] < M
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-        squares = tl.zeros([BLOCK_M, BLOCK_M], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             if EVEN_K:
                 w = tl.load(w_ptrs)
@@ -112,35 +101,12 @@ if triton is not None:
                 kmask = rk[None, :] < K - k0
                 w = tl.load(w_ptrs, mask=kmask, other=0.0)
                 x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
-            if NORM:   # (the caller guarantees EVEN_K)
-                # The residual add in x's dtype, as the norm kernel does. Sums of squares on the tensor cores
-                # (the diagonal of x x^T): x stays in the dot's operand layout, which a reduction would not.
-                x = x + tl.load(r_ptr + rm[:, None] * stride_xm + k0 + rk[None, :], mask=mmask, other=0.0)
-                squares += tl.dot(x, tl.trans(x))
-                # 1/rms is one number per row: it scales the product once, after the loop
-                x = (x.to(tl.float32) * tl.load(nw_ptr + k0 + rk).to(tl.float32)[None, :]).to(x_ptr.dtype.element_ty)
             # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
             acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
-            if GATED:
-                acc_up += tl.dot(x, tl.trans(tl.load(w_ptrs + N * stride_wn)))
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
-        if NORM:
-            sumsq = tl.sum(tl.where(rm[:, None] == rm[None, :], squares, 0.0), axis=1)
-            rstd = 1.0 / tl.sqrt(sumsq / K + eps)
-            acc *= rstd[:, None]
-            acc_up *= rstd[:, None]
-            # this program's share of the new residual stream h + r
-            cols = pid * RES_COLS + tl.arange(0, RES_COLS)
-            offs = rm[:, None] * stride_xm + cols[None, :]
-            cmask = mmask & (cols[None, :] < K)
-            tl.store(ro_ptr + offs, tl.load(x_ptr + offs, mask=cmask) + tl.load(r_ptr + offs, mask=cmask), mask=cmask)
         if HAS_SCALE:
             acc *= tl.load(s_ptr + rows)[None, :]
-        if GATED:
-            # gate and up rounded to the output dtype first, as the unfused projection's output is
-            gate = acc.to(out_ptr.dtype.element_ty).to(tl.float32)
-            acc = gate / (1.0 + tl.exp(-gate)) * acc_up.to(out_ptr.dtype.element_ty).to(tl.float32)
         tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
                  mask=mmask & (rn[None, :] < N))
 
@@ -205,38 +171,6 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
     assert scale is None or (scale.shape == (N,) and scale.stride(0) == 1)
     cfg = cfg or config(N, K, x.device, weight.element_size())
     _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
-        x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), None, None, None, 0.0,
-        BLOCK_M=MAX_ROWS, EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, NORM=False, GATED=False,
-        RES_COLS=1, **cfg)
+        x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
+        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
     return out
-
-
-def norm_configs(n: int, k: int, device: torch.device) -> list[dict]:
-    """Tile sizes gemv_norm races (quant.tune_norm_linears): a stage also carries the residual (and the up
-    weight), so `config`'s BLOCK_K halved keeps shared memory near the plain kernel's; then BLOCK_K halved
-    again, and that with BLOCK_N doubled (fewer programs, each reading more). Only BLOCK_Ks dividing K."""
-    base = config(n, k, device)
-    bk = base["BLOCK_K"] // 2
-    configs = [dict(base, BLOCK_K=bk), dict(base, BLOCK_K=bk // 2),
-               dict(base, BLOCK_N=2 * base["BLOCK_N"], BLOCK_K=bk // 2)]
-    return [c for c in configs if c["BLOCK_K"] >= 16 and k % c["BLOCK_K"] == 0]
-
-
-def gemv_norm(h: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor, eps: float,
-              weight: torch.Tensor, cfg: dict, gated: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """rms_norm(h + residual) * norm_weight @ weight^T in one kernel, for h [M <= 16, K]: the norm kernel and
-    its launch saved at decode batch sizes. With `gated`, weight is [gate; up] and the output SiLU(gate) * up
-    (the SiLU kernel saved too). Returns (output, h + residual) - a new residual tensor: the kernel's programs
-    all read the old one. `cfg` is one of norm_configs (its BLOCK_K divides K)."""
-    M, K = h.shape
-    N = weight.shape[0] // (2 if gated else 1)
-    assert M <= MAX_ROWS and weight.shape[1] == K and K % cfg["BLOCK_K"] == 0
-    assert h.is_contiguous() and residual.is_contiguous() and residual.shape == h.shape and weight.stride(1) == 1
-    out = torch.empty(M, N, dtype=h.dtype, device=h.device)
-    new_residual = torch.empty_like(residual)
-    programs = triton.cdiv(N, cfg["BLOCK_N"])
-    _gemv_kernel[(programs,)](
-        h, weight, None, out, M, N, K, h.stride(0), weight.stride(0), out.stride(0), residual, new_residual,
-        norm_weight, eps, BLOCK_M=MAX_ROWS, EVEN_K=True, HAS_SCALE=False, NORM=True, GATED=gated,
-        RES_COLS=triton.next_power_of_2(triton.cdiv(K, programs)), **cfg)
-    return out, new_residual

@@ -18,7 +18,6 @@ from planner.schemas import ModelSpec
 
 from . import parallel
 from .attention import AttentionMetadata, paged_attention
-from .fused import norm_linear
 from .kernels import qk_norm_rope_store, rms_norm, rope_cos_sin, silu_and_mul
 from .linear import Linear, column_shards
 from .moe import MoE
@@ -61,8 +60,9 @@ class Attention(nn.Module):
         return (qkv[:, :q_size].view(T, self.num_heads, hd), qkv[:, q_size:q_size + kv_size].view(T, self.num_kv_heads, hd),
                 qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, hd))
 
-    def rope_store(self, positions, qkv, cos_sin, meta: AttentionMetadata):
-        """The fused qkv projection's output [T, (H + 2 KVH) D], q/k RoPE'd in place, K/V stored in the cache."""
+    def project(self, positions, x, cos_sin, meta: AttentionMetadata):
+        """The fused qkv projection, q/k RoPE'd in place, K/V stored in the cache: [T, (H + 2 KVH) D]."""
+        qkv = self.qkv_proj(x)
         q, k, v = self.split(qkv)
         qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
                            self.q_norm.weight if self.q_norm else None,
@@ -98,23 +98,17 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
-    # The residual stream is carried separately so each norm fuses the preceding residual add (and, at decode
-    # batch sizes, the norm itself may run inside the linear after it: fused.norm_linear).
+    # The residual stream is carried separately so each norm fuses the preceding residual add.
     def pre_attention(self, positions, x, residual, cos_sin, meta):
-        attn = self.self_attn
         if residual is None:
-            residual, qkv = x, attn.qkv_proj(self.input_layernorm(x))
+            residual, x = x, self.input_layernorm(x)
         else:
-            qkv, residual = norm_linear(self.input_layernorm, attn.qkv_proj, x, residual)
-        return attn.rope_store(positions, qkv, cos_sin, meta), residual
+            x, residual = self.input_layernorm(x, residual)
+        return self.self_attn.project(positions, x, cos_sin, meta), residual
 
     def post_attention(self, o, residual):
-        h = self.self_attn.o_proj(o)
-        if isinstance(self.mlp, MoE):
-            x, residual = self.post_attention_layernorm(h, residual)
-            return self.mlp(x), residual
-        act, residual = norm_linear(self.post_attention_layernorm, self.mlp.gate_up_proj, h, residual, gated=True)
-        return self.mlp.down_proj(act), residual
+        x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
+        return self.mlp(x), residual
 
 
 class Decoder(nn.Module):

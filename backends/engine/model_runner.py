@@ -19,7 +19,7 @@ import torch
 
 from planner.costmodel import DECODE_GRAPH_SIZES, PIECEWISE_TOKEN_SIZES, RACED_TOKEN_SIZES
 
-from . import fused, parallel
+from . import parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError, env_switch
@@ -90,7 +90,7 @@ class ModelRunner:
         self.fp8_gemv_rows = (SCHEMES["fp8"].tune(self.model, self.dtype)
                               if config.quant == "fp8" and self.device.type == "cuda" else None)
         t0 = time.perf_counter()
-        self.linear_backends, self.fused_norms = self._tune_linears()
+        self.linear_backends = self._tune_linears()
         self.linear_tune_s = time.perf_counter() - t0
         self.pinned = self.device.type == "cuda"
         # The last step's sampled tokens, by row, where the next step's decode rows may gather their inputs;
@@ -129,19 +129,15 @@ class ModelRunner:
                 self._race_buckets(raced)
         self.capture_s = time.perf_counter() - t0
 
-    def _tune_linears(self) -> tuple[dict | None, dict | None]:
+    def _tune_linears(self) -> dict | None:
         """bf16/fp16 linears at each decode graph's batch size: the fastest of cuBLAS, cuBLASLt and the Triton
-        GEMV per weight shape, timed before capture so the graphs hold the winners (quant.Unquantized.tune);
-        then where a norm inside the linear after it wins (fused.tune). Returns both races' reports.
+        GEMV per weight shape, timed before capture so the graphs hold the winners (quant.Unquantized.tune).
         Not without graphs: an eager step would pay the library switch on every call. Where it does not run,
         tune() gets no sizes, which clears what an earlier runner of this process chose (schemes are shared)."""
         c = self.config
         tuned = tune_linear_enabled() and c.quant == "none" and self.device.type == "cuda" and c.cuda_graphs
-        sizes = graph_batch_sizes(c.max_num_seqs) if tuned else []
-        backends = SCHEMES["none"].tune(self.model, self.dtype, sizes)
-        # then the norms fused into the linears after them, raced against those winners (fused.py)
-        fused_norms = fused.tune(self.model, self.dtype, sizes)
-        return (backends, fused_norms) if tuned else (None, None)
+        backends = SCHEMES["none"].tune(self.model, self.dtype, graph_batch_sizes(c.max_num_seqs) if tuned else [])
+        return backends if tuned else None
 
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
@@ -224,7 +220,6 @@ class ModelRunner:
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
                 "fp8_gemv_rows": self.fp8_gemv_rows,
                 "linear_backends": self.linear_backends,
-                "fused_norms": self.fused_norms,
                 "linear_tune_s": round(self.linear_tune_s, 3), "graph_capture_s": round(self.capture_s, 3)}
 
     # ----------------------------------------------------------------------- inputs

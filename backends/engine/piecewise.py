@@ -125,7 +125,7 @@ class PiecewiseGraphs:
         residual = self.residual[:size]
         inp = feed_ids(ids, src, self.sampled) if i == 0 else self.attn[:size]
         out, res = self.model.piece(i, inp, pos, None if i == 0 else residual, meta)
-        if res.data_ptr() != residual.data_ptr():   # the embedding, or a fused norm (fused.py); norm kernels add in place
+        if res.data_ptr() != residual.data_ptr():         # the embedding (piece 0); later norms add in place
             residual.copy_(res)
         (self.hidden if i == self.model.num_pieces - 1 else self.qkv)[:size].copy_(out)
 

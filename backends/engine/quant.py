@@ -101,7 +101,7 @@ COLD_WEIGHT_BYTES = 256 << 20
 MAX_WEIGHT_COPIES = 8
 
 
-def cold_copies(layer: nn.Module) -> list:
+def _cold_copies(layer: nn.Module) -> list:
     """`layer` and stand-ins holding their own copy of its weight (and its scales), COLD_WEIGHT_BYTES in all."""
     nbytes = layer.weight.numel() * layer.weight.element_size()
     n = min(MAX_WEIGHT_COPIES, max(1, -(-COLD_WEIGHT_BYTES // nbytes)))
@@ -109,7 +109,7 @@ def cold_copies(layer: nn.Module) -> list:
                       for _ in range(n - 1)]
 
 
-def in_turn(fns: list[Callable]) -> Callable:
+def _in_turn(fns: list[Callable]) -> Callable:
     """One call: the next of `fns`, round robin."""
     turn = itertools.cycle(fns)
     return lambda: next(turn)()
@@ -122,11 +122,11 @@ def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]
     layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is scheme}
     winners = {}
     for (n, k), layer in layers.items():
-        copies = cold_copies(layer) if rows_list else []
+        copies = _cold_copies(layer) if rows_list else []
         for rows in rows_list:
             x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
             per_copy = [candidates(c, x) for c in copies]
-            winners[(n, k, rows)] = fastest({name: in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
+            winners[(n, k, rows)] = fastest({name: _in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
         del copies
     return winners
 
