@@ -25,6 +25,8 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
            Llama-3.1-8B-shaped bf16 and fp8 GEMMs at 1,024 and 4,096 rows with random rows against one row repeated,
            then engine prefills of 1,024 and 4,096 tokens of one repeated id against random ids (power draw
            depends on how many bits toggle: the step grid once prefilled `[1] * length`).
+gemv_tma   Llama-3.1-8B's decode linears at 1, 8 and 16 rows: cuBLAS, cuBLASLt, the Triton GEMV (cp.async) and a GEMV whose
+           weight tiles arrive by TMA, over tile sizes and pipeline depths (cold weight copies, as the race times them).
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -377,6 +379,48 @@ def probe_async_trace(model: str = "Llama-3.1-8B", device: str = "cuda", prompt:
 SPLIT_BATCHES = (1, 8, 16, 32, 48, 64, 65, 72, 80, 96, 112, 128, 129, 144, 160, 192, 224, 256)
 
 
+def probe_gemv_tma(rows_list=(1, 8, 16)) -> list[dict]:
+    import functools
+    import itertools
+
+    from backends.engine import gemv, quant
+    from types import SimpleNamespace
+
+    out = []
+    for name, n, k in (("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336),
+                       ("lm_head", 128256, 4096)):
+        w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
+        copies = quant._cold_copies(SimpleNamespace(weight=w))
+        for rows in rows_list:
+            x = torch.randn(rows, k, dtype=torch.bfloat16, device="cuda")
+
+            def timed_us(make) -> float:
+                try:
+                    return quant._median_s(quant._in_turn([make(c) for c in copies])) * 1e6
+                except quant.REFUSALS as e:
+                    return float("nan")
+            rec = {"op": name, "rows": rows, "weight_bytes": w.numel() * 2}
+            calls = {lib: (lambda c, lib=lib: functools.partial(quant.blas_linear, lib, x, c.weight))
+                     for lib in quant.BLAS_LIBRARIES}
+            calls["triton"] = lambda c: functools.partial(gemv.gemv, x, c.weight)
+            if rows == 1:
+                calls["triton_row"] = lambda c: functools.partial(gemv.gemv_row, x, c.weight)
+            rec["baseline_us"] = {key: timed_us(v) for key, v in calls.items()}
+            rec["tma_us"] = {}
+            for bn, bk, stages in itertools.product((16, 32, 64, 128), (64, 128, 256), (3, 4, 6)):
+                cfg = dict(BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=4)
+                rec["tma_us"][f"{bn}x{bk} s{stages}"] = timed_us(
+                    lambda c, cfg=cfg: functools.partial(gemv.gemv_tma, x, c.weight, cfg))
+            valid = {key: v for key, v in rec["tma_us"].items() if v == v}
+            best = min(valid, key=valid.get)
+            print(f"gemv {name} rows {rows}: { {key: round(v, 1) for key, v in rec['baseline_us'].items()} }; "
+                  f"TMA best {best} {valid[best]:.1f} us (floor at 4.45 TB/s {rec['weight_bytes'] / 4.45e6:.1f})",
+                  flush=True)
+            out.append(rec)
+        del copies
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="probes.json")
@@ -387,7 +431,7 @@ def main() -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "copy_bandwidth": copy_bandwidth()}
     for name, fn in (("decode", lambda: probe_decode(out["copy_bandwidth"])), ("sustained", probe_sustained),
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
-                     ("rows", probe_rows), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
+                     ("rows", probe_rows), ("gemv_tma", probe_gemv_tma), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,)))):
         if name in which:

@@ -46,6 +46,7 @@
 #   bash benchmarks/gpu_session.sh launch      # one GPU: the profiler's launch section only (bare launches, and the
 #                                              # engine's eager issue interval)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
+#   bash benchmarks/gpu_session.sh tma         # one GPU: GEMV tests, then the decode linears: cuBLAS, Triton, Triton with TMA
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -262,6 +263,10 @@ tune2)
     step "tuned $i" 150 python3 benchmarks/bench_engine.py --decode-only --no-hf --out "$OUT/engine_tuned${i}_$GPU.json" 2>&1 | tail -9
   done
   step diag 100 python3 benchmarks/engine_decode_diag.py --batches 1,8,64,256 --out "$OUT/diag_tuned_$GPU.json" 2>&1 | tail -3
+  ;;
+tma)
+  step tests 90 python3 -m pytest -q -x tests/test_engine_kernels.py -k gemv 2>&1 | tail -4
+  step probe 420 python3 benchmarks/engine_probes.py --only gemv_tma --out "$OUT/probe_gemv_tma_$GPU.json" 2>&1 | tail -18
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

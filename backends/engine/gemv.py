@@ -174,3 +174,40 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
         x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
         EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
     return out
+
+
+if triton is not None:
+    @triton.jit
+    def _gemv_tma_kernel(x_ptr, w_desc, out_ptr, M, N, K, stride_xm, stride_om,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # The weight tiles arrive by TMA (one bulk copy a tile, issued by one thread) instead of cp.async.
+        pid = tl.program_id(0)
+        n0 = pid * BLOCK_N
+        rm = tl.arange(0, BLOCK_M)
+        rk = tl.arange(0, BLOCK_K)
+        x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :]
+        mmask = rm[:, None] < M
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            w = w_desc.load([n0, k0])
+            x = tl.load(x_ptrs, mask=mmask, other=0.0)
+            acc += tl.dot(x, tl.trans(w))
+            x_ptrs += BLOCK_K
+        rn = n0 + tl.arange(0, BLOCK_N)
+        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
+                 mask=mmask & (rn[None, :] < N))
+
+
+def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None) -> torch.Tensor:
+    """gemv() with the weight read through a TMA descriptor (Hopper and later); K a multiple of BLOCK_K."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    M, K = x.shape
+    N = weight.shape[0]
+    cfg = dict(cfg or config(N, K, x.device))
+    assert M <= MAX_ROWS and K % cfg["BLOCK_K"] == 0 and x.stride(1) == 1
+    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    desc = TensorDescriptor.from_tensor(weight, [cfg["BLOCK_N"], cfg["BLOCK_K"]])
+    _gemv_tma_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](x, desc, out, M, N, K, x.stride(0), out.stride(0),
+                                                        BLOCK_M=MAX_ROWS, **cfg)
+    return out
