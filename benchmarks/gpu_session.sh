@@ -47,6 +47,8 @@
 #                                              # engine's eager issue interval)
 #   bash benchmarks/gpu_session.sh engine_full # one GPU: CUDA-path tests, then the full engine benchmark with HF
 #   bash benchmarks/gpu_session.sh tma         # one GPU: GEMV tests, then the decode linears: cuBLAS, Triton, Triton with TMA
+#   bash benchmarks/gpu_session.sh tma2        # GEMV and race tests, then decode at batch 1-32 without / with the TMA GEMV
+#                                              # in the linear race, twice each in turn
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -267,6 +269,13 @@ tune2)
 tma)
   step tests 90 python3 -m pytest -q -x tests/test_engine_kernels.py -k gemv 2>&1 | tail -4
   step probe 420 python3 benchmarks/engine_probes.py --only gemv_tma --out "$OUT/probe_gemv_tma_$GPU.json" 2>&1 | tail -18
+  ;;
+tma2)
+  step tests 120 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py -k "gemv or tune" 2>&1 | tail -4
+  for t in 0 1 0 1; do
+    step "tma=$t" 100 env PLAN_ENGINE_TMA_GEMV=$t python3 benchmarks/bench_engine.py --decode-only --no-hf \
+        --batches 1,8,16,32 --out "$OUT/tma${t}_$RANDOM.json" 2>&1 | tail -6
+  done
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

@@ -161,7 +161,9 @@ def test_gemv_against_matmul(M, N, K):
     w = (torch.randn(N, K, generator=g) * 0.02).to(DEVICE, torch.bfloat16)
     ref = x.float() @ w.float().t()
     # one row: also the CUDA-core row kernel, which the linear tuning races for bf16 weights too
-    tma = [gemv.gemv_tma(x, w)] if DEVICE == "cuda" and K % gemv.config(N, K, x.device)["BLOCK_K"] == 0 else []
+    # and the TMA-fed GEMV at each tile the race tries (Hopper on)
+    tma = [gemv.gemv_tma(x, w, cfg) for cfg in gemv.TMA_CONFIGS.values()
+           if K % cfg["BLOCK_K"] == 0] if gemv.tma_wanted(x) else []
     for out in [gemv.gemv(x, w)] + ([gemv.gemv_row(x, w)] if M == 1 else []) + tma:
         assert out.shape == (M, N) and out.dtype == torch.bfloat16
         assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2

@@ -120,11 +120,13 @@ def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
     for per_rows in report.values():
         assert set(per_rows) == {"1", "8", "64"}
         assert per_rows["64"] in quant.BLAS_LIBRARIES     # no GEMV above gemv.MAX_ROWS
-        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, *quant.GEMV_KERNELS}
+        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, *quant.GEMV_KERNELS, *gemv.TMA_CONFIGS}
         assert per_rows["8"] != "triton_row"              # the row kernel takes one row only
     layer = layers[0]
     before = torch.backends.cuda.preferred_blas_library()
-    for backend, rows in [*((lib, 8) for lib in (*quant.BLAS_LIBRARIES, "triton")), ("triton_row", 1)]:
+    tma = [(name, 8) for name in gemv.TMA_CONFIGS] if gemv.tma_wanted(torch.empty(8, 512, dtype=torch.bfloat16,
+                                                                                device="cuda")) else []
+    for backend, rows in [*((lib, 8) for lib in (*quant.BLAS_LIBRARIES, "triton")), ("triton_row", 1), *tma]:
         scheme.backends = {(256, 512, rows): backend}
         x = torch.randn(rows, 512, dtype=torch.bfloat16, device="cuda", generator=g)
         scheme.apply(layer, x)                              # warm-up outside capture (Triton JIT, handles)

@@ -198,13 +198,31 @@ if triton is not None:
                  mask=mmask & (rn[None, :] < N))
 
 
-def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None) -> torch.Tensor:
+# Tiles the linear race tries for gemv_tma (quant.Unquantized.candidates), by backend name: each was the fastest
+# for one of Llama-3.1-8B's decode linears at 1-16 rows on an H200 among 36 (benchmarks/results/gemv_tma_H200/).
+TMA_CONFIGS = {f"triton_tma_{bn}x{bk}s{stages}": dict(BLOCK_N=bn, BLOCK_K=bk, num_stages=stages, num_warps=4)
+               for bn, bk, stages in ((64, 256, 4), (32, 256, 6), (64, 128, 4), (128, 128, 3))}
+_tma = env_switch("PLAN_ENGINE_TMA_GEMV")
+
+
+@functools.cache
+def _has_tma(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def tma_wanted(x: torch.Tensor) -> bool:
+    """Whether the race tries gemv_tma: on (PLAN_ENGINE_TMA_GEMV, default 1), a GPU with TMA (Hopper on), a
+    2-D bf16/fp16 x of <= 16 rows."""
+    return (_tma and use_triton(x) and _has_tma(x.device) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
+            and x.dtype in (torch.bfloat16, torch.float16))
+
+
+def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict) -> torch.Tensor:
     """gemv() with the weight read through a TMA descriptor (Hopper and later); K a multiple of BLOCK_K."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     M, K = x.shape
     N = weight.shape[0]
-    cfg = dict(cfg or config(N, K, x.device))
     assert M <= MAX_ROWS and K % cfg["BLOCK_K"] == 0 and x.stride(1) == 1
     out = torch.empty(M, N, dtype=x.dtype, device=x.device)
     desc = TensorDescriptor.from_tensor(weight, [cfg["BLOCK_N"], cfg["BLOCK_K"]])

@@ -146,7 +146,8 @@ def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
 
 
 # Tuned backends that are gemv.py kernels (the rest are BLAS libraries): the tensor-core GEMV for <= 16 rows, and
-# the CUDA-core one for one row (written for fp8 weights; it streams bf16 too, and the race decides).
+# the CUDA-core one for one row (written for fp8 weights; it streams bf16 too, and the race decides); and on GPUs
+# with TMA the tensor-core GEMV fed by it, at the tiles of gemv.TMA_CONFIGS.
 GEMV_KERNELS = {"triton": "gemv", "triton_row": "gemv_row"}
 
 
@@ -165,6 +166,8 @@ class Unquantized:
         backend = self.backends.get((*layer.weight.shape, x.shape[0])) if self.backends else None
         if backend in GEMV_KERNELS:
             return getattr(gemv, GEMV_KERNELS[backend])(x, layer.weight)
+        if backend in gemv.TMA_CONFIGS:
+            return gemv.gemv_tma(x, layer.weight, gemv.TMA_CONFIGS[backend])
         if backend is not None:
             return blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
@@ -197,6 +200,9 @@ class Unquantized:
             calls["triton"] = functools.partial(gemv.gemv, x, layer.weight)
             if x.shape[0] == 1:
                 calls["triton_row"] = functools.partial(gemv.gemv_row, x, layer.weight)
+        if gemv.tma_wanted(x):
+            calls.update({name: functools.partial(gemv.gemv_tma, x, layer.weight, cfg)
+                          for name, cfg in gemv.TMA_CONFIGS.items() if x.shape[1] % cfg["BLOCK_K"] == 0})
         return calls
 
 
