@@ -12,6 +12,10 @@ scale multiplies the result once. At decode batch 1 that streams half the bytes 
 would need x quantized (one more kernel), padded to 16 rows, and runs far below the bandwidth floor at small M.
 It is on by default (cuBLAS has no such kernel); PLAN_ENGINE_FP8_GEMV=0 keeps _scaled_mm for every M.
 
+On Hopper and later the same GEMV also comes with its weight tiles fetched by TMA (gemv_tma: one bulk copy a tile
+instead of a 16-byte cp.async per thread), which the linear race tries at a few tile shapes (PLAN_ENGINE_TMA_GEMV=0:
+not); on an H200 it won most decode linears at 1-16 rows and made those steps ~4% faster.
+
 Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
 tensor-parallel ranks spawned afterwards agree).
 """
