@@ -397,7 +397,7 @@ def probe_gemv_tma(rows_list=(1, 8, 16)) -> list[dict]:
             def timed_us(make) -> float:
                 try:
                     return quant._median_s(quant._in_turn([make(c) for c in copies])) * 1e6
-                except quant.REFUSALS as e:
+                except quant.REFUSALS:
                     return float("nan")
             rec = {"op": name, "rows": rows, "weight_bytes": w.numel() * 2}
             calls = {lib: (lambda c, lib=lib: functools.partial(quant.blas_linear, lib, x, c.weight))
