@@ -417,7 +417,6 @@ def probe_gemv_tma(rows_list=(1, 8, 16)) -> list[dict]:
                   f"TMA best {best} {valid[best]:.1f} us (floor at 4.45 TB/s {rec['weight_bytes'] / 4.45e6:.1f})",
                   flush=True)
             out.append(rec)
-        del copies
     return out
 
 
