@@ -448,3 +448,22 @@ def test_a_replica_that_keeps_up_serves_the_rate_and_more_replicas_never_serve_l
         assert pred.cost_per_million_tokens == pytest.approx(pred.cost_per_hour / (pred.throughput_tok_s * 3600) * 1e6)
         served.append(pred.throughput_tok_s)
     assert served == sorted(served) and served[-1] == pytest.approx(50 * 256)
+
+
+def test_the_operating_point_at_a_rate_implies_its_own_concurrency():
+    """Little's law at the B the prediction prices: B = rate x E2E(B). Graph padding makes E2E jump at a bucket, and
+    a solve that stopped on a small step reported Llama-3.1-70B fp8 on 8 A100s at 90% load at B 51.5 (padded to the
+    64 graph, whose E2E implies B 72.8): TPOT and TTFT priced at a concurrency the rate does not give."""
+    from planner.costmodel import prepare
+    from planner.predict import deployment_of, max_batch, solve_rate, steady_state
+    from planner.schemas import Plan
+
+    model, hw = catalog.load_model("llama-70b"), prepare(catalog.load_hardware("a100"))
+    plan = Plan(model=model.name, hardware=hw.name, tp=8, num_gpus=8, weight_dtype="fp8", kv_dtype="fp8",
+                max_num_seqs=256, max_num_batched_tokens=8192)
+    d = deployment_of(model, plan)
+    mem = memory_breakdown(hw.profile, d, 8192, 256, 0.9, 1280, 16)
+    full = steady_state(hw, d, plan, max_batch(mem, plan), 1024, 256)
+    rate = 0.9 * full.output_tok_s / 256
+    op = solve_rate(hw, d, plan, rate, 1024, 256, full)
+    assert op.batch == pytest.approx(rate * (op.ttft_s + 255 * op.step_s), rel=0.01)
