@@ -159,4 +159,4 @@ def test_fastest_skips_a_triton_kernel_out_of_shared_memory():
 
     def too_big():
         raise triton.OutOfResources(327680, 232448, "shared memory")
-    assert fastest({"fused": too_big, **_named("unfused")}, _fake_time_s({"unfused": 1.0})) == "unfused"
+    assert fastest({"triton_tma_128x128s3": too_big, **_named("cublas")}, _fake_time_s({"cublas": 1.0})) == "cublas"
