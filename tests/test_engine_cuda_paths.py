@@ -206,3 +206,75 @@ def test_fp8_rows_tuning_picks_a_path_per_shape_and_both_agree():
     finally:
         scheme.gemv_wins[key] = saved
     assert _rel(outs[0], outs[1]) < 0.05
+
+
+def test_norms_folded_into_the_gemvs_match_the_norm_kernels_and_capture(monkeypatch):
+    """A layer's MLP half and the next qkv projection with the RMSNorms folded into the GEMVs (each GEMV backend
+    the race can choose) against norm kernels + matmuls, eagerly and replayed from a CUDA graph; and an engine
+    forced to fold at every decode graph size of <= 16 rows captures its graphs and generates."""
+    from backends.engine import fused_norms, gemv, quant
+    from backends.engine.config import EngineConfig, SamplingParams
+    from backends.engine.engine import LLMEngine
+    from backends.engine.kernels import rms_norm
+    from backends.engine.model import DecoderLayer
+    from planner.schemas import ModelSpec
+
+    spec = ModelSpec(name="fold", architecture="llama", hidden_size=1024, num_layers=2, num_attention_heads=8,
+                     num_kv_heads=2, head_dim=128, intermediate_size=2048, vocab_size=1000,
+                     max_position_embeddings=4096, rope_theta=10000.0, rms_norm_eps=1e-5)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            layer = DecoderLayer(spec, "none")
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for m in layer.modules():
+        if hasattr(m, "init_random"):
+            m.init_random(g, torch.bfloat16)
+    for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+        norm.weight.data.normal_(1.0, 0.1, generator=g)
+    scheme = quant.SCHEMES["none"]
+    linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj)
+    names = fused_norms._candidates(torch.empty(4, 1024, dtype=torch.bfloat16, device="cuda"))
+    for rows in (1, 4, 16):
+        o = torch.randn(rows, 1024, dtype=torch.bfloat16, device="cuda", generator=g)
+        residual = torch.randn(rows, 1024, dtype=torch.bfloat16, device="cuda", generator=g)
+        x, ref_residual = layer.post_attention(o, residual.clone())
+        ref_qkv = layer.self_attn.qkv_proj(rms_norm(x, layer.input_layernorm.weight, 1e-5, ref_residual)[0])
+        for name in names:
+            monkeypatch.setattr(scheme, "fused", {(*m.weight.shape, rows): name for m in linears})
+            parts = gemv.NormParts(1024 // 16, torch.device("cuda"))
+
+            def folded(res):
+                assert layer.post_attention(o, res, parts)[0] is None
+                return layer.self_attn.qkv_proj(res, norm=layer.input_layernorm.folded(parts))
+            res = residual.clone()
+            qkv = folded(res)
+            assert _rel(res, ref_residual) < 2e-2 and _rel(qkv, ref_qkv) < 2e-2, name
+            graph_res = residual.clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                graph_qkv = folded(graph_res)
+            graph_res.copy_(residual)
+            graph.replay()
+            torch.cuda.synchronize()
+            assert torch.equal(graph_res, res) and torch.equal(graph_qkv, qkv), name
+
+    tune = fused_norms.tune
+
+    def fold_everywhere(model, dtype, rows_list):
+        report = tune(model, dtype, rows_list)
+        scheme.fused = {(*map(int, shape.split("x")), int(r)): v[shape] for r, v in report.items()
+                        for shape in v if "x" in shape}
+        model.fold_norms(int(r) for r in report)
+        return report
+    monkeypatch.setattr(fused_norms, "tune", fold_everywhere)
+    engine = LLMEngine(EngineConfig(model=spec, dtype="bf16", num_kv_blocks=64, max_num_seqs=16, max_model_len=512))
+    try:
+        assert sorted(engine.runner.model.fused_rows) == [1, 2, 4, 8, 16]
+        out = engine.generate([list(range(3, 3 + n)) for n in (5, 40, 9)],
+                              [SamplingParams(max_tokens=6, ignore_eos=True)] * 3)
+        assert [len(t) for t in out] == [6, 6, 6]
+    finally:
+        engine.close()

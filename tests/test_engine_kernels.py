@@ -3,6 +3,7 @@
 Runs on a GPU, or on CPU under Triton's interpreter: `TRITON_INTERPRET=1 pytest tests/test_engine_kernels.py`
 (needs the `triton` package; skipped otherwise).
 """
+import functools
 import os
 
 import pytest
@@ -151,6 +152,35 @@ def test_engine_through_triton_kernels(monkeypatch):
     assert LLMEngine(EngineConfig(**cfg)).generate(prompts, params) == expected
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="exact fp32 only under the interpreter (tf32 dots on a GPU)")
+def test_engine_with_norms_folded_into_the_gemvs(monkeypatch):
+    """Steps of 1-16 rows with each layer's RMSNorms folded into its GEMVs (fused_norms) give the torch path's
+    tokens; the folded path really ran."""
+    from backends.engine import quant
+    from backends.engine.config import TINY, EngineConfig, SamplingParams
+    from backends.engine.engine import LLMEngine
+
+    prompts = [list(range(1 + i, 12 + 3 * i)) for i in range(3)]
+    params = [SamplingParams(max_tokens=3 + 2 * i, ignore_eos=True) for i in range(3)]
+    cfg = dict(model=TINY, device=DEVICE, dtype="fp32", num_kv_blocks=32, max_num_batched_tokens=64,
+               max_model_len=256, cuda_graphs=False)
+    expected = LLMEngine(EngineConfig(**cfg)).generate(prompts, params)
+    for module in (kernels, attention, quant):
+        monkeypatch.setattr(module, "use_triton", lambda x: True)
+    engine = LLMEngine(EngineConfig(**cfg))
+    model = engine.runner.model
+    shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear) or hasattr(m, "scheme")}
+    monkeypatch.setattr(quant.SCHEMES["none"], "fused", {(*s, r): "triton" for s in shapes for r in range(1, 17)})
+    model.fold_norms(range(1, 17))
+    folded = []
+    apply_fused = quant.Unquantized.apply_fused
+    monkeypatch.setattr(quant.Unquantized, "apply_fused",
+                        lambda self, *a: (folded.append(a[1].shape[0]), apply_fused(self, *a))[1])
+    assert engine.generate(prompts, params) == expected
+    assert set(folded) == {1, 2, 3}      # decode steps of 3, 2 and 1 sequences (the prompts prefill together)
+    model.fold_norms(())
+
+
 @pytest.mark.parametrize("M", [1, 3, 8, 16])
 @pytest.mark.parametrize("N,K", [(64, 128), (100, 200), (257, 1000), (4096, 512)])
 def test_gemv_against_matmul(M, N, K):
@@ -185,6 +215,33 @@ def test_fp8_gemv_against_dequantized_matmul(M, N, K):
     assert out.shape == (M, N) and out.dtype == torch.bfloat16
     assert ((out.float() - ref).norm() / ref.norm()).item() < 2e-2
     assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 2e-2
+
+
+@pytest.mark.parametrize("M", [1, 5, 16])
+@pytest.mark.parametrize("hidden,inter", [(256, 384), (200, 130)])
+def test_gemvs_with_the_norm_between_them(M, hidden, inter):
+    """A residual add (o_proj/down: add_to) then RMSNorm then a linear (gate_up/qkv: norm), the norm folded into
+    the two GEMVs, against the add + norm kernel + matmul it replaces; with the TMA-fed GEMV too (Hopper on)."""
+    from backends.engine import gemv
+    g = torch.Generator().manual_seed(M + hidden)
+    a = torch.randn(M, inter, generator=g).to(DEVICE, DTYPE)
+    w1 = (torch.randn(hidden, inter, generator=g) * 0.05).to(DEVICE, DTYPE)
+    w2 = (torch.randn(3 * hidden, hidden, generator=g) * 0.05).to(DEVICE, DTYPE)
+    norm_w = (1 + 0.1 * torch.randn(hidden, generator=g)).to(DEVICE, DTYPE)
+    residual = torch.randn(M, hidden, generator=g).to(DEVICE, DTYPE)
+    x, ref_h = kernels.rms_norm_torch(a @ w1.t(), norm_w, 1e-5, residual.clone())
+    ref = x.float() @ w2.float().t()
+    cfgs = [None] + ([cfg for cfg in gemv.TMA_CONFIGS.values() if hidden % cfg["BLOCK_K"] == 0
+                      and inter % cfg["BLOCK_K"] == 0] if gemv.tma_wanted(a) else [])
+    for cfg in cfgs:
+        parts = gemv.NormParts(hidden, a.device)
+        h = residual.clone()
+        run = functools.partial(gemv.gemv, cfg=cfg) if cfg is None else functools.partial(gemv.gemv_tma, cfg=cfg)
+        assert run(a, w1, add_to=gemv.AddTo(h, parts)) is h
+        torch.testing.assert_close(h, ref_h, **TOL)
+        torch.testing.assert_close(parts.sums[:parts.count, :M].sum(0), h.float().pow(2).sum(1), **TOL)
+        out = run(h, w2, norm=gemv.Norm(norm_w, 1e-5, parts))
+        assert out.shape == (M, 3 * hidden) and ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
 
 
 def test_copy_into():

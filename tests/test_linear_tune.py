@@ -160,3 +160,41 @@ def test_fastest_skips_a_triton_kernel_out_of_shared_memory():
     def too_big():
         raise triton.OutOfResources(327680, 232448, "shared memory")
     assert fastest({"triton_tma_128x128s3": too_big, **_named("cublas")}, _fake_time_s({"cublas": 1.0})) == "cublas"
+
+
+def test_norms_fold_only_where_the_folded_gemvs_beat_the_raced_linears_plus_two_norms(monkeypatch):
+    """fused_norms.tune: per row count, the best folded GEMV per linear summed against the linear race's winners
+    plus two norm kernels; the scheme's `fused` table and the model's fused rows follow the verdict."""
+    from backends.engine import fused_norms
+    from backends.engine.config import TINY
+    from backends.engine.model import build_model
+
+    model = build_model(TINY, 64, torch.float32, torch.device("cpu"))
+    scheme = quant.SCHEMES["none"]
+    shapes = {tuple(m.weight.shape) for m in model.modules() if getattr(m, "scheme", None) is scheme}
+    monkeypatch.setattr(scheme, "backends", {(*s, r): "cublas" for s in shapes for r in (1, 8, 16, 32)})
+    monkeypatch.setattr(scheme, "fused", {})
+    # unfolded: every linear 10 us (cuBLAS) and 2 us a norm; folded: 10.5 us at 1 row (wins by 4 - 2 = 2 us),
+    # 11 us at 8 rows (4 x 1 us more, all the 4 us of norms saved: a tie keeps the norms)
+    folded_us = {1: 10.5, 8: 11.0, 16: 10.5}
+
+    rows_seen = []   # the rows of the race's latest input: the row count being raced
+
+    def timed_cold(layer, calls):
+        rows = rows_seen[-1]
+        names = list(calls(layer))
+        if names == ["cublas"]:
+            return {"cublas": 10e-6}
+        return {name: (folded_us[rows] if name == "triton" else 99) * 1e-6 for name in names}
+    monkeypatch.setattr(quant, "timed_cold", timed_cold)
+    monkeypatch.setattr(quant, "timed", lambda calls: {name: 2e-6 for name in calls})
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda rows, *a, **k: (rows_seen.append(rows), real_randn(rows, *a, **k))[1])
+    report = fused_norms.tune(model, torch.float32, [1, 8, 16, 32])
+    assert {r: v["folded"] for r, v in report.items()} == {"1": True, "8": False, "16": True}   # none above 16 rows
+    assert report["1"]["folded_us"] == 42.0 and report["1"]["unfolded_us"] == 44.0
+    assert model.fused_rows == {1, 16} and model.norm_parts is not None
+    layer = model.model.layers[0]
+    linears = (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj, layer.mlp.down_proj)
+    assert set(scheme.fused) == {(*m.weight.shape, r) for m in linears for r in (1, 16)}
+    assert set(scheme.fused.values()) == {"triton"}

@@ -16,6 +16,12 @@ On Hopper and later the same GEMV also comes with its weight tiles fetched by TM
 instead of a 16-byte cp.async per thread), which the linear race tries at a few tile shapes (PLAN_ENGINE_TMA_GEMV=0:
 not); on an H200 it won most decode linears at 1-16 rows and made those steps ~4% faster.
 
+Both tensor-core GEMVs can also take the RMSNorm between two linears into themselves (fused_norms.py decides where
+that wins): the GEMV that adds into the residual stream (o_proj, down) stores the sum and each program's per-row
+sum of squares of it (`add_to`), and the GEMV that reads the normed stream (qkv, gate_up) multiplies x by the
+norm weight as it streams K and each output row by 1/rms once, from those partial sums (`norm`). The norm
+kernel between them, ~2.5 us a call with its launch at decode sizes, is gone.
+
 Backend: env PLAN_ENGINE_GEMV=triton|cublas (default cublas), or `set_backend` (which also sets the env, so
 tensor-parallel ranks spawned afterwards agree).
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -33,6 +40,28 @@ if triton is not None:
     import triton.language as tl
 
 MAX_ROWS = 16
+
+
+class NormParts:
+    """Per-row partial sums of squares of the residual stream: one row of `sums` per program of the GEMV that
+    last added into it (`count` of them), read by the GEMV that normalizes it next."""
+
+    def __init__(self, max_programs: int, device: torch.device):
+        self.sums = torch.zeros(max_programs, MAX_ROWS, dtype=torch.float32, device=device)
+        self.count = 0
+
+
+class Norm(NamedTuple):
+    """x is the residual stream; the GEMV computes RMSNorm(x) @ W^T with this norm weight and eps."""
+    weight: torch.Tensor
+    eps: float
+    parts: NormParts
+
+
+class AddTo(NamedTuple):
+    """The GEMV's output is added into `residual` in place (the new residual stream), with `parts` written."""
+    residual: torch.Tensor
+    parts: NormParts
 BACKENDS = ("cublas", "triton")
 _backend = os.environ.get("PLAN_ENGINE_GEMV", "cublas")
 if _backend not in BACKENDS:
@@ -85,9 +114,29 @@ def config(n: int, k: int, device: torch.device, weight_bytes: int = 2) -> dict:
 
 if triton is not None:
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+    def _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, omask, stride_om,
+                  BLOCK_M: tl.constexpr, NORM: tl.constexpr, ADD_TO: tl.constexpr, BLOCK_P: tl.constexpr):
+        """Stores acc [BLOCK_M, BLOCK_N]: scaled by each row's 1/rms first (NORM: the mean of squares is the
+        producer's P partial sums over K), or added into the residual stream at out_ptr (ADD_TO: the sum is
+        stored there, in the model dtype as the norm kernel adds, and this program's row sums of its squares
+        go to parts_out_ptr)."""
+        if NORM:
+            rp = tl.arange(0, BLOCK_P)[:, None]
+            sums = tl.load(parts_in_ptr + rp * BLOCK_M + rm[None, :], mask=rp < P, other=0.0)
+            acc *= (1.0 / tl.sqrt(tl.sum(sums, axis=0) / K + eps))[:, None]
+        out_ptrs = out_ptr + rm[:, None] * stride_om + rn[None, :]
+        y = acc.to(out_ptr.dtype.element_ty)
+        if ADD_TO:
+            y = y + tl.load(out_ptrs, mask=omask, other=0.0)
+            yf = tl.where(omask, y.to(tl.float32), 0.0)
+            tl.store(parts_out_ptr + tl.program_id(0) * BLOCK_M + rm, tl.sum(yf * yf, axis=1))
+        tl.store(out_ptrs, y, mask=omask)
+
+    @triton.jit
+    def _gemv_kernel(x_ptr, w_ptr, s_ptr, out_ptr, g_ptr, parts_in_ptr, parts_out_ptr, P, eps,
+                     M, N, K, stride_xm, stride_wn, stride_om,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                     HAS_SCALE: tl.constexpr):
+                     HAS_SCALE: tl.constexpr, NORM: tl.constexpr, ADD_TO: tl.constexpr, BLOCK_P: tl.constexpr):
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         rm = tl.arange(0, BLOCK_M)
         rk = tl.arange(0, BLOCK_K)
@@ -105,14 +154,16 @@ if triton is not None:
                 kmask = rk[None, :] < K - k0
                 w = tl.load(w_ptrs, mask=kmask, other=0.0)
                 x = tl.load(x_ptrs, mask=mmask & kmask, other=0.0)
+            if NORM:
+                x = x * tl.load(g_ptr + k0 + rk, mask=rk < K - k0, other=0.0)[None, :]
             # fp8 weights widen to x's dtype here, in registers (a no-op for bf16 weights)
             acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
             w_ptrs += BLOCK_K
             x_ptrs += BLOCK_K
         if HAS_SCALE:
             acc *= tl.load(s_ptr + rows)[None, :]
-        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
-                 mask=mmask & (rn[None, :] < N))
+        _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, mmask & (rn[None, :] < N),
+                  stride_om, BLOCK_M, NORM, ADD_TO, BLOCK_P)
 
 
 if triton is not None:
@@ -161,29 +212,55 @@ def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None =
     return out
 
 
+def _fusion_args(x: torch.Tensor, out: torch.Tensor, grid: int, norm: Norm | None, add_to: AddTo | None) -> dict:
+    """The kernels' fusion arguments (unused pointers point at x); records the partial sums add_to writes."""
+    args = dict(g_ptr=x, parts_in_ptr=x, parts_out_ptr=x, P=1, eps=0.0, NORM=norm is not None,
+                ADD_TO=add_to is not None, BLOCK_P=1)
+    if norm is not None:
+        assert norm.parts.count > 0 and norm.weight.shape == (x.shape[1],)
+        args.update(g_ptr=norm.weight, parts_in_ptr=norm.parts.sums, P=norm.parts.count, eps=norm.eps,
+                    BLOCK_P=triton.next_power_of_2(norm.parts.count))
+    if add_to is not None:
+        assert add_to.residual is out and grid <= add_to.parts.sums.shape[0]
+        args.update(parts_out_ptr=add_to.parts.sums)
+        add_to.parts.count = grid
+    return args
+
+
+def _output(x: torch.Tensor, n: int, add_to: AddTo | None) -> torch.Tensor:
+    if add_to is None:
+        return torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+    assert add_to.residual.shape == (x.shape[0], n) and add_to.residual.stride(1) == 1
+    return add_to.residual
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
-         scale: torch.Tensor | None = None) -> torch.Tensor:
+         scale: torch.Tensor | None = None, norm: Norm | None = None, add_to: AddTo | None = None) -> torch.Tensor:
     """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`.
-    `scale` (fp32 [N]): per-row weight scales, for fp8 weights (out = x @ (weight * scale[:, None])^T)."""
+    `scale` (fp32 [N]): per-row weight scales, for fp8 weights (out = x @ (weight * scale[:, None])^T).
+    `norm`: RMSNorm(x) @ weight^T instead; `add_to`: the product is added into add_to.residual, which is returned."""
     M, K = x.shape
     N = weight.shape[0]
-    if M == 1 and weight.element_size() == 1 and cfg is None and x.stride(1) == 1:
+    if M == 1 and weight.element_size() == 1 and cfg is None and x.stride(1) == 1 and not (norm or add_to):
         return gemv_row(x, weight, scale)
     assert M <= MAX_ROWS and weight.shape[1] == K and weight.stride(1) == 1
     x = x if x.stride(1) == 1 else x.contiguous()
-    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    out = _output(x, N, add_to)
     assert scale is None or (scale.shape == (N,) and scale.stride(0) == 1)
     cfg = cfg or config(N, K, x.device, weight.element_size())
-    _gemv_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](
-        x, weight, scale, out, M, N, K, x.stride(0), weight.stride(0), out.stride(0), BLOCK_M=MAX_ROWS,
-        EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None, **cfg)
+    grid = triton.cdiv(N, cfg["BLOCK_N"])
+    _gemv_kernel[(grid,)](
+        x, weight, scale, out, M=M, N=N, K=K, stride_xm=x.stride(0), stride_wn=weight.stride(0),
+        stride_om=out.stride(0), BLOCK_M=MAX_ROWS, EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None,
+        **_fusion_args(x, out, grid, norm, add_to), **cfg)
     return out
 
 
 if triton is not None:
     @triton.jit
-    def _gemv_tma_kernel(x_ptr, w_desc, out_ptr, M, N, K, stride_xm, stride_om,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _gemv_tma_kernel(x_ptr, w_desc, out_ptr, g_ptr, parts_in_ptr, parts_out_ptr, P, eps, M, N, K, stride_xm,
+                         stride_om, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         NORM: tl.constexpr, ADD_TO: tl.constexpr, BLOCK_P: tl.constexpr):
         # The weight tiles arrive by TMA (one bulk copy a tile, issued by one thread) instead of cp.async.
         pid = tl.program_id(0)
         n0 = pid * BLOCK_N
@@ -195,11 +272,13 @@ if triton is not None:
         for k0 in range(0, K, BLOCK_K):
             w = w_desc.load([n0, k0])
             x = tl.load(x_ptrs, mask=mmask, other=0.0)
+            if NORM:
+                x = x * tl.load(g_ptr + k0 + rk)[None, :]
             acc += tl.dot(x, tl.trans(w))
             x_ptrs += BLOCK_K
         rn = n0 + tl.arange(0, BLOCK_N)
-        tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
-                 mask=mmask & (rn[None, :] < N))
+        _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, mmask & (rn[None, :] < N),
+                  stride_om, BLOCK_M, NORM, ADD_TO, BLOCK_P)
 
 
 # Tiles the linear race tries for gemv_tma (quant.Unquantized.candidates), by backend name: each was the fastest
@@ -221,15 +300,17 @@ def tma_wanted(x: torch.Tensor) -> bool:
             and x.dtype in (torch.bfloat16, torch.float16))
 
 
-def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict) -> torch.Tensor:
+def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict, norm: Norm | None = None,
+             add_to: AddTo | None = None) -> torch.Tensor:
     """gemv() with the weight read through a TMA descriptor (Hopper and later); K a multiple of BLOCK_K."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     M, K = x.shape
     N = weight.shape[0]
     assert M <= MAX_ROWS and K % cfg["BLOCK_K"] == 0 and x.stride(1) == 1
-    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    out = _output(x, N, add_to)
     desc = TensorDescriptor.from_tensor(weight, [cfg["BLOCK_N"], cfg["BLOCK_K"]])
-    _gemv_tma_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](x, desc, out, M, N, K, x.stride(0), out.stride(0),
-                                                        BLOCK_M=MAX_ROWS, **cfg)
+    grid = triton.cdiv(N, cfg["BLOCK_N"])
+    _gemv_tma_kernel[(grid,)](x, desc, out, M=M, N=N, K=K, stride_xm=x.stride(0), stride_om=out.stride(0),
+                              BLOCK_M=MAX_ROWS, **_fusion_args(x, out, grid, norm, add_to), **cfg)
     return out

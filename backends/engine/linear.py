@@ -46,10 +46,16 @@ class Linear(nn.Module):
         if self.bias is not None:
             self.bias.normal_(0.0, 0.02, generator=gen)
 
-    def forward(self, x):
-        y = self.scheme.apply(self, x)
-        if self.row_parallel and self.reduce:
-            y = parallel.all_reduce(y)
+    def forward(self, x, norm=None, add_to=None):
+        """`norm` / `add_to` (gemv.Norm / gemv.AddTo): the RMSNorm before this linear, or the residual add after
+        it, folded into its GEMV (fused_norms.py: one GPU, so no all-reduce comes between)."""
+        if norm is not None or add_to is not None:
+            assert add_to is None or self.bias is None
+            y = self.scheme.apply_fused(self, x, norm, add_to)
+        else:
+            y = self.scheme.apply(self, x)
+            if self.row_parallel and self.reduce:
+                y = parallel.all_reduce(y)
         return y if self.bias is None else y + self.bias
 
 

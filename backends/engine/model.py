@@ -16,7 +16,7 @@ from torch import nn
 
 from planner.schemas import ModelSpec
 
-from . import parallel
+from . import gemv, parallel
 from .attention import AttentionMetadata, paged_attention
 from .kernels import qk_norm_rope_store, rms_norm, rope_cos_sin, silu_and_mul
 from .linear import Linear, column_shards
@@ -31,6 +31,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x, residual=None):
         return rms_norm(x, self.weight, self.eps, residual)
+
+    def folded(self, parts: gemv.NormParts) -> gemv.Norm:
+        """This norm, for the GEMV after it to apply (the residual stream's sums of squares in `parts`)."""
+        return gemv.Norm(self.weight, self.eps, parts)
 
 
 class Attention(nn.Module):
@@ -60,9 +64,10 @@ class Attention(nn.Module):
         return (qkv[:, :q_size].view(T, self.num_heads, hd), qkv[:, q_size:q_size + kv_size].view(T, self.num_kv_heads, hd),
                 qkv[:, q_size + kv_size:].view(T, self.num_kv_heads, hd))
 
-    def project(self, positions, x, cos_sin, meta: AttentionMetadata):
-        """The fused qkv projection, q/k RoPE'd in place, K/V stored in the cache: [T, (H + 2 KVH) D]."""
-        qkv = self.qkv_proj(x)
+    def project(self, positions, x, cos_sin, meta: AttentionMetadata, norm: gemv.Norm | None = None):
+        """The fused qkv projection (of RMSNorm(x) with `norm`), q/k RoPE'd in place, K/V stored in the cache:
+        [T, (H + 2 KVH) D]."""
+        qkv = self.qkv_proj(x, norm=norm)
         q, k, v = self.split(qkv)
         qk_norm_rope_store(q, k, v, positions, cos_sin, self.k_cache, self.v_cache, meta.slot_mapping,
                            self.q_norm.weight if self.q_norm else None,
@@ -98,17 +103,27 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
-    # The residual stream is carried separately so each norm fuses the preceding residual add.
-    def pre_attention(self, positions, x, residual, cos_sin, meta):
+    # The residual stream is carried separately so each norm fuses the preceding residual add. With `parts`
+    # (fused_norms.py) the norms live in the GEMVs instead: o_proj and down add into the residual stream, qkv
+    # and gate_up normalize it as they read it, and x between the pieces is None.
+    def pre_attention(self, positions, x, residual, cos_sin, meta, parts: gemv.NormParts | None = None):
         if residual is None:
             residual, x = x, self.input_layernorm(x)
+        elif parts is not None:
+            return self.self_attn.project(positions, residual, cos_sin, meta, self.input_layernorm.folded(parts)), residual
         else:
             x, residual = self.input_layernorm(x, residual)
         return self.self_attn.project(positions, x, cos_sin, meta), residual
 
-    def post_attention(self, o, residual):
-        x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
-        return self.mlp(x), residual
+    def post_attention(self, o, residual, parts: gemv.NormParts | None = None):
+        if parts is None:
+            x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
+            return self.mlp(x), residual
+        self.self_attn.o_proj(o, add_to=gemv.AddTo(residual, parts))
+        mlp = self.mlp
+        gate_up = mlp.gate_up_proj(residual, norm=self.post_attention_layernorm.folded(parts))
+        mlp.down_proj(silu_and_mul(gate_up), add_to=gemv.AddTo(residual, parts))
+        return None, residual
 
 
 class Decoder(nn.Module):
@@ -130,34 +145,46 @@ class CausalLM(nn.Module):
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         # fp32 cos/sin table, indexed by position (rope in fp32 even for bf16 models)
+        # Row counts whose forward folds the norms into the GEMVs (fused_norms.tune), and the partial sums of
+        # squares those GEMVs pass along.
+        self.fused_rows: frozenset[int] = frozenset()
+        self.norm_parts: gemv.NormParts | None = None
         self.register_buffer("cos_sin", rope_cos_sin(spec.head_dim, max_model_len, spec.rope_theta,
                                                      spec.rope_scaling, self.lm_head.weight.device).float(),
                              persistent=False)
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
         """input_ids, positions: [T] -> final hidden states [T, hidden]."""
-        h, residual = self.piece(0, input_ids, positions, None, meta)
+        parts = self.norm_parts if input_ids.shape[0] in self.fused_rows else None
+        h, residual = self.piece(0, input_ids, positions, None, meta, parts)
         for i, layer in enumerate(self.model.layers):
-            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta), positions, residual, meta)
+            h, residual = self.piece(i + 1, layer.self_attn.attend(h, meta), positions, residual, meta, parts)
         return h
+
+    def fold_norms(self, rows: Iterable[int]) -> None:
+        """Forwards of these row counts fold the layers' RMSNorms into their GEMVs (the scheme's `fused` table
+        names a GEMV for each linear shape at each of them)."""
+        self.fused_rows = frozenset(rows)
+        hidden, device = self.spec.hidden_size, self.lm_head.weight.device
+        self.norm_parts = gemv.NormParts(-(-hidden // 16), device) if self.fused_rows else None
 
     @property
     def num_pieces(self) -> int:
         return len(self.model.layers) + 1
 
-    def piece(self, i: int, inp, positions, residual, meta: AttentionMetadata):
+    def piece(self, i: int, inp, positions, residual, meta: AttentionMetadata, parts: gemv.NormParts | None = None):
         """The forward between attentions (what piecewise CUDA graphs capture), returning (output, residual).
         Piece 0 embeds the token ids `inp` and projects layer 0's qkv; piece i finishes layer i-1 from its
         attention output `inp` and projects layer i's qkv; the last finishes the last layer and applies the
-        final norm (output: hidden states)."""
+        final norm (output: hidden states). `parts`: the norms folded into the GEMVs (DecoderLayer)."""
         layers = self.model.layers
         if i == 0:
             x, residual = self.model.embed_tokens(inp), None
         else:
-            x, residual = layers[i - 1].post_attention(inp, residual)
+            x, residual = layers[i - 1].post_attention(inp, residual, parts)
         if i == len(layers):
-            return self.model.norm(x, residual)[0], residual
-        return layers[i].pre_attention(positions, x, residual, self.cos_sin, meta)
+            return (self.model.norm(residual) if x is None else self.model.norm(x, residual)[0]), residual
+        return layers[i].pre_attention(positions, x, residual, self.cos_sin, meta, parts)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

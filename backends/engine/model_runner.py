@@ -19,7 +19,7 @@ import torch
 
 from planner.costmodel import DECODE_GRAPH_SIZES, PIECEWISE_TOKEN_SIZES, RACED_TOKEN_SIZES
 
-from . import parallel
+from . import fused_norms, parallel
 from .attention import AttentionMetadata, decode_num_splits, varlen_supported
 from .block_manager import cdiv
 from .config import EngineConfig, EngineError, env_switch
@@ -91,6 +91,7 @@ class ModelRunner:
                               if config.quant == "fp8" and self.device.type == "cuda" else None)
         t0 = time.perf_counter()
         self.linear_backends = self._tune_linears()
+        self.fused_norms = self._fold_norms()
         self.linear_tune_s = time.perf_counter() - t0
         self.pinned = self.device.type == "cuda"
         # The last step's sampled tokens, by row, where the next step's decode rows may gather their inputs;
@@ -138,6 +139,13 @@ class ModelRunner:
         tuned = tune_linear_enabled() and c.quant == "none" and self.device.type == "cuda" and c.cuda_graphs
         backends = SCHEMES["none"].tune(self.model, self.dtype, graph_batch_sizes(c.max_num_seqs) if tuned else [])
         return backends if tuned else None
+
+    def _fold_norms(self) -> dict | None:
+        """Where the race finds it faster, decode graphs fold each layer's RMSNorms into its GEMVs (fused_norms)."""
+        if self.linear_backends is None or not fused_norms.eligible(self.model, self.dtype):
+            self.model.fold_norms(())
+            return None
+        return fused_norms.tune(self.model, self.dtype, graph_batch_sizes(self.config.max_num_seqs))
 
     # ----------------------------------------------------------------------- KV cache
     def kv_bytes_per_token(self) -> int:
@@ -219,7 +227,7 @@ class ModelRunner:
                 "whole_graph_mixed": bool(self.piecewise and self.piecewise.whole_mixed),
                 "whole_graph_max_tokens": max(self.piecewise.whole, default=0) if self.piecewise else 0,
                 "fp8_gemv_rows": self.fp8_gemv_rows,
-                "linear_backends": self.linear_backends,
+                "linear_backends": self.linear_backends, "fused_norms": self.fused_norms,
                 "linear_tune_s": round(self.linear_tune_s, 3), "graph_capture_s": round(self.capture_s, 3)}
 
     # ----------------------------------------------------------------------- inputs

@@ -84,15 +84,20 @@ def _median_s(fn, reps: int = 5, calls: int = 10) -> float:
 REFUSALS = (RuntimeError,) + ((triton.OutOfResources,) if triton is not None else ())
 
 
-def fastest(candidates: dict[str, Callable[[], object]], time_s: Callable = _median_s) -> str:
-    """The name of the candidate call `time_s` times fastest; ties go to the one listed first. A call that
-    raises one of REFUSALS never wins."""
+def timed(candidates: dict[str, Callable[[], object]], time_s: Callable = _median_s) -> dict[str, float]:
+    """Each candidate call's `time_s`; infinite for a call that raises one of REFUSALS (it can never win)."""
     def timed_s(fn) -> float:
         try:
             return time_s(fn)
         except REFUSALS:
             return float("inf")
-    return min(candidates, key=lambda name: timed_s(candidates[name]))
+    return {name: timed_s(fn) for name, fn in candidates.items()}
+
+
+def fastest(candidates: dict[str, Callable[[], object]], time_s: Callable = _median_s) -> str:
+    """The name of the candidate call `time_s` times fastest; ties go to the one listed first."""
+    times = timed(candidates, time_s)
+    return min(times, key=times.get)
 
 
 # Bytes of weights a timing cycles through: more than any GPU's L2 cache (H200: 60 MB), so each call reads its
@@ -115,6 +120,12 @@ def _in_turn(fns: list[Callable]) -> Callable:
     return lambda: next(turn)()
 
 
+def timed_cold(layer: nn.Module, calls: Callable[[object], dict[str, Callable]]) -> dict[str, float]:
+    """timed() of calls(copy) for cold copies of `layer`'s weight, the copies used in turn."""
+    per_copy = [calls(c) for c in _cold_copies(layer)]
+    return timed({name: _in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
+
+
 def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int],
           candidates: Callable[[nn.Module, torch.Tensor], dict[str, Callable]]) -> dict[tuple[int, int, int], str]:
     """{(N, K, rows): fastest of candidates(layer, x)} for x [rows, K] of each of `rows_list` and each distinct
@@ -122,12 +133,10 @@ def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]
     layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is scheme}
     winners = {}
     for (n, k), layer in layers.items():
-        copies = _cold_copies(layer) if rows_list else []
         for rows in rows_list:
             x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
-            per_copy = [candidates(c, x) for c in copies]
-            winners[(n, k, rows)] = fastest({name: _in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
-        del copies
+            times = timed_cold(layer, lambda c: candidates(c, x))
+            winners[(n, k, rows)] = min(times, key=times.get)
     return winners
 
 
@@ -151,9 +160,18 @@ def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
 GEMV_KERNELS = {"triton": "gemv", "triton_row": "gemv_row"}
 
 
+def gemv_call(name: str, x: torch.Tensor, weight: torch.Tensor, **fusion) -> torch.Tensor:
+    """The tuned GEMV backend `name` (GEMV_KERNELS or gemv.TMA_CONFIGS); `fusion`: gemv's norm / add_to."""
+    if name in gemv.TMA_CONFIGS:
+        return gemv.gemv_tma(x, weight, gemv.TMA_CONFIGS[name], **fusion)
+    return getattr(gemv, GEMV_KERNELS[name])(x, weight, **fusion)
+
+
 class Unquantized:
     def __init__(self):
         self.backends: dict[tuple[int, int, int], str] = {}   # (N, K, rows) -> fastest backend (tune)
+        # (N, K, rows) -> the GEMV that runs this linear with an RMSNorm folded in (fused_norms.tune)
+        self.fused: dict[tuple[int, int, int], str] = {}
 
     def create(self, layer: nn.Module, out_features: int, in_features: int) -> None:
         layer.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
@@ -164,16 +182,19 @@ class Unquantized:
     def apply(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         # a row count tune() timed for this weight shape (a decode graph's batch size): the backend that won
         backend = self.backends.get((*layer.weight.shape, x.shape[0])) if self.backends else None
-        if backend in GEMV_KERNELS:
-            return getattr(gemv, GEMV_KERNELS[backend])(x, layer.weight)
-        if backend in gemv.TMA_CONFIGS:
-            return gemv.gemv_tma(x, layer.weight, gemv.TMA_CONFIGS[backend])
+        if backend in GEMV_KERNELS or backend in gemv.TMA_CONFIGS:
+            return gemv_call(backend, x, layer.weight)
         if backend is not None:
             return blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
         if gemv.wanted(x, layer.weight):
             return gemv.gemv(x, layer.weight)
         return F.linear(x, layer.weight)
+
+    def apply_fused(self, layer: nn.Module, x: torch.Tensor, norm: gemv.Norm | None,
+                    add_to: gemv.AddTo | None) -> torch.Tensor:
+        """x @ W^T with an RMSNorm folded in (gemv.Norm / gemv.AddTo), on the GEMV fused_norms.tune chose."""
+        return gemv_call(self.fused[(*layer.weight.shape, x.shape[0])], x, layer.weight, norm=norm, add_to=add_to)
 
     def tune(self, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]) -> dict[str, dict[str, str]]:
         """Times cuBLAS, cuBLASLt and (<= gemv.MAX_ROWS rows) the Triton GEMV for every distinct weight shape of
