@@ -341,7 +341,8 @@ def engine_features(kv: dict | None) -> dict:
             "whole_graph_prefill": bool(kv.get("whole_graph_prefill")),
             "whole_graph_mixed": bool(kv.get("whole_graph_mixed")), "whole_graph_max_tokens": kv.get("whole_graph_max_tokens"),
             "async_scheduling": bool(kv.get("async_scheduling")),
-            **({"fp8_gemv_rows": kv["fp8_gemv_rows"]} if "fp8_gemv_rows" in kv else {})}
+            **({"fp8_gemv_rows": kv["fp8_gemv_rows"]} if "fp8_gemv_rows" in kv else {}),
+            **({"fused_norms": kv["fused_norms"]} if kv.get("fused_norms") else {})}
 
 
 # --------------------------------------------------------------------------- CPU profile (tiny)

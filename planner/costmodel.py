@@ -54,6 +54,7 @@ FP8_GEMV_MAX_ROWS = 16
 # ... and the row buckets at which the engine times that GEMV against quantization + GEMM per weight shape.
 FP8_TUNED_ROWS = (2, 4, 8, 16)
 KERNELS_PER_LAYER = 12              # norms, rope, qkv, attention, o, gate_up, act, down, residual adds
+NORM_KERNELS_PER_LAYER = 2          # ... of which the two RMSNorms (with their residual adds)
 # Per layer, the host launches of an eager step's attention. Per-sequence SDPA (engines before varlen prefill):
 # slices, GQA expansion, SDPA and the copy back for each prefill sequence. Varlen: one flash call and its copy,
 # two K/V gathers when a chunk follows a cached prefix; the decodes of a mixed step add the split-K kernel,
@@ -459,6 +460,9 @@ class Deployment:
     # ... and which it chose, as it reported them: (N, K, rows, whether the GEMV won) per weight shape and row bucket
     # of FP8_TUNED_ROWS (none known: the path this model prices faster).
     fp8_gemv_choices: frozenset[tuple[int, int, int, bool]] = frozenset()
+    # Row counts whose steps run each layer's RMSNorms inside the GEMVs around them, no norm kernels (the built-in
+    # engine's start-up race, reported since 2026-12-03, seventeenth session, as `fused_norms`; none known: none).
+    folded_norm_rows: frozenset[int] = frozenset()
 
     def fp8_gemv_won(self, n: float, k: float, rows: float) -> bool | None:
         """The engine's reported choice for an fp8 weight [n, k] at `rows` rows (2-16), or None if unknown."""
@@ -671,7 +675,8 @@ def step_ops(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> list[Op
     for n, is_moe, window in _layer_groups(m):
         count = max(1, round(n * layer_frac))
         norms = 4 if m.post_norms else 2
-        ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
+        if not norms_folded(d, b):
+            ops.append(_elementwise(hw, "norms", norms * tokens * h * ACT_BYTES * 2, count, graphs))
         ops += _projection_ops(hw, d, tokens, count, graphs)
         ops.append(_elementwise(hw, "rope_kv_store", tokens * _rope_store_bytes_per_token(d), count, graphs))
         ops += _attention_ops(hw, d, attended, m.sliding_window if window else None, count)
@@ -774,13 +779,19 @@ def step_time_s(hw: HardwareProfile | Hardware, d: Deployment, b: Batch) -> floa
         per_stage += o.time_s * o.count
         if o.bound != "communication":
             priced += o.count
-    per_stage += max(0, KERNELS_PER_LAYER * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
+    kernels = KERNELS_PER_LAYER - (NORM_KERNELS_PER_LAYER if norms_folded(d, b) else 0)
+    per_stage += max(0, kernels * d.layers_per_stage - priced) * hw.e.graph_kernel_overhead_s
     if not graphs_hide_launches(d, b):
         per_stage = max(per_stage, eager_kernels(d, b, priced) * hw.e.kernel_overhead_s)
     device_s, host_s = d.pp * per_stage + p2p_time_s(hw, d, b), host_overhead_s(hw, d, b)
     if not d.async_scheduling:
         return device_s + host_s
     return max(device_s + (1.0 - hw.e.async_hidden_fraction) * host_s, host_s)
+
+
+def norms_folded(d: Deployment, b: Batch) -> bool:
+    """A decode step replaying a graph whose row count the engine runs with the RMSNorms inside its GEMVs."""
+    return d.cuda_graphs and b.prefill_tokens == 0 and padded_batch(d, b.tokens) in d.folded_norm_rows
 
 
 def graphs_hide_launches(d: Deployment, b: Batch) -> bool:

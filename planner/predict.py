@@ -30,7 +30,8 @@ def deployment_of(model: ModelSpec, plan: Plan) -> Deployment:
 def engine_features(report: dict) -> dict:
     """Deployment fields from what the built-in engine reported of itself (its `kv_cache` start-up event, or
     a trace's config line): its decode graph sizes, the prefill path it took, whether it scheduled asynchronously,
-    and whether it chose its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`), and which. Engines before piecewise
+    whether it chose its fp8 path at 2-16 rows per shape (`fp8_gemv_rows`), and which, and the row counts where it
+    folded the RMSNorms into the GEMVs (`fused_norms`). Engines before piecewise
     graphs and varlen prefill reported neither: their prefill was eager, per sequence; engines before 2026-12-03
     did not list their graph sizes: powers of two."""
     return {"graph_batch_sizes": tuple(report.get("cuda_graph_batch_sizes") or POW2_DECODE_GRAPH_SIZES),
@@ -43,7 +44,8 @@ def engine_features(report: dict) -> dict:
                                           or max(report.get("piecewise_sizes") or [0])),
             "async_scheduling": bool(report.get("async_scheduling")),
             "fp8_rows_tuned": "fp8_gemv_rows" in report,
-            "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {})}
+            "fp8_gemv_choices": fp8_gemv_choices(report.get("fp8_gemv_rows") or {}),
+            "folded_norm_rows": frozenset(int(r) for r, v in (report.get("fused_norms") or {}).items() if v["folded"])}
 
 
 def fp8_gemv_choices(rows_by_shape: dict[str, list[int]]) -> frozenset[tuple[int, int, int, bool]]:

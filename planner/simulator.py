@@ -103,7 +103,7 @@ def step_timer(hw: Hardware, d: Deployment) -> StepTimer:
     key = (id(hw), m.name, m.num_layers, m.hidden_size, d.tp, d.pp, d.weight_dtype, d.kv_dtype, d.cuda_graphs,
            d.graph_batch_sizes, d.piecewise_sizes, d.varlen_prefill, d.whole_graph_prefill, d.whole_graph_mixed,
            d.whole_graph_max_tokens, d.served,
-           d.async_scheduling, d.fp8_rows_tuned, d.fp8_gemv_choices)
+           d.async_scheduling, d.fp8_rows_tuned, d.fp8_gemv_choices, d.folded_norm_rows)
     t = _TIMERS.get(key)
     if t is None or t.hw is not hw:
         t = _TIMERS[key] = StepTimer(hw, d)

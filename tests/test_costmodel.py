@@ -326,6 +326,32 @@ def test_engine_report_says_whether_fp8_rows_are_tuned():
         (8, 4, 2, True), (8, 4, 4, False), (8, 4, 8, False), (8, 4, 16, True)}
 
 
+def test_norms_folded_into_the_gemvs_where_the_engine_reported_it():
+    """Decode steps at a row count the engine reported folding its RMSNorms at (`fused_norms`) lose the norms'
+    kernel a layer; other row counts, prefills and engines that reported nothing are priced as before."""
+    from dataclasses import replace
+
+    from planner.catalog import load_hardware, load_model
+    from planner.costmodel import Batch, Deployment, prepare, step_ops, step_time_s
+    from planner.predict import engine_features
+
+    report = {"fused_norms": {"1": {"folded": True}, "8": {"folded": False}, "16": {"folded": True}}}
+    assert engine_features(report)["folded_norm_rows"] == {1, 16}
+    assert engine_features({})["folded_norm_rows"] == frozenset()
+    hw = load_hardware("h200", "measured")
+    d = Deployment(load_model("llama-3.1-8b"))
+    folded = replace(d, folded_norm_rows=engine_features(report)["folded_norm_rows"])
+    one, eight, prompt = (Batch.of(decode_contexts=[1024]), Batch.of(decode_contexts=[1024] * 8),
+                          Batch.of(prefills=[(16, 0)]))
+    norm_s = next(op for op in step_ops(hw, d, one) if op.name == "norms")
+    assert "norms" not in {op.name for op in step_ops(hw, folded, one)}
+    # the norms' op and the second norm kernel, which is not priced on its own (a launch, as unpriced kernels are)
+    saved_s = step_time_s(hw, d, one) - step_time_s(hw, folded, one)
+    assert saved_s == pytest.approx(norm_s.count * (norm_s.time_s + prepare(hw).e.graph_kernel_overhead_s))
+    assert step_time_s(hw, folded, eight) == step_time_s(hw, d, eight)
+    assert step_time_s(hw, folded, prompt) == step_time_s(hw, d, prompt)
+
+
 def test_fp8_rows_priced_on_the_path_the_engine_reported():
     """Where the engine reported its choice for a shape and row bucket, that path is priced, whichever this model
     thinks faster; shapes it did not report keep the faster of the two."""
