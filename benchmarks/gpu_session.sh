@@ -49,9 +49,9 @@
 #   bash benchmarks/gpu_session.sh tma         # one GPU: GEMV tests, then the decode linears: cuBLAS, Triton, Triton with TMA
 #   bash benchmarks/gpu_session.sh tma2        # GEMV and race tests, then decode at batch 1-32 without / with the TMA GEMV
 #                                              # in the linear race, twice each in turn
-#   bash benchmarks/gpu_session.sh fold        # kernel, race and CUDA-path tests, then decode at batch 1-32 without / with
-#                                              # the RMSNorms folded into the GEMVs (fused_norms.py), in turn
-#   bash benchmarks/gpu_session.sh fold2       # decode without / with the folded norms again, then the decode diag
+#   bash benchmarks/gpu_session.sh fold        # kernel, race and CUDA-path tests, then decode at batch 1-32 with the GEMVs
+#                                              # up to 16 rows and no folded norms, then up to 32 rows, RMSNorms folded in
+#   bash benchmarks/gpu_session.sh fold2       # the same with 32 rows unfolded first, then the decode diag
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -283,17 +283,19 @@ tma2)
 fold)
   step tests 240 python3 -m pytest -q -x tests/test_engine_kernels.py tests/test_linear_tune.py \
       tests/test_engine_cuda_paths.py 2>&1 | tail -6
-  for t in 0 1; do
-    step "fold=$t" 150 env PLAN_ENGINE_FUSED_NORMS=$t python3 benchmarks/bench_engine.py --decode-only --no-hf \
-        --batches 1,4,8,16,32 --out "$OUT/fold${t}_a_$GPU.json" 2>&1 | tail -8
+  for v in 16_0 32_1; do
+    step "rows_fold=$v" 150 env PLAN_ENGINE_GEMV_MAX_ROWS=${v%_*} PLAN_ENGINE_FUSED_NORMS=${v#*_} \
+        python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,4,8,16,24,32 \
+        --out "$OUT/fold_${v}_a_$GPU.json" 2>&1 | tail -9
   done
   ;;
 fold2)
-  for t in 0 1; do
-    step "fold=$t" 150 env PLAN_ENGINE_FUSED_NORMS=$t python3 benchmarks/bench_engine.py --decode-only --no-hf \
-        --batches 1,4,8,16,32 --out "$OUT/fold${t}_b_$GPU.json" 2>&1 | tail -8
+  for v in 32_0 16_0 32_1; do
+    step "rows_fold=$v" 150 env PLAN_ENGINE_GEMV_MAX_ROWS=${v%_*} PLAN_ENGINE_FUSED_NORMS=${v#*_} \
+        python3 benchmarks/bench_engine.py --decode-only --no-hf --batches 1,4,8,16,24,32 \
+        --out "$OUT/fold_${v}_b_$GPU.json" 2>&1 | tail -9
   done
-  step diag 200 python3 benchmarks/engine_decode_diag.py --batches 1,8,16 --no-ops --out "$OUT/diag_fold_$GPU.json" \
+  step diag 150 python3 benchmarks/engine_decode_diag.py --batches 1,16,32 --no-ops --out "$OUT/diag_fold_$GPU.json" \
       2>&1 | tail -30
   ;;
 smoke)

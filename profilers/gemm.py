@@ -101,7 +101,7 @@ def _fp8_gemv(ctx: BenchContext, point: GemmPoint, sets: list) -> dict:
     from backends.engine.kernels import use_triton
 
     x = torch.randn(point.m, point.k, dtype=torch.bfloat16, device=ctx.device)
-    if point.m > gemv.MAX_ROWS or not use_triton(x):
+    if point.m > gemv.FP8_MAX_ROWS or not use_triton(x):
         return {}
     scale = torch.ones(point.n, dtype=torch.float32, device=ctx.device)
     timing = ctx.timer.time(lambda i: gemv.gemv(x, sets[i][1].t(), scale=scale), len(sets))
@@ -111,7 +111,7 @@ def _fp8_gemv(ctx: BenchContext, point: GemmPoint, sets: list) -> dict:
 def gemm_notes() -> dict:
     return {"bf16": "torch.nn.functional.linear, bf16 in and out; up to the engine's largest decode graph (M <= "
                     f"{tuned_rows()}) the fastest of the backends the engine's start-up race times (cuBLAS, cuBLASLt "
-                    "and at M <= 16 its Triton GEMVs)",
+                    "and at M <= 32 its Triton GEMVs)",
             "fp8": "torch._scaled_mm e4m3 x e4m3 -> bf16, row-wise scales, use_fast_accum, M unpadded (profiles "
                    "before 2026-12-02's eighth session padded it to 16); activation quantization not timed; at "
                    "M <= 16 also the engine's weight-only Triton GEMV (`gemv_seconds`)",

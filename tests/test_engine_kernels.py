@@ -181,7 +181,7 @@ def test_engine_with_norms_folded_into_the_gemvs(monkeypatch):
     model.fold_norms(())
 
 
-@pytest.mark.parametrize("M", [1, 3, 8, 16])
+@pytest.mark.parametrize("M", [1, 3, 8, 16, 24, 32])
 @pytest.mark.parametrize("N,K", [(64, 128), (100, 200), (257, 1000), (4096, 512)])
 def test_gemv_against_matmul(M, N, K):
     """The skinny Triton GEMM (bf16 in/out, fp32 accumulate), incl. N and K off the block sizes."""
@@ -217,7 +217,7 @@ def test_fp8_gemv_against_dequantized_matmul(M, N, K):
     assert ((out.float() - ref).abs().amax() / ref.abs().amax()).item() < 2e-2
 
 
-@pytest.mark.parametrize("M", [1, 5, 16])
+@pytest.mark.parametrize("M", [1, 5, 16, 32])
 @pytest.mark.parametrize("hidden,inter", [(256, 384), (200, 130)])
 def test_gemvs_with_the_norm_between_them(M, hidden, inter):
     """A residual add (o_proj/down: add_to) then RMSNorm then a linear (gate_up/qkv: norm), the norm folded into

@@ -1,6 +1,6 @@
 """Decode steps with each layer's two RMSNorms folded into the GEMVs around them, at the row counts where that wins.
 
-At 1-16 rows a layer runs norm, qkv, RoPE, attention, o_proj, norm, gate_up, SiLU, down: each norm a ~2 us kernel
+At 1-32 rows a layer runs norm, qkv, RoPE, attention, o_proj, norm, gate_up, SiLU, down: each norm a ~2 us kernel
 plus its launch gap, for a few KB. Folded (gemv.Norm, gemv.AddTo), o_proj and down add into the residual stream
 and leave its per-row sums of squares behind, and qkv and gate_up normalize the stream as they read it: two
 kernels fewer a layer. cuBLAS has no such epilogue, so all four linears then run on the Triton GEMVs; at each

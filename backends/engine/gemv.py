@@ -1,9 +1,9 @@
-"""Skinny GEMM (y = x W^T for x of at most 16 rows) as one Triton kernel that streams the weight once.
+"""Skinny GEMM (y = x W^T for x of at most 32 rows) as one Triton kernel that streams the weight once.
 
 At decode batch 1 every linear layer is a weight read; cuBLAS picks split-K plus a reduce kernel for the
 4096-wide outputs (o_proj, down), which leaves them at 0.6-0.9 of the bandwidth floor. Here each program owns
 BLOCK_N output rows of all M inputs and walks K in BLOCK_K chunks: no split-K, no second kernel, a fixed grid
-per shape (CUDA-graph safe). The rows of x are padded to 16 for tl.dot (tensor cores, and the software
+per shape (CUDA-graph safe). The rows of x are padded to 16 or 32 for tl.dot (tensor cores, and the software
 pipeliner keeps several weight tiles in flight); masked rows are never read.
 
 fp8 (e4m3) weights with per-row scales take the same kernel weight-only: each tile is widened to x's dtype in
@@ -39,7 +39,19 @@ from .kernels import triton, use_triton
 if triton is not None:
     import triton.language as tl
 
-MAX_ROWS = 16
+# Rows the bf16/fp16 GEMVs take (x is padded to 16 or 32 rows for tl.dot; PLAN_ENGINE_GEMV_MAX_ROWS=16 for A/B runs),
+# and the fp8 weight-only GEMV (the cost model's FP8_GEMV_MAX_ROWS).
+MAX_ROWS = int(os.environ.get("PLAN_ENGINE_GEMV_MAX_ROWS", "32"))
+if MAX_ROWS not in (16, 32):
+    raise ValueError(f"PLAN_ENGINE_GEMV_MAX_ROWS={MAX_ROWS}: expected 16 or 32")
+FP8_MAX_ROWS = 16
+
+
+PARTS_STRIDE = 32      # floats a program's row sums take in NormParts.sums: the widest BLOCK_M
+
+
+def _block_m(rows: int) -> int:
+    return 16 if rows <= 16 else 32
 
 
 class NormParts:
@@ -47,7 +59,7 @@ class NormParts:
     last added into it (`count` of them), read by the GEMV that normalizes it next."""
 
     def __init__(self, max_programs: int, device: torch.device):
-        self.sums = torch.zeros(max_programs, MAX_ROWS, dtype=torch.float32, device=device)
+        self.sums = torch.zeros(max_programs, PARTS_STRIDE, dtype=torch.float32, device=device)
         self.count = 0
 
 
@@ -81,7 +93,7 @@ def backend() -> str:
 
 
 def wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the Triton GEMV takes this linear: chosen, CUDA, 2-D x of <= 16 rows, bf16/fp16 (an fp32
+    """Whether the Triton GEMV takes this linear: chosen, CUDA, 2-D x of <= MAX_ROWS rows, bf16/fp16 (an fp32
     tl.dot would be tf32, less exact than cuBLAS)."""
     return (_backend == "triton" and use_triton(x) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
             and x.dtype == weight.dtype and x.dtype in (torch.bfloat16, torch.float16))
@@ -89,8 +101,8 @@ def wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def fp8_wanted(x: torch.Tensor) -> bool:
     """Whether an fp8-weight linear takes the weight-only Triton GEMV: on (PLAN_ENGINE_FP8_GEMV, default 1),
-    CUDA, 2-D x of <= 16 rows in bf16/fp16."""
-    return (_fp8 and use_triton(x) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
+    CUDA, 2-D x of <= FP8_MAX_ROWS rows in bf16/fp16."""
+    return (_fp8 and use_triton(x) and x.dim() == 2 and x.shape[0] <= FP8_MAX_ROWS
             and x.dtype in (torch.bfloat16, torch.float16))
 
 
@@ -113,23 +125,25 @@ def config(n: int, k: int, device: torch.device, weight_bytes: int = 2) -> dict:
 
 
 if triton is not None:
+    _PARTS_STRIDE = tl.constexpr(PARTS_STRIDE)
+
     @triton.jit
     def _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, omask, stride_om,
-                  BLOCK_M: tl.constexpr, NORM: tl.constexpr, ADD_TO: tl.constexpr, BLOCK_P: tl.constexpr):
+                  NORM: tl.constexpr, ADD_TO: tl.constexpr, BLOCK_P: tl.constexpr, PARTS_STRIDE: tl.constexpr):
         """Stores acc [BLOCK_M, BLOCK_N]: scaled by each row's 1/rms first (NORM: the mean of squares is the
         producer's P partial sums over K), or added into the residual stream at out_ptr (ADD_TO: the sum is
         stored there, in the model dtype as the norm kernel adds, and this program's row sums of its squares
         go to parts_out_ptr)."""
         if NORM:
             rp = tl.arange(0, BLOCK_P)[:, None]
-            sums = tl.load(parts_in_ptr + rp * BLOCK_M + rm[None, :], mask=rp < P, other=0.0)
+            sums = tl.load(parts_in_ptr + rp * PARTS_STRIDE + rm[None, :], mask=rp < P, other=0.0)
             acc *= (1.0 / tl.sqrt(tl.sum(sums, axis=0) / K + eps))[:, None]
         out_ptrs = out_ptr + rm[:, None] * stride_om + rn[None, :]
         y = acc.to(out_ptr.dtype.element_ty)
         if ADD_TO:
             y = y + tl.load(out_ptrs, mask=omask, other=0.0)
             yf = tl.where(omask, y.to(tl.float32), 0.0)
-            tl.store(parts_out_ptr + tl.program_id(0) * BLOCK_M + rm, tl.sum(yf * yf, axis=1))
+            tl.store(parts_out_ptr + tl.program_id(0) * PARTS_STRIDE + rm, tl.sum(yf * yf, axis=1))
         tl.store(out_ptrs, y, mask=omask)
 
     @triton.jit
@@ -163,7 +177,7 @@ if triton is not None:
         if HAS_SCALE:
             acc *= tl.load(s_ptr + rows)[None, :]
         _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, mmask & (rn[None, :] < N),
-                  stride_om, BLOCK_M, NORM, ADD_TO, BLOCK_P)
+                  stride_om, NORM, ADD_TO, BLOCK_P, _PARTS_STRIDE)
 
 
 if triton is not None:
@@ -215,7 +229,7 @@ def gemv_row(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None =
 def _fusion_args(x: torch.Tensor, out: torch.Tensor, grid: int, norm: Norm | None, add_to: AddTo | None) -> dict:
     """The kernels' fusion arguments (unused pointers point at x); records the partial sums add_to writes."""
     args = dict(g_ptr=x, parts_in_ptr=x, parts_out_ptr=x, P=1, eps=0.0, NORM=norm is not None,
-                ADD_TO=add_to is not None, BLOCK_P=1)
+                ADD_TO=add_to is not None, BLOCK_P=1, BLOCK_M=_block_m(x.shape[0]))
     if norm is not None:
         assert norm.parts.count > 0 and norm.weight.shape == (x.shape[1],)
         args.update(g_ptr=norm.weight, parts_in_ptr=norm.parts.sums, P=norm.parts.count, eps=norm.eps,
@@ -236,7 +250,7 @@ def _output(x: torch.Tensor, n: int, add_to: AddTo | None) -> torch.Tensor:
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
          scale: torch.Tensor | None = None, norm: Norm | None = None, add_to: AddTo | None = None) -> torch.Tensor:
-    """x [M <= 16, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`.
+    """x [M <= MAX_ROWS, K] @ weight[N, K]^T -> [M, N] in x's dtype, fp32 accumulation. `cfg` overrides `config`.
     `scale` (fp32 [N]): per-row weight scales, for fp8 weights (out = x @ (weight * scale[:, None])^T).
     `norm`: RMSNorm(x) @ weight^T instead; `add_to`: the product is added into add_to.residual, which is returned."""
     M, K = x.shape
@@ -251,7 +265,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, cfg: dict | None = None,
     grid = triton.cdiv(N, cfg["BLOCK_N"])
     _gemv_kernel[(grid,)](
         x, weight, scale, out, M=M, N=N, K=K, stride_xm=x.stride(0), stride_wn=weight.stride(0),
-        stride_om=out.stride(0), BLOCK_M=MAX_ROWS, EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None,
+        stride_om=out.stride(0), EVEN_K=K % cfg["BLOCK_K"] == 0, HAS_SCALE=scale is not None,
         **_fusion_args(x, out, grid, norm, add_to), **cfg)
     return out
 
@@ -278,7 +292,7 @@ if triton is not None:
             x_ptrs += BLOCK_K
         rn = n0 + tl.arange(0, BLOCK_N)
         _epilogue(acc, out_ptr, parts_in_ptr, parts_out_ptr, P, eps, K, rm, rn, mmask & (rn[None, :] < N),
-                  stride_om, BLOCK_M, NORM, ADD_TO, BLOCK_P)
+                  stride_om, NORM, ADD_TO, BLOCK_P, _PARTS_STRIDE)
 
 
 # Tiles the linear race tries for gemv_tma (quant.Unquantized.candidates), by backend name: each was the fastest
@@ -295,7 +309,7 @@ def _has_tma(device: torch.device) -> bool:
 
 def tma_wanted(x: torch.Tensor) -> bool:
     """Whether the race tries gemv_tma: on (PLAN_ENGINE_TMA_GEMV, default 1), a GPU with TMA (Hopper on), a
-    2-D bf16/fp16 x of <= 16 rows."""
+    2-D bf16/fp16 x of <= MAX_ROWS rows."""
     return (_tma and use_triton(x) and _has_tma(x.device) and x.dim() == 2 and x.shape[0] <= MAX_ROWS
             and x.dtype in (torch.bfloat16, torch.float16))
 
@@ -312,5 +326,5 @@ def gemv_tma(x: torch.Tensor, weight: torch.Tensor, cfg: dict, norm: Norm | None
     desc = TensorDescriptor.from_tensor(weight, [cfg["BLOCK_N"], cfg["BLOCK_K"]])
     grid = triton.cdiv(N, cfg["BLOCK_N"])
     _gemv_tma_kernel[(grid,)](x, desc, out, M=M, N=N, K=K, stride_xm=x.stride(0), stride_om=out.stride(0),
-                              BLOCK_M=MAX_ROWS, **_fusion_args(x, out, grid, norm, add_to), **cfg)
+                              **_fusion_args(x, out, grid, norm, add_to), **cfg)
     return out

@@ -4,8 +4,8 @@ Quantization is per output channel (one scale per weight row), so each checkpoin
 quantized as it arrives: the full-precision model never exists on the device. The tensors live on the Linear
 (`weight`, `weight_scale`); a scheme holds only the kernel choices its `tune` timed on the device.
 
-As loaded: F.linear with PyTorch's default BLAS library (or at <= 16 rows the Triton GEMV of gemv.py, with
-PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 16 rows) the Triton GEMV
+As loaded: F.linear with PyTorch's default BLAS library (or at <= 32 rows the Triton GEMV of gemv.py, with
+PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 32 rows) the Triton GEMV
 (one row: both of its kernels) per weight shape at each decode CUDA-graph batch size, and at exactly those row
 counts the winner runs
 (PLAN_ENGINE_TUNE_LINEAR=0 turns this off): none of them is fastest at every shape and row count.
@@ -154,7 +154,7 @@ def blas_linear(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Te
         torch.backends.cuda.preferred_blas_library(previous)
 
 
-# Tuned backends that are gemv.py kernels (the rest are BLAS libraries): the tensor-core GEMV for <= 16 rows, and
+# Tuned backends that are gemv.py kernels (the rest are BLAS libraries): the tensor-core GEMV for <= 32 rows, and
 # the CUDA-core one for one row (written for fp8 weights; it streams bf16 too, and the race decides); and on GPUs
 # with TMA the tensor-core GEMV fed by it, at the tiles of gemv.TMA_CONFIGS.
 GEMV_KERNELS = {"triton": "gemv", "triton_row": "gemv_row"}
