@@ -172,11 +172,11 @@ def test_norms_fold_only_where_the_folded_gemvs_beat_the_raced_linears_plus_two_
     model = build_model(TINY, 64, torch.float32, torch.device("cpu"))
     scheme = quant.SCHEMES["none"]
     shapes = {tuple(m.weight.shape) for m in model.modules() if getattr(m, "scheme", None) is scheme}
-    monkeypatch.setattr(scheme, "backends", {(*s, r): "cublas" for s in shapes for r in (1, 8, 16, 32)})
+    monkeypatch.setattr(scheme, "backends", {(*s, r): "cublas" for s in shapes for r in (1, 8, 16, 32, 48)})
     monkeypatch.setattr(scheme, "fused", {})
     # unfolded: every linear 10 us (cuBLAS) and 2 us a norm; folded: 10.5 us at 1 row (wins by 4 - 2 = 2 us),
     # 11 us at 8 rows (4 x 1 us more, all the 4 us of norms saved: a tie keeps the norms)
-    folded_us = {1: 10.5, 8: 11.0, 16: 10.5}
+    folded_us = {1: 10.5, 8: 11.0, 16: 10.5, 32: 12.0}
 
     rows_seen = []   # the rows of the race's latest input: the row count being raced
 
@@ -190,8 +190,9 @@ def test_norms_fold_only_where_the_folded_gemvs_beat_the_raced_linears_plus_two_
     monkeypatch.setattr(quant, "timed", lambda calls: {name: 2e-6 for name in calls})
     real_randn = torch.randn
     monkeypatch.setattr(torch, "randn", lambda rows, *a, **k: (rows_seen.append(rows), real_randn(rows, *a, **k))[1])
-    report = fused_norms.tune(model, torch.float32, [1, 8, 16, 32])
-    assert {r: v["folded"] for r, v in report.items()} == {"1": True, "8": False, "16": True}   # none above 16 rows
+    report = fused_norms.tune(model, torch.float32, [1, 8, 16, 32, 48])
+    # none above gemv.MAX_ROWS
+    assert {r: v["folded"] for r, v in report.items()} == {"1": True, "8": False, "16": True, "32": False}
     assert report["1"]["folded_us"] == 42.0 and report["1"]["unfolded_us"] == 44.0
     assert model.fused_rows == {1, 16} and model.norm_parts is not None
     layer = model.model.layers[0]
