@@ -69,9 +69,10 @@ def tune(model: torch.nn.Module, dtype: torch.dtype, rows_list: Sequence[int]) -
             backend = scheme.backends.get((n, k, rows))
             if backend is None:
                 break
-            unfolded_s += quant.timed_cold(linear, lambda c: {
+            copies = quant.cold_copies(linear)
+            unfolded_s += quant.timed_cold(copies, lambda c: {
                 backend: quant.Unquantized.candidates(c, x)[backend]})[backend]
-            times = quant.timed_cold(linear, lambda c: {
+            times = quant.timed_cold(copies, lambda c: {
                 name: lambda c=c, name=name: quant.gemv_call(name, x, c.weight, **fusion) for name in _candidates(x)})
             choice[f"{n}x{k}"] = min(times, key=times.get)
             folded_s += times[choice[f"{n}x{k}"]]
