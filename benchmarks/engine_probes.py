@@ -27,6 +27,14 @@ rows       does a GEMM run faster when its input rows are all the same (as in a 
            depends on how many bits toggle: the step grid once prefilled `[1] * length`).
 gemv_tma   Llama-3.1-8B's decode linears at 1, 8 and 16 rows: cuBLAS, cuBLASLt, the Triton GEMV (cp.async) and a GEMV whose
            weight tiles arrive by TMA, over tile sizes and pipeline depths (cold weight copies, as the race times them).
+kvlayout   the decode-attention kernel (head size 128, 1k context) at batch 8-256 over KV cache layouts: token-major
+           ([blocks, block_size, kv_heads, D], each head's token a 256-byte piece of a 2 KB row) against head-major
+           ([blocks, kv_heads, block_size, D], each head's block contiguous), block sizes 16 and 32, and program order
+           (sequence-major grid against kv-head-major); beside the read-only bandwidth of a plain streaming kernel.
+tail       the decode-attention kernel (head size 128, its 64-token tiles) at batch 8-256 with contexts just past a tile
+           (1024 against 1025, 1040, 1056, 1088 tokens; a decode at position 1024 attends to 1,025), with the tokens
+           past the last whole tile in 16-, 32- or 64-token tiles: what a nearly empty last tile costs, and what
+           smaller tail tiles save.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -118,6 +126,111 @@ def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024
                     rows.append({"batch": batch, "context": context, "splits": splits, "stages": stages,
                                  "seconds": t, "fraction_of_copy": kv_bytes / t / copy_bw,
                                  "default_splits": splits == default})
+            del sets
+            torch.cuda.empty_cache()
+    return rows
+
+
+def read_bandwidth(nbytes: int = 2 ** 31) -> dict:
+    """Read-only bandwidth: torch's sum and a Triton kernel that streams 128 KB a program (decode attention only
+    reads; the copy bandwidth the floor divides by also writes)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _read_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, ITERS: tl.constexpr):
+        base = tl.program_id(0).to(tl.int64) * BLOCK * ITERS
+        acc = tl.zeros([BLOCK], tl.float32)
+        for i in range(ITERS):
+            offs = base + i * BLOCK + tl.arange(0, BLOCK)
+            acc += tl.load(x_ptr + offs, mask=offs < n, other=0.0).to(tl.float32)
+        tl.store(out_ptr + tl.program_id(0), tl.sum(acc, axis=0))
+
+    x = torch.randn(nbytes // 2, dtype=torch.bfloat16, device="cuda")
+    block, iters = 4096, 16
+    grid = triton.cdiv(x.numel(), block * iters)
+    out = torch.empty(grid, dtype=torch.float32, device="cuda")
+    result = {}
+    for name, fn in (("torch_sum", lambda: x.sum()),
+                     ("triton", lambda: _read_kernel[(grid,)](x, out, x.numel(), BLOCK=block, ITERS=iters,
+                                                             num_warps=8))):
+        for _ in range(3):
+            fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            fn()
+        end.record()
+        end.synchronize()
+        result[name] = 10 * nbytes / (start.elapsed_time(end) / 1e3)
+    return result
+
+
+def probe_kvlayout(copy_bw: float, batches=(8, 32, 64, 128, 256), context: int = 1024) -> dict:
+    """Decode attention over each KV layout, block size and program order (see the module docstring)."""
+    from backends.engine import attention
+    from profilers.timing import CudaTimer, rotation_sets
+
+    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    heads, kv_heads, head_dim = 32, 8, 128
+    rows = []
+    for block_size in (16, 32):
+        for batch in batches:
+            kv_bytes = 2 * 2 * batch * kv_heads * context * head_dim
+            blocks_per_seq = -(-context // block_size)
+            n_blocks = batch * blocks_per_seq
+            splits = attention.decode_num_splits(batch, kv_heads, torch.device("cuda"))
+            for layout in ("token", "head"):
+                def cache():
+                    if layout == "token":
+                        return torch.randn(n_blocks, block_size, kv_heads, head_dim, dtype=torch.bfloat16, device="cuda")
+                    return torch.randn(n_blocks, kv_heads, block_size, head_dim, dtype=torch.bfloat16,
+                                       device="cuda").transpose(1, 2)
+                sets = [(torch.randn(batch, heads, head_dim, dtype=torch.bfloat16, device="cuda"), cache(), cache(),
+                         torch.randperm(n_blocks, device="cuda").to(torch.int32).view(batch, blocks_per_seq),
+                         torch.full((batch,), context, dtype=torch.int32, device="cuda"))
+                        for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+                out = torch.empty(batch, heads, head_dim, dtype=torch.bfloat16, device="cuda")
+                dec = attention.DecodeRows.allocate(batch, heads, kv_heads, head_dim, torch.device("cuda"),
+                                                    torch.tensor([batch, 0], dtype=torch.int64, device="cuda"))
+                for order in ("sequence", "kv_head"):
+                    def op(i, order=order, sets=sets, dec=dec, out=out):
+                        q, kc, vc, bt, cl = sets[i]
+                        if order == "sequence":
+                            attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, out=out)
+                        else:
+                            attention.decode_attention_rows(q, kc, vc, bt, cl, 0.088, dec, out)
+                    t = timer.time(op, len(sets)).seconds
+                    rows.append({"batch": batch, "context": context, "block_size": block_size, "layout": layout,
+                                 "order": order, "splits": splits, "seconds": t,
+                                 "fraction_of_copy": kv_bytes / t / copy_bw})
+                del sets
+                torch.cuda.empty_cache()
+    return {"read_bandwidth": read_bandwidth(), "rows": rows}
+
+
+def probe_tail(copy_bw: float, batches=(8, 32, 64, 256), contexts=(1024, 1025, 1040, 1056, 1088)) -> list[dict]:
+    """The decode-attention kernel just past a whole number of tiles (see the module docstring)."""
+    from backends.engine import attention
+    from profilers.attention import _paged_set
+    from profilers.sweeps import AttentionShape
+    from profilers.timing import CudaTimer, rotation_sets
+
+    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    shape, rows = AttentionShape(32, 8, 128), []
+    for batch in batches:
+        for context in contexts:
+            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
+            sets = [_paged_set(torch, "cuda", batch, context, shape)
+                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
+            for tail in (16, 32, 64):
+                def op(i, tail=tail, sets=sets):
+                    q, kc, vc, bt, cl = sets[i]
+                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, tail=tail)
+                t = timer.time(op, len(sets)).seconds
+                rows.append({"batch": batch, "context": context, "tail": tail, "splits": splits, "seconds": t,
+                             "fraction_of_copy": kv_bytes / t / copy_bw})
             del sets
             torch.cuda.empty_cache()
     return rows
@@ -432,7 +545,9 @@ def main() -> int:
                      ("prefill", probe_prefill), ("contention", probe_contention), ("async_trace", probe_async_trace),
                      ("rows", probe_rows), ("gemv_tma", probe_gemv_tma), ("stages", lambda: probe_splits(out["copy_bandwidth"])),
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
-                                                     (None,)))):
+                                                     (None,))),
+                     ("kvlayout", lambda: probe_kvlayout(out["copy_bandwidth"])),
+                     ("tail", lambda: probe_tail(out["copy_bandwidth"]))):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -461,6 +576,16 @@ def main() -> int:
         for r in out.get(name, []) if isinstance(out.get(name), list) else []:
             print(f"{name} b{r['batch']} ctx{r['context']} splits{r['splits']}{'*' if r['default_splits'] else ''} "
                   f"stages{r['stages']}: {r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
+    for r in out.get("tail", []) if isinstance(out.get("tail"), list) else []:
+        print(f"tail b{r['batch']} ctx{r['context']} tail{r['tail']} splits{r['splits']}: {r['seconds'] * 1e6:.1f} us, "
+              f"{r['fraction_of_copy']:.2f} of copy bw")
+    kv = out.get("kvlayout", {})
+    if isinstance(kv, dict) and "rows" in kv:
+        print("read bandwidth (TB/s):", {k: round(v / 1e12, 2) for k, v in kv["read_bandwidth"].items()},
+              f"copy {out['copy_bandwidth'] / 1e12:.2f}")
+        for r in kv["rows"]:
+            print(f"kvlayout b{r['batch']} block{r['block_size']} {r['layout']}-major, {r['order']} order: "
+                  f"{r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
     rows = out.get("rows", {})
     for r in rows.get("gemms", []) if isinstance(rows, dict) else []:
         print(f"GEMM {r['m']}x{r['n']}x{r['k']} {r['rows']} rows: bf16 {r['bf16_ms']:.3f} ms ({r['bf16_tflops']:.0f} "

@@ -52,6 +52,11 @@
 #   bash benchmarks/gpu_session.sh fold        # kernel, race and CUDA-path tests, then decode at batch 1-32 with the GEMVs
 #                                              # up to 16 rows and no folded norms, then up to 32 rows, RMSNorms folded in
 #   bash benchmarks/gpu_session.sh fold2       # the same with 32 rows unfolded first, then the decode diag
+#   bash benchmarks/gpu_session.sh kvlayout    # decode-attention tests, then the kernel over KV layouts, block sizes and
+#                                              # program orders, beside read-only bandwidth (PROBES=kvlayout,tail: and tails)
+#   bash benchmarks/gpu_session.sh tail        # decode-attention tests, the tail probe, then decode at batch 1-256 with the
+#                                              # last partial tile whole (PLAN_ENGINE_DECODE_TAIL=64) and in 16-token tiles
+#                                              # in turn (REPS=2: twice; TESTS=1: CUDA-path tests first)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -297,6 +302,21 @@ fold2)
   done
   step diag 150 python3 benchmarks/engine_decode_diag.py --batches 1,16,32 --no-ops --out "$OUT/diag_fold_$GPU.json" \
       2>&1 | tail -30
+  ;;
+kvlayout)
+  step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py -k "decode_attention or qk_norm_rope" 2>&1 | tail -4
+  step kvlayout 300 python3 benchmarks/engine_probes.py --only ${PROBES:-kvlayout} --out "$OUT/kvlayout_$GPU.json" 2>&1 | tail -80
+  ;;
+tail)
+  [ -n "${TESTS:-}" ] && step cuda_paths 200 python3 -m pytest -q -x tests/test_engine_cuda_paths.py 2>&1 | tail -4
+  step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py -k "decode_attention" 2>&1 | tail -4
+  [ -z "${TESTS:-}" ] && step tail 200 python3 benchmarks/engine_probes.py --only tail --out "$OUT/tail_$GPU.json" 2>&1 | tail -62
+  for i in $(seq 1 "${REPS:-1}"); do
+    for v in 64 16; do
+      step "tail=$v $i" 150 env PLAN_ENGINE_DECODE_TAIL=$v python3 benchmarks/bench_engine.py --decode-only --no-hf \
+          --batches 1,8,32,64,128,256 --out "$OUT/tail_${v}_${i}_$GPU.json" 2>&1 | tail -9
+    done
+  done
   ;;
 smoke)
   step tests 150 python3 -m pytest -q -x tests/test_engine_cuda_paths.py tests/test_engine_kernels.py 2>&1 | tail -15

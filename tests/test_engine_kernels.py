@@ -92,18 +92,23 @@ def test_qk_norm_rope_store(qk_norm):
 @pytest.mark.parametrize("num_splits", [1, 2, 4])
 @pytest.mark.parametrize("H,KVH", [(8, 2), (4, 4)])
 @pytest.mark.parametrize("D", [32, 128])          # 128- and 64-token context tiles
-def test_decode_attention(num_splits, H, KVH, D):
+@pytest.mark.parametrize("layout", ["token", "head"])
+@pytest.mark.parametrize("tail", [16, 128])       # the tokens past the last whole tile in 16-token tiles, or in one
+def test_decode_attention(num_splits, H, KVH, D, layout, tail):
+    """Over either cache layout: [blocks, block_size, kv_heads, D], or each head's block contiguous (a strided view)."""
     g = torch.Generator().manual_seed(3)
     BS, NB = 16, 80
     ctx = torch.tensor([1, 17, 100, 300], dtype=torch.int32, device=DEVICE)
     B = len(ctx)
-    k_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
-    v_cache = torch.randn(NB, BS, KVH, D, generator=g).to(DEVICE, DTYPE)
+    shape = (NB, BS, KVH, D) if layout == "token" else (NB, KVH, BS, D)
+    k_cache, v_cache = (torch.randn(shape, generator=g).to(DEVICE, DTYPE) for _ in range(2))
+    if layout == "head":
+        k_cache, v_cache = k_cache.transpose(1, 2), v_cache.transpose(1, 2)
     width = 20
     tables = torch.randperm(NB, generator=g)[:B * width].view(B, width).to(DEVICE, torch.int32)
     q = torch.randn(B, H, D, generator=g).to(DEVICE, DTYPE)
     ref = attention.decode_attention_torch(q, k_cache, v_cache, tables, ctx, D ** -0.5)
-    out = attention.decode_attention_triton(q, k_cache, v_cache, tables, ctx, D ** -0.5, num_splits)
+    out = attention.decode_attention_triton(q, k_cache, v_cache, tables, ctx, D ** -0.5, num_splits, tail=tail)
     torch.testing.assert_close(out, ref, **TOL)
 
 

@@ -148,6 +148,31 @@ def decode_attention_torch(q, k_cache, v_cache, block_tables, context_lens, scal
 
 
 if triton is not None:
+    @triton.jit
+    def _attend_tile(q, k_ptr, v_ptr, bt_ptr, b, kvh, t0, end, m, l, acc, d, dmask, scale_log2, kv_scale,
+                     stride_kb, stride_kt, stride_kh, stride_bt, TILE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                     KV_FP8: tl.constexpr):
+        """Online softmax over the cached tokens [t0, min(t0 + TILE, end)) of one sequence and kv head."""
+        toks = t0 + tl.arange(0, TILE)
+        tmask = toks < end
+        blk = tl.load(bt_ptr + b * stride_bt + toks // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
+        row = blk * stride_kb + (toks % BLOCK_SIZE) * stride_kt + kvh * stride_kh
+        kvmask = tmask[:, None] & dmask[None, :]
+        k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+        if KV_FP8:
+            k = (k.to(tl.float32) * kv_scale).to(q.dtype)
+        s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
+        s = tl.where(tmask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m - m_new)
+        l = l * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
+        if KV_FP8:
+            v = (v.to(tl.float32) * kv_scale).to(q.dtype)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        return m_new, l, acc
+
     # The block-table row stride is the graph buffers' fixed width under CUDA graphs but the step's widest
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
@@ -156,7 +181,7 @@ if triton is not None:
                        scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
-                       BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
+                       BLOCK_D: tl.constexpr, BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, TAIL: tl.constexpr,
                        NUM_SPLITS: tl.constexpr, KV_FP8: tl.constexpr, ROWS_ON_DEVICE: tl.constexpr):
         g = tl.arange(0, BLOCK_G)
         if ROWS_ON_DEVICE:
@@ -193,26 +218,14 @@ if triton is not None:
         m = tl.full([BLOCK_G], float("-inf"), tl.float32)
         l = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        for t0 in range(start, end, TILE):
-            toks = t0 + tl.arange(0, TILE)
-            tmask = toks < end
-            blk = tl.load(bt_ptr + b * stride_bt + toks // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
-            row = blk * stride_kb + (toks % BLOCK_SIZE) * stride_kt + kvh * stride_kh
-            kvmask = tmask[:, None] & dmask[None, :]
-            k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
-            if KV_FP8:
-                k = (k.to(tl.float32) * kv_scale).to(q.dtype)
-            s = tl.dot(q, tl.trans(k)) * scale_log2                 # [BLOCK_G, TILE], log2 domain
-            s = tl.where(tmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, axis=1))
-            p = tl.exp2(s - m_new[:, None])
-            alpha = tl.exp2(m - m_new)
-            l = l * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kvmask, other=0.0)
-            if KV_FP8:
-                v = (v.to(tl.float32) * kv_scale).to(q.dtype)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m = m_new
+        # Whole tiles, then the rest in TAIL-token tiles: a nearly empty last tile cost a whole one's time.
+        full_end = start + (end - start) // TILE * TILE
+        for t0 in range(start, full_end, TILE):
+            m, l, acc = _attend_tile(q, k_ptr, v_ptr, bt_ptr, b, kvh, t0, end, m, l, acc, d, dmask, scale_log2,
+                                     kv_scale, stride_kb, stride_kt, stride_kh, stride_bt, TILE, BLOCK_SIZE, KV_FP8)
+        for t0 in range(full_end, end, TAIL):
+            m, l, acc = _attend_tile(q, k_ptr, v_ptr, bt_ptr, b, kvh, t0, end, m, l, acc, d, dmask, scale_log2,
+                                     kv_scale, stride_kb, stride_kt, stride_kh, stride_bt, TAIL, BLOCK_SIZE, KV_FP8)
         omask = (gmask & valid)[:, None] & dmask[None, :]
         if num_splits == 1:
             out = acc / l[:, None]
@@ -257,6 +270,10 @@ if triton is not None:
                  mask=(d < HEAD_DIM) & valid)
 
 
+# Tokens per tile past the last whole one (a power of two, at least 16 for tl.dot; `tail` of the probes).
+DECODE_TAIL = int(os.environ.get("PLAN_ENGINE_DECODE_TAIL", "16"))
+
+
 def decode_tile(head_dim: int) -> int:
     """Context tokens per iteration of the decode kernel. An H200 sweep (benchmarks/engine_probes.py) put
     head size 64 at 0.91-0.97 of copy bandwidth with 128-token tiles and 0.78-0.96 with 64; head size 128 is
@@ -266,10 +283,13 @@ def decode_tile(head_dim: int) -> int:
 
 
 def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
-                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None):
+                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None, tail: int | None = None):
     B, H, D = q.shape
+    tile = tile or decode_tile(D)
+    tail = min(tail or DECODE_TAIL, tile)
     _, block_size, KVH, _ = k_cache.shape
-    assert q.stride(2) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
+    # Any layout with a contiguous head dimension (the probes time a head-major one); V shares K's strides
+    assert q.stride(2) == 1 and k_cache.stride(3) == 1 and k_cache.stride() == v_cache.stride()
     assert num_splits & (num_splits - 1) == 0, "num_splits must be a power of two"
     group = H // KVH
     out = torch.empty(B, H, D, dtype=q.dtype, device=q.device) if out is None else out
@@ -286,7 +306,7 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
         scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile or decode_tile(D), NUM_SPLITS=num_splits,
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile, TAIL=tail, NUM_SPLITS=num_splits,
         KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
         **({} if num_stages is None else {"num_stages": num_stages}))
     if num_splits > 1:
@@ -332,7 +352,8 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
         scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), NUM_SPLITS=dec.max_splits,
+        HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), TAIL=min(DECODE_TAIL, decode_tile(D)),
+        NUM_SPLITS=dec.max_splits,
         KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
