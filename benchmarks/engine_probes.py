@@ -35,6 +35,9 @@ tail       the decode-attention kernel (head size 128, its 64-token tiles) at ba
            (1024 against 1025, 1040, 1056, 1088 tokens; a decode at position 1024 attends to 1,025), with the tokens
            past the last whole tile in 16-, 32- or 64-token tiles: what a nearly empty last tile costs, and what
            smaller tail tiles save.
+warps      the decode-attention kernel (head size 128, 1,025 tokens) at batch 1-256, default and doubled split counts,
+           over Triton launch options: 4 or 8 warps, a register cap (`maxnreg`: ptxas gives the kernel 255 registers a
+           thread at 4 warps, so an SM holds two programs), pipeline depth.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
@@ -121,7 +124,8 @@ def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024
                 for stages in stage_counts:
                     def op(i, splits=splits, stages=stages, sets=sets):
                         q, kc, vc, bt, cl = sets[i]
-                        attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, num_stages=stages)
+                        attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits,
+                                                          launch=None if stages is None else {"num_stages": stages})
                     t = timer.time(op, len(sets)).seconds
                     rows.append({"batch": batch, "context": context, "splits": splits, "stages": stages,
                                  "seconds": t, "fraction_of_copy": kv_bytes / t / copy_bw,
@@ -233,6 +237,41 @@ def probe_tail(copy_bw: float, batches=(8, 32, 64, 256), contexts=(1024, 1025, 1
                              "fraction_of_copy": kv_bytes / t / copy_bw})
             del sets
             torch.cuda.empty_cache()
+    return rows
+
+
+WARP_LAUNCHES = ({}, {"num_warps": 8}, {"num_warps": 8, "maxnreg": 128}, {"num_warps": 4, "maxnreg": 168},
+                 {"num_warps": 4, "maxnreg": 128}, {"num_warps": 8, "num_stages": 2}, {"num_warps": 8, "num_stages": 4})
+
+
+def probe_warps(copy_bw: float, batches=(1, 8, 32, 64, 128, 256), context: int = 1025) -> list[dict]:
+    """The decode-attention kernel over launch options (see the module docstring)."""
+    from backends.engine import attention
+    from profilers.attention import _paged_set
+    from profilers.sweeps import AttentionShape
+    from profilers.timing import CudaTimer, rotation_sets
+
+    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    shape, rows = AttentionShape(32, 8, 128), []
+    for batch in batches:
+        kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
+        sets = [_paged_set(torch, "cuda", batch, context, shape)
+                for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+        default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
+        for splits in sorted({default, min(16, 2 * default)}):
+            for launch in WARP_LAUNCHES:
+                def op(i, splits=splits, launch=launch, sets=sets):
+                    q, kc, vc, bt, cl = sets[i]
+                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, launch=launch)
+                try:
+                    t = timer.time(op, len(sets)).seconds
+                except Exception as e:  # noqa: BLE001 - an option this Triton lacks: the rest still run
+                    rows.append({"batch": batch, "splits": splits, "launch": launch, "error": str(e)[:200]})
+                    continue
+                rows.append({"batch": batch, "context": context, "splits": splits, "default_splits": splits == default,
+                             "launch": launch, "seconds": t, "fraction_of_copy": kv_bytes / t / copy_bw})
+        del sets
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -547,7 +586,8 @@ def main() -> int:
                      ("splits", lambda: probe_splits(out["copy_bandwidth"], SPLIT_BATCHES, (1024, 4096), (1, 2, 4, 8, 16),
                                                      (None,))),
                      ("kvlayout", lambda: probe_kvlayout(out["copy_bandwidth"])),
-                     ("tail", lambda: probe_tail(out["copy_bandwidth"]))):
+                     ("tail", lambda: probe_tail(out["copy_bandwidth"])),
+                     ("warps", lambda: probe_warps(out["copy_bandwidth"]))):
         if name in which:
             t0 = time.perf_counter()
             try:
@@ -579,6 +619,12 @@ def main() -> int:
     for r in out.get("tail", []) if isinstance(out.get("tail"), list) else []:
         print(f"tail b{r['batch']} ctx{r['context']} tail{r['tail']} splits{r['splits']}: {r['seconds'] * 1e6:.1f} us, "
               f"{r['fraction_of_copy']:.2f} of copy bw")
+    for r in out.get("warps", []) if isinstance(out.get("warps"), list) else []:
+        if "error" in r:
+            print(f"warps b{r['batch']} splits{r['splits']} {r['launch']}: {r['error']}")
+            continue
+        print(f"warps b{r['batch']} splits{r['splits']}{'*' if r['default_splits'] else ''} {r['launch']}: "
+              f"{r['seconds'] * 1e6:.1f} us, {r['fraction_of_copy']:.2f} of copy bw")
     kv = out.get("kvlayout", {})
     if isinstance(kv, dict) and "rows" in kv:
         print("read bandwidth (TB/s):", {k: round(v / 1e12, 2) for k, v in kv["read_bandwidth"].items()},

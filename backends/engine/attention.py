@@ -274,6 +274,10 @@ if triton is not None:
 DECODE_TAIL = int(os.environ.get("PLAN_ENGINE_DECODE_TAIL", "16"))
 
 
+# The decode kernel's Triton launch options.
+DECODE_LAUNCH = {"num_warps": 4}
+
+
 def decode_tile(head_dim: int) -> int:
     """Context tokens per iteration of the decode kernel. An H200 sweep (benchmarks/engine_probes.py) put
     head size 64 at 0.91-0.97 of copy bandwidth with 128-token tiles and 0.78-0.96 with 64; head size 128 is
@@ -283,7 +287,7 @@ def decode_tile(head_dim: int) -> int:
 
 
 def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, scale, num_splits=1, out=None,
-                            kv_scale=1.0, tile: int | None = None, num_stages: int | None = None, tail: int | None = None):
+                            kv_scale=1.0, tile: int | None = None, tail: int | None = None, launch: dict | None = None):
     B, H, D = q.shape
     tile = tile or decode_tile(D)
     tail = min(tail or DECODE_TAIL, tile)
@@ -299,16 +303,15 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     else:
         part_o = part_ml = out
     block_d = triton.next_power_of_2(D)
-    # num_stages (probes only): Triton's default depth was the fastest, or within 4%, at every batch 1-256 with
-    # the default splits on an H200 (benchmarks/engine_probes.py --only stages).
+    # launch (probes only): Triton options over DECODE_LAUNCH. Its default pipeline depth was the fastest, or within
+    # 4%, at every batch 1-256 with the default splits on an H200 (benchmarks/engine_probes.py --only stages).
     _decode_kernel[(B, KVH, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens,
         scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile, TAIL=tail, NUM_SPLITS=num_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, num_warps=4,
-        **({} if num_stages is None else {"num_stages": num_stages}))
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, **{**DECODE_LAUNCH, **(launch or {})})
     if num_splits > 1:
         _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
                                      HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
@@ -354,7 +357,7 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=decode_tile(D), TAIL=min(DECODE_TAIL, decode_tile(D)),
         NUM_SPLITS=dec.max_splits,
-        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, num_warps=4)
+        KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, **DECODE_LAUNCH)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
             dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
