@@ -412,18 +412,22 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "bash benchmarks/gpu_session.sh serving_async",
               "# H200-async8 (served async runs on another machine, predicted by H200-grid15's calibration):",
               "bash benchmarks/gpu_session.sh serving_async",
+              "# H200-grid16 (the engine with the TMA GEMV and RMSNorms folded into the GEMVs; profile, step grid, served",
+              "# async runs):",
+              "bash benchmarks/gpu_session.sh profile; bash benchmarks/gpu_session.sh step; "
+              "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
-              "# the shipped profiles: H200-grid15's measured profile with the 4x H200 collectives, calibrated on its",
+              "# the shipped profiles: H200-grid16's measured profile with the 4x H200 collectives, calibrated on its",
               "# steps and served async steps (one machine, the current engine, prompts of random ids):",
-              "cp benchmarks/results/accuracy/H200-grid15/profile.yaml hw_profiles/measured/H200.yaml  # then:",
+              "cp benchmarks/results/accuracy/H200-grid16/profile.yaml hw_profiles/measured/H200.yaml  # then:",
               "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
               "hw_profiles/measured/H200.yaml",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid15/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200-grid15/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200-grid15/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid16/step_trace.jsonl "
+              "--fit-trace benchmarks/results/accuracy/H200-grid16/serving_fit_trace.jsonl "
+              "--run benchmarks/results/accuracy/H200-grid16/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 
