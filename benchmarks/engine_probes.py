@@ -36,8 +36,7 @@ tail       the decode-attention kernel (head size 128, its 64-token tiles) at ba
            past the last whole tile in 16-, 32- or 64-token tiles: what a nearly empty last tile costs, and what
            smaller tail tiles save.
 warps      the decode-attention kernel (head size 128, 1,025 tokens) at batch 1-256, default and doubled split counts,
-           over Triton launch options: 4 or 8 warps, a register cap (`maxnreg`: ptxas gives the kernel 255 registers a
-           thread at 4 warps, so an SM holds two programs), pipeline depth.
+           over Triton launch options: 4 or 8 warps, a register cap (`maxnreg`), pipeline depth.
 async_trace the step trace of an async-scheduling engine with prefills among decodes: is each step charged its own
            time (device events), and do the steps add up to the run's wall time?
 """
