@@ -195,8 +195,7 @@ def probe_kvlayout(copy_bw: float, batches=(8, 32, 64, 128, 256), context: int =
                         for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
                 out = torch.empty(batch, heads, head_dim, dtype=torch.bfloat16, device="cuda")
                 dec = attention.DecodeRows.allocate(batch, heads, kv_heads, head_dim, torch.device("cuda"),
-                                                    torch.zeros(3, dtype=torch.int64, device="cuda"))
-                dec.rows.copy_(torch.tensor([batch, 0, dec.splits[batch]]))
+                                                    torch.tensor([batch, 0], dtype=torch.int64, device="cuda"))
                 for order in ("sequence", "kv_head"):
                     def op(i, order=order, sets=sets, dec=dec, out=out):
                         q, kc, vc, bt, cl = sets[i]

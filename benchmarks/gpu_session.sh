@@ -53,8 +53,7 @@
 #                                              # up to 16 rows and no folded norms, then up to 32 rows, RMSNorms folded in
 #   bash benchmarks/gpu_session.sh fold2       # the same with 32 rows unfolded first, then the decode diag
 #   bash benchmarks/gpu_session.sh kvlayout    # decode-attention tests, then the kernel over KV layouts, block sizes and
-#                                              # program orders, beside read-only bandwidth (PROBES=kvlayout,tail: and tails;
-#                                              # TESTS=1: CUDA-path tests first)
+#                                              # program orders, beside read-only bandwidth (PROBES=kvlayout,tail: and tails)
 #   bash benchmarks/gpu_session.sh tail        # decode-attention tests, the tail probe, then decode at batch 1-256 with the
 #                                              # last partial tile whole (PLAN_ENGINE_DECODE_TAIL=64) and in 16-token tiles
 #                                              # in turn (REPS=2: twice; TESTS=1: CUDA-path tests first)
@@ -305,7 +304,6 @@ fold2)
       2>&1 | tail -30
   ;;
 kvlayout)
-  [ -n "${TESTS:-}" ] && step cuda_paths 200 python3 -m pytest -q -x tests/test_engine_cuda_paths.py 2>&1 | tail -4
   step tests 150 python3 -m pytest -q -x tests/test_engine_kernels.py -k "decode_attention or qk_norm_rope" 2>&1 | tail -4
   step kvlayout 300 python3 benchmarks/engine_probes.py --only ${PROBES:-kvlayout} --out "$OUT/kvlayout_$GPU.json" 2>&1 | tail -80
   ;;

@@ -126,7 +126,7 @@ def test_decode_attention_rows_counted_on_the_device(count, first, splits):
     ctx = ctx.to(DEVICE)
     by_count = [1] + [splits] * most
     dec = attention.DecodeRows(
-        rows=torch.tensor([count, first, by_count[count]], device=DEVICE), splits=tuple(by_count),
+        rows=torch.tensor([count, first], device=DEVICE), splits=torch.tensor(by_count, dtype=torch.int32, device=DEVICE),
         max_splits=max(by_count), num_programs=max(n * KVH * s for n, s in enumerate(by_count)),
         part_o=torch.empty(most, H, max(by_count), D, device=DEVICE), part_ml=torch.empty(most, H, max(by_count), 2,
                                                                                           device=DEVICE))

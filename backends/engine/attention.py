@@ -177,7 +177,7 @@ if triton is not None:
     # table in eager (mixed) steps: specialised on its value (==1, %16) each new case compiled a kernel variant
     # in the middle of serving (~0.3 s stalls on an H200, one per split count).
     @triton.jit(do_not_specialize=["stride_bt"])
-    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr,
+    def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, out_ptr, part_o_ptr, part_ml_ptr, rows_ptr, splits_ptr,
                        scale_log2, kv_scale,
                        stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_bt, stride_ob, stride_oh,
                        num_heads, num_kv_heads, GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -186,11 +186,10 @@ if triton is not None:
         g = tl.arange(0, BLOCK_G)
         if ROWS_ON_DEVICE:
             # One flat grid sized for the most decodes a graph may carry: how many there are, the first one's row
-            # and the split count for that many are read from the device (decode_attention_rows), side by side:
-            # a split count looked up by the count waited on it, a second dependent load (programs ran 6-10% slower).
+            # and the split count for that many are read from the device (decode_attention_rows).
             nd = tl.load(rows_ptr)
             row0 = tl.load(rows_ptr + 1)
-            num_splits = tl.maximum(tl.load(rows_ptr + 2).to(tl.int32), 1)    # (0 before any step wrote it)
+            num_splits = tl.load(splits_ptr + nd)
             pid = tl.program_id(0)
             b = pid // (num_kv_heads * num_splits)
             kvh = pid // num_splits % num_kv_heads
@@ -241,7 +240,7 @@ if triton is not None:
             tl.store(part_ml_ptr + base * 2 + 1, l, mask=gmask & valid)
 
     @triton.jit
-    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, rows_ptr, stride_ob, stride_oh, num_heads,
+    def _decode_merge_kernel(part_o_ptr, part_ml_ptr, out_ptr, rows_ptr, splits_ptr, stride_ob, stride_oh, num_heads,
                              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr,
                              ROWS_ON_DEVICE: tl.constexpr):
         b = tl.program_id(0)
@@ -251,7 +250,7 @@ if triton is not None:
         if ROWS_ON_DEVICE:
             nd = tl.load(rows_ptr)
             row0 = tl.load(rows_ptr + 1)
-            num_splits = tl.maximum(tl.load(rows_ptr + 2).to(tl.int32), 1)
+            num_splits = tl.load(splits_ptr + nd)
             # nothing to merge past the decodes, or when one split wrote its rows itself
             smask = (s < num_splits) & ((b + 0 * s) < nd) & ((num_splits + 0 * s) > 1)
             valid = ((b + 0 * d) < nd) & ((num_splits + 0 * d) > 1)
@@ -307,14 +306,14 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
     # launch (probes only): Triton options over DECODE_LAUNCH. Its default pipeline depth was the fastest, or within
     # 4%, at every batch 1-256 with the default splits on an H200 (benchmarks/engine_probes.py --only stages).
     _decode_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens,
+        q, k_cache, v_cache, block_tables, context_lens, out, part_o, part_ml, context_lens, context_lens,
         scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, TILE=tile, TAIL=tail, NUM_SPLITS=num_splits,
         KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=False, **{**DECODE_LAUNCH, **(launch or {})})
     if num_splits > 1:
-        _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, out.stride(0), out.stride(1), H,
+        _decode_merge_kernel[(B, H)](part_o, part_ml, out, context_lens, context_lens, out.stride(0), out.stride(1), H,
                                      HEAD_DIM=D, BLOCK_D=block_d, NUM_SPLITS=num_splits, ROWS_ON_DEVICE=False)
     return out
 
@@ -322,11 +321,10 @@ def decode_attention_triton(q, k_cache, v_cache, block_tables, context_lens, sca
 @dataclass
 class DecodeRows:
     """Decodes whose count and first row live on the device, for a graph captured once for any count up to
-    `max_decodes` (a whole-forward graph of a mixed step): `rows` = [count, first row, split count] (int64), which
-    the step's writer fills, the split count from `splits` (by decode count, as decode_num_splits picks it);
-    `part_o`/`part_ml` the partials for the most splits."""
+    `max_decodes` (a whole-forward graph of a mixed step): `rows` = [count, first row] (int64), `splits` the split
+    count by decode count (as decode_num_splits picks it), `part_o`/`part_ml` the partials for the most splits."""
     rows: torch.Tensor
-    splits: tuple[int, ...]
+    splits: torch.Tensor
     max_splits: int
     num_programs: int
     part_o: torch.Tensor
@@ -338,7 +336,7 @@ class DecodeRows:
         by_count = [1] + [decode_num_splits(n, num_kv_heads, device) for n in range(1, max_decodes + 1)]
         max_splits = max(by_count)
         merged = max(n for n, s in enumerate(by_count) if s > 1 or n == 1)   # the most decodes that are split
-        return cls(rows=rows, splits=tuple(by_count), max_splits=max_splits,
+        return cls(rows=rows, splits=torch.tensor(by_count, dtype=torch.int32, device=device), max_splits=max_splits,
                    num_programs=max(n * num_kv_heads * s for n, s in enumerate(by_count)),
                    part_o=torch.empty(merged, num_heads, max_splits, head_dim, dtype=torch.float32, device=device),
                    part_ml=torch.empty(merged, num_heads, max_splits, 2, dtype=torch.float32, device=device))
@@ -353,7 +351,7 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
     group = H // KVH
     block_d = triton.next_power_of_2(D)
     _decode_kernel[(dec.num_programs,)](
-        q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows,
+        q, k_cache, v_cache, block_tables, context_lens, out, dec.part_o, dec.part_ml, dec.rows, dec.splits,
         scale * 1.4426950408889634, kv_scale,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), H, KVH, GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)),
@@ -362,7 +360,7 @@ def decode_attention_rows(q, k_cache, v_cache, block_tables, context_lens, scale
         KV_FP8=k_cache.dtype != q.dtype, ROWS_ON_DEVICE=True, **DECODE_LAUNCH)
     if dec.max_splits > 1:
         _decode_merge_kernel[(dec.part_o.shape[0], H)](
-            dec.part_o, dec.part_ml, out, dec.rows, out.stride(0), out.stride(1), H, HEAD_DIM=D,
+            dec.part_o, dec.part_ml, out, dec.rows, dec.splits, out.stride(0), out.stride(1), H, HEAD_DIM=D,
             BLOCK_D=block_d, NUM_SPLITS=dec.max_splits, ROWS_ON_DEVICE=True)
     return out
 

@@ -52,9 +52,9 @@ class PiecewiseGraphs:
         qkv_width = (attn.num_heads + 2 * attn.num_kv_heads) * attn.head_dim
         dtype = model.model.embed_tokens.weight.dtype
         # ids, positions, slots, where a row's token is still on the device (its row of `sampled`, else -1),
-        # the whole-forward graphs' prefix sums (first WHOLE_GRAPH_PREFILLS + 2 columns), then their decode count,
-        # first decode row and the decode attention's split count for that many, and the decodes' context lengths:
-        # one [6, n] int64 tensor, uploaded with one copy from a pinned twin (the decodes' block tables with a second).
+        # the whole-forward graphs' prefix sums (first WHOLE_GRAPH_PREFILLS + 2 columns), then their decode count
+        # and first decode row, and the decodes' context lengths: one [6, n] int64 tensor, uploaded with one copy
+        # from a pinned twin (the decodes' block tables with a second).
         self.sampled = sampled
         self.header = torch.tensor([[0], [0], [trash_slot], [-1], [0], [0]], device=device).repeat(1, n)
         self.cu = torch.zeros(WHOLE_GRAPH_PREFILLS + 2, dtype=torch.int32, device=device)
@@ -65,7 +65,7 @@ class PiecewiseGraphs:
         self.tables = torch.zeros(max(1, self.max_decodes), max_blocks_per_seq, dtype=torch.int32, device=device)
         self.staging_tables = torch.empty(self.tables.numel(), dtype=torch.int32).pin_memory()
         self.decode = DecodeRows.allocate(max(1, self.max_decodes), attn.num_heads, attn.num_kv_heads, attn.head_dim,
-                                          device, self.header[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 5])
+                                          device, self.header[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 4])
         self.qkv = torch.zeros(n, qkv_width, dtype=dtype, device=device)
         self.attn = torch.zeros(n, attn.num_heads * attn.head_dim, dtype=dtype, device=device)
         self.residual = torch.zeros(n, spec.hidden_size, dtype=dtype, device=device)
@@ -76,7 +76,7 @@ class PiecewiseGraphs:
         # bucket -> whole-forward graph of fresh prompts only, and one that also carries decodes
         self.whole: dict[int, torch.cuda.CUDAGraph] = {}
         self.whole_mixed: dict[int, torch.cuda.CUDAGraph] = {}
-        if whole and n >= WHOLE_GRAPH_PREFILLS + 5:
+        if whole and n >= WHOLE_GRAPH_PREFILLS + 4:
             for size in reversed([s for s in sizes if s <= WHOLE_GRAPH_MAX_TOKENS]):
                 for graphs, decodes in ((self.whole, False), (self.whole_mixed, True)):
                     if decodes and not self.max_decodes:
@@ -171,8 +171,7 @@ class PiecewiseGraphs:
             cu, ctx = step["cu_q"], step["decode_ctx"]
             h[4, :len(cu)] = cu
             h[4, len(cu):WHOLE_GRAPH_PREFILLS + 2] = size
-            h[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 5] = (len(ctx), step["num_prefill"],
-                                                                    self.decode.splits[len(ctx)])
+            h[4, WHOLE_GRAPH_PREFILLS + 2:WHOLE_GRAPH_PREFILLS + 4] = len(ctx), step["num_prefill"]
             if ctx:
                 h[5, :len(ctx)] = ctx
                 width = len(step["decode_tables"][0])
