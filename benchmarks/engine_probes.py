@@ -541,7 +541,7 @@ def probe_gemv_tma(rows_list=(1, 8, 16)) -> list[dict]:
     for name, n, k in (("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336),
                        ("lm_head", 128256, 4096)):
         w = torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.02
-        copies = quant.cold_copies(SimpleNamespace(weight=w))
+        copies = quant._cold_copies(SimpleNamespace(weight=w))
         for rows in rows_list:
             x = torch.randn(rows, k, dtype=torch.bfloat16, device="cuda")
 

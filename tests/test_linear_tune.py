@@ -180,9 +180,9 @@ def test_norms_fold_only_where_the_folded_gemvs_beat_the_raced_linears_plus_two_
 
     rows_seen = []   # the rows of the race's latest input: the row count being raced
 
-    def timed_cold(copies, calls):
+    def timed_cold(layer, calls):
         rows = rows_seen[-1]
-        names = list(calls(copies[0]))
+        names = list(calls(layer))
         if names == ["cublas"]:
             return {"cublas": 10e-6}
         return {name: (folded_us[rows] if name == "triton" else 99) * 1e-6 for name in names}

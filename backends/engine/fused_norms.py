@@ -69,10 +69,9 @@ def tune(model: torch.nn.Module, dtype: torch.dtype, rows_list: Sequence[int]) -
             backend = scheme.backends.get((n, k, rows))
             if backend is None:
                 break
-            copies = quant.cold_copies(linear)
-            unfolded_s += quant.timed_cold(copies, lambda c: {
+            unfolded_s += quant.timed_cold(linear, lambda c: {
                 backend: quant.Unquantized.candidates(c, x)[backend]})[backend]
-            times = quant.timed_cold(copies, lambda c: {
+            times = quant.timed_cold(linear, lambda c: {
                 name: lambda c=c, name=name: quant.gemv_call(name, x, c.weight, **fusion) for name in _candidates(x)})
             choice[f"{n}x{k}"] = min(times, key=times.get)
             folded_s += times[choice[f"{n}x{k}"]]

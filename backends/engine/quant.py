@@ -106,7 +106,7 @@ COLD_WEIGHT_BYTES = 256 << 20
 MAX_WEIGHT_COPIES = 8
 
 
-def cold_copies(layer: nn.Module) -> list:
+def _cold_copies(layer: nn.Module) -> list:
     """`layer` and stand-ins holding their own copy of its weight (and its scales), COLD_WEIGHT_BYTES in all."""
     nbytes = layer.weight.numel() * layer.weight.element_size()
     n = min(MAX_WEIGHT_COPIES, max(1, -(-COLD_WEIGHT_BYTES // nbytes)))
@@ -120,9 +120,9 @@ def _in_turn(fns: list[Callable]) -> Callable:
     return lambda: next(turn)()
 
 
-def timed_cold(copies: list, calls: Callable[[object], dict[str, Callable]]) -> dict[str, float]:
-    """timed() of calls(copy) for `copies` (cold_copies of a layer), the copies used in turn."""
-    per_copy = [calls(c) for c in copies]
+def timed_cold(layer: nn.Module, calls: Callable[[object], dict[str, Callable]]) -> dict[str, float]:
+    """timed() of calls(copy) for cold copies of `layer`'s weight, the copies used in turn."""
+    per_copy = [calls(c) for c in _cold_copies(layer)]
     return timed({name: _in_turn([c[name] for c in per_copy]) for name in per_copy[0]})
 
 
@@ -133,12 +133,10 @@ def _race(scheme, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]
     layers = {tuple(m.weight.shape): m for m in model.modules() if getattr(m, "scheme", None) is scheme}
     winners = {}
     for (n, k), layer in layers.items():
-        copies = cold_copies(layer) if rows_list else []
         for rows in rows_list:
             x = torch.randn(rows, k, dtype=dtype, device=layer.weight.device)
-            times = timed_cold(copies, lambda c: candidates(c, x))
+            times = timed_cold(layer, lambda c: candidates(c, x))
             winners[(n, k, rows)] = min(times, key=times.get)
-        del copies
     return winners
 
 
