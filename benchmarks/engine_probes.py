@@ -71,20 +71,28 @@ def copy_bandwidth() -> float:
     return 2 * 10 * x.numel() / (start.elapsed_time(end) / 1e3)
 
 
+def decode_sets(batch: int, context: int, shape) -> tuple[list, int]:
+    """Rotating input sets for the decode-attention kernel (bf16 paged caches of `context` tokens a sequence, more
+    bytes in all than L2 holds) and the K/V bytes one call reads."""
+    from profilers.attention import _paged_set
+    from profilers.timing import rotation_sets
+
+    kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
+    return [_paged_set(torch, "cuda", batch, context, shape)
+            for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))], kv_bytes
+
+
 def probe_decode(copy_bw: float) -> list[dict]:
     from backends.engine import attention
-    from profilers.attention import _paged_set
     from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer, rotation_sets
+    from profilers.timing import CudaTimer
 
     timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
     rows = []
     for head_dim in (64, 128):
         shape = AttentionShape(32, 8, head_dim)
         for batch, context in ((1, 1024), (32, 1024), (128, 1024), (128, 4096), (256, 4096)):
-            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * head_dim
-            sets = [_paged_set(torch, "cuda", batch, context, shape)
-                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            sets, kv_bytes = decode_sets(batch, context, shape)
             splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
             for tile in (32, 64, 128):
                 def op(i, tile=tile, sets=sets):
@@ -105,17 +113,14 @@ def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024
     """The decode-attention kernel (head size 128) at each batch and context over split counts and pipeline depths
     (None: Triton's default)."""
     from backends.engine import attention
-    from profilers.attention import _paged_set
     from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer, rotation_sets
+    from profilers.timing import CudaTimer
 
     timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
     shape, rows = AttentionShape(32, 8, 128), []
     for context in contexts:
         for batch in batches:
-            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
-            sets = [_paged_set(torch, "cuda", batch, context, shape)
-                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            sets, kv_bytes = decode_sets(batch, context, shape)
             default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
             for splits in split_counts:
                 if batch * shape.kv_heads * splits > 16384 and splits != default:
@@ -215,17 +220,14 @@ def probe_kvlayout(copy_bw: float, batches=(8, 32, 64, 128, 256), context: int =
 def probe_tail(copy_bw: float, batches=(8, 32, 64, 256), contexts=(1024, 1025, 1040, 1056, 1088)) -> list[dict]:
     """The decode-attention kernel just past a whole number of tiles (see the module docstring)."""
     from backends.engine import attention
-    from profilers.attention import _paged_set
     from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer, rotation_sets
+    from profilers.timing import CudaTimer
 
     timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
     shape, rows = AttentionShape(32, 8, 128), []
     for batch in batches:
         for context in contexts:
-            kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
-            sets = [_paged_set(torch, "cuda", batch, context, shape)
-                    for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+            sets, kv_bytes = decode_sets(batch, context, shape)
             splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
             for tail in (16, 32, 64):
                 def op(i, tail=tail, sets=sets):
@@ -246,16 +248,13 @@ WARP_LAUNCHES = ({}, {"num_warps": 8}, {"num_warps": 8, "maxnreg": 128}, {"num_w
 def probe_warps(copy_bw: float, batches=(1, 8, 32, 64, 128, 256), context: int = 1025) -> list[dict]:
     """The decode-attention kernel over launch options (see the module docstring)."""
     from backends.engine import attention
-    from profilers.attention import _paged_set
     from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer, rotation_sets
+    from profilers.timing import CudaTimer
 
     timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
     shape, rows = AttentionShape(32, 8, 128), []
     for batch in batches:
-        kv_bytes = 2 * 2 * batch * shape.kv_heads * context * shape.head_dim
-        sets = [_paged_set(torch, "cuda", batch, context, shape)
-                for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))]
+        sets, kv_bytes = decode_sets(batch, context, shape)
         default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
         for splits in sorted({default, min(16, 2 * default)}):
             for launch in WARP_LAUNCHES:
