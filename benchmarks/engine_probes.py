@@ -82,6 +82,17 @@ def decode_sets(batch: int, context: int, shape) -> tuple[list, int]:
             for _ in range(rotation_sets(kv_bytes, 60e6, max_sets=16))], kv_bytes
 
 
+def time_decode(timer, sets: list, splits: int, **options) -> float:
+    """Seconds a call of the decode-attention kernel (decode_attention_triton's `options`) takes over `sets` (the
+    softmax scale does not change its speed)."""
+    from backends.engine import attention
+
+    def op(i):
+        q, kc, vc, bt, cl = sets[i]
+        attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, **options)
+    return timer.time(op, len(sets)).seconds
+
+
 def probe_decode(copy_bw: float) -> list[dict]:
     from backends.engine import attention
     from profilers.sweeps import AttentionShape
@@ -95,10 +106,7 @@ def probe_decode(copy_bw: float) -> list[dict]:
             sets, kv_bytes = decode_sets(batch, context, shape)
             splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
             for tile in (32, 64, 128):
-                def op(i, tile=tile, sets=sets):
-                    q, kc, vc, bt, cl = sets[i]
-                    attention.decode_attention_triton(q, kc, vc, bt, cl, head_dim ** -0.5, splits, tile=tile)
-                t = timer.time(op, len(sets)).seconds
+                t = time_decode(timer, sets, splits, tile=tile)
                 rows.append({"head_dim": head_dim, "batch": batch, "context": context, "tile": tile,
                              "splits": splits, "seconds": t, "kv_bytes": kv_bytes,
                              "fraction_of_copy": kv_bytes / t / copy_bw,
@@ -126,11 +134,7 @@ def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024
                 if batch * shape.kv_heads * splits > 16384 and splits != default:
                     continue
                 for stages in stage_counts:
-                    def op(i, splits=splits, stages=stages, sets=sets):
-                        q, kc, vc, bt, cl = sets[i]
-                        attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits,
-                                                          launch=None if stages is None else {"num_stages": stages})
-                    t = timer.time(op, len(sets)).seconds
+                    t = time_decode(timer, sets, splits, launch=None if stages is None else {"num_stages": stages})
                     rows.append({"batch": batch, "context": context, "splits": splits, "stages": stages,
                                  "seconds": t, "fraction_of_copy": kv_bytes / t / copy_bw,
                                  "default_splits": splits == default})
@@ -230,10 +234,7 @@ def probe_tail(copy_bw: float, batches=(8, 32, 64, 256), contexts=(1024, 1025, 1
             sets, kv_bytes = decode_sets(batch, context, shape)
             splits = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
             for tail in (16, 32, 64):
-                def op(i, tail=tail, sets=sets):
-                    q, kc, vc, bt, cl = sets[i]
-                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, tail=tail)
-                t = timer.time(op, len(sets)).seconds
+                t = time_decode(timer, sets, splits, tail=tail)
                 rows.append({"batch": batch, "context": context, "tail": tail, "splits": splits, "seconds": t,
                              "fraction_of_copy": kv_bytes / t / copy_bw})
             del sets
@@ -258,11 +259,8 @@ def probe_warps(copy_bw: float, batches=(1, 8, 32, 64, 128, 256), context: int =
         default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
         for splits in sorted({default, min(16, 2 * default)}):
             for launch in WARP_LAUNCHES:
-                def op(i, splits=splits, launch=launch, sets=sets):
-                    q, kc, vc, bt, cl = sets[i]
-                    attention.decode_attention_triton(q, kc, vc, bt, cl, 0.088, splits, launch=launch)
                 try:
-                    t = timer.time(op, len(sets)).seconds
+                    t = time_decode(timer, sets, splits, launch=launch)
                 except Exception as e:  # noqa: BLE001 - an option this Triton lacks: the rest still run
                     rows.append({"batch": batch, "splits": splits, "launch": launch, "error": str(e)[:200]})
                     continue
