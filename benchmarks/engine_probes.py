@@ -93,13 +93,23 @@ def time_decode(timer, sets: list, splits: int, **options) -> float:
     return timer.time(op, len(sets)).seconds
 
 
+def decode_timer():
+    """The decode-kernel probes' timer: ~2 ms of calls a repeat, the median of 9."""
+    from profilers.timing import CudaTimer
+    return CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+
+
+def decode_setup():
+    """(timer, head shape) of the decode-kernel probes: Llama-3.1-8B's 32 query and 8 KV heads of 128."""
+    from profilers.sweeps import AttentionShape
+    return decode_timer(), AttentionShape(32, 8, 128)
+
+
 def probe_decode(copy_bw: float) -> list[dict]:
     from backends.engine import attention
     from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer
 
-    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
-    rows = []
+    timer, rows = decode_timer(), []
     for head_dim in (64, 128):
         shape = AttentionShape(32, 8, head_dim)
         for batch, context in ((1, 1024), (32, 1024), (128, 1024), (128, 4096), (256, 4096)):
@@ -121,11 +131,8 @@ def probe_splits(copy_bw: float, batches=(1, 8, 16, 32, 64, 256), contexts=(1024
     """The decode-attention kernel (head size 128) at each batch and context over split counts and pipeline depths
     (None: Triton's default)."""
     from backends.engine import attention
-    from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer
 
-    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
-    shape, rows = AttentionShape(32, 8, 128), []
+    (timer, shape), rows = decode_setup(), []
     for context in contexts:
         for batch in batches:
             sets, kv_bytes = decode_sets(batch, context, shape)
@@ -181,9 +188,9 @@ def read_bandwidth(nbytes: int = 2 ** 31) -> dict:
 def probe_kvlayout(copy_bw: float, batches=(8, 32, 64, 128, 256), context: int = 1024) -> dict:
     """Decode attention over each KV layout, block size and program order (see the module docstring)."""
     from backends.engine import attention
-    from profilers.timing import CudaTimer, rotation_sets
+    from profilers.timing import rotation_sets
 
-    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
+    timer = decode_timer()
     heads, kv_heads, head_dim = 32, 8, 128
     rows = []
     for block_size in (16, 32):
@@ -224,11 +231,8 @@ def probe_kvlayout(copy_bw: float, batches=(8, 32, 64, 128, 256), context: int =
 def probe_tail(copy_bw: float, batches=(8, 32, 64, 256), contexts=(1024, 1025, 1040, 1056, 1088)) -> list[dict]:
     """The decode-attention kernel just past a whole number of tiles (see the module docstring)."""
     from backends.engine import attention
-    from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer
 
-    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
-    shape, rows = AttentionShape(32, 8, 128), []
+    (timer, shape), rows = decode_setup(), []
     for batch in batches:
         for context in contexts:
             sets, kv_bytes = decode_sets(batch, context, shape)
@@ -249,11 +253,8 @@ WARP_LAUNCHES = ({}, {"num_warps": 8}, {"num_warps": 8, "maxnreg": 128}, {"num_w
 def probe_warps(copy_bw: float, batches=(1, 8, 32, 64, 128, 256), context: int = 1025) -> list[dict]:
     """The decode-attention kernel over launch options (see the module docstring)."""
     from backends.engine import attention
-    from profilers.sweeps import AttentionShape
-    from profilers.timing import CudaTimer
 
-    timer = CudaTimer(warmup=3, repeats=9, target_s=2e-3)
-    shape, rows = AttentionShape(32, 8, 128), []
+    (timer, shape), rows = decode_setup(), []
     for batch in batches:
         sets, kv_bytes = decode_sets(batch, context, shape)
         default = attention.decode_num_splits(batch, shape.kv_heads, torch.device("cuda"))
