@@ -119,7 +119,16 @@ def engine_decode_s(engine: LLMEngine, batch_size: int, ctx: int, steps: int, as
     return statistics.median(times)
 
 
-def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dict]:
+def gemm_excess_s(model, rows: int, copy_bw: float, gemm_flops: float) -> float:
+    """Seconds by which the model's linears at `rows` rows exceed their weight-byte time when each takes the longer
+    of its weight bytes at copy bandwidth and its FLOPs at the measured GEMM ceiling (a roofline per linear): what a
+    bytes-only floor leaves out once large batches make the GEMMs compute-bound."""
+    weights = [m.weight for m in model.modules() if getattr(m, "scheme", None) is not None]
+    return sum(max(0.0, 2 * rows * w.shape[0] * w.shape[1] / gemm_flops - w.numel() * w.element_size() / copy_bw)
+               for w in weights)
+
+
+def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device, gemm_flops: float | None = None) -> list[dict]:
     runner = engine.runner
     embed_bytes = 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size * runner.dtype.itemsize
     rows = []
@@ -143,10 +152,13 @@ def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device) -> list[dic
         # the embedding table is only gathered from; every other weight is read once per step
         bytes_read = runner.weights_bytes - embed_bytes + bs * ctx * runner.kv_bytes_per_token()
         floor_s = bytes_read / copy_bw
+        roofline_s = floor_s + gemm_excess_s(runner.model, bs, copy_bw, gemm_flops) if gemm_flops else None
         rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3, "tok_s": bs / step_s,
                      "floor_ms": floor_s * 1e3, "floor_over_step": floor_s / step_s,
                      "engine_step_ms": sync_s * 1e3, "async_step_ms": async_s * 1e3,
                      "async_over_floor": async_s / floor_s,
+                     "roofline_ms": roofline_s * 1e3 if roofline_s else None,
+                     "async_over_roofline": async_s / roofline_s if roofline_s else None,
                      "bytes_read": bytes_read, "cuda_graph": runner.last_graph_bs})
     return rows
 
@@ -237,15 +249,19 @@ def markdown(results: dict) -> str:
              f"({results['kv_cache']['kv_capacity_tokens']} tokens)", "",
              "runner: `ModelRunner.run` of one fixed batch; engine: `LLMEngine.step()` decoding (scheduler included), "
              "without and with async scheduling.", "",
-             "| decode batch | context | runner ms | engine ms | async ms | floor ms | async / floor | graph |",
-             "|---|---|---|---|---|---|---|---|"]
+             "floor: weights + KV read at copy bandwidth; roofline: the same with each linear taking the longer of "
+             "its weight bytes and its FLOPs at the GEMM ceiling (not measured with --decode-only).", "",
+             "| decode batch | context | runner ms | engine ms | async ms | floor ms | async / floor | "
+             "async / roofline | graph |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results["decode"]:
         if "skipped" in r:
-            lines.append(f"| {r['batch']} | | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['batch']} | | skipped: {r['skipped']} | | | | | | |")
         else:
+            roofline = f"{r['async_over_roofline']:.2f}" if r.get("async_over_roofline") else ""
             lines.append(f"| {r['batch']} | {r['context']} | {r['step_ms']:.2f} | {r['engine_step_ms']:.2f} | "
                          f"{r['async_step_ms']:.2f} | {r['floor_ms']:.2f} | {r['async_over_floor']:.2f} | "
-                         f"{r['cuda_graph']} |")
+                         f"{roofline} | {r['cuda_graph']} |")
     if "prefill" not in results:   # --decode-only
         return "\n".join(lines)
     p = results["prefill"]
@@ -318,7 +334,7 @@ def main() -> None:
     engine = LLMEngine(config)
     results["engine_start_s"] = time.perf_counter() - t0
     results["kv_cache"] = engine.runner.kv_info()
-    results["decode"] = bench_decode(engine, spec, profile["batches"], ctx, profile["steps"], copy_bw, device)
+    results["decode"] = bench_decode(engine, spec, profile["batches"], ctx, profile["steps"], copy_bw, device, gemm)
     if args.decode_only:
         engine.close()
         results["wall_s"] = time.perf_counter() - started
