@@ -204,6 +204,7 @@ if triton is not None:
             row0 = 0
             valid = g >= 0
             ctx = tl.load(ctx_ptr + b).to(tl.int32)
+        # (int32 lengths: the engine's int64 ones made every token index int64, 166 registers a program, 3 an SM)
         # Each split takes a whole number of tiles of this sequence's own context.
         tiles_per_split = tl.cdiv(tl.cdiv(ctx, TILE), num_splits)
         start = split * tiles_per_split * TILE
