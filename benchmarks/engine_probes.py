@@ -93,6 +93,25 @@ def time_decode(timer, sets: list, splits: int, **options) -> float:
     return timer.time(op, len(sets)).seconds
 
 
+def time_checked(timer, variants: dict, n_sets: int, out, row: dict, kv_bytes: int, copy_bw: float,
+                 reps: int = 2) -> list[dict]:
+    """Each of `variants` (calls of one set index that write `out`) checked against the first one's output, then
+    timed `reps` times over the `n_sets` rotating sets: rows of `row` + variant, rep, µs and fraction of copy."""
+    rows, ref = [], None
+    for name, op in variants.items():
+        op(0)
+        torch.cuda.synchronize()
+        if ref is None:
+            ref = out.clone()
+        else:
+            assert torch.allclose(out.float(), ref.float(), atol=2e-2), name
+        for rep in range(reps):
+            t = timer.time(op, n_sets).seconds
+            rows.append({**row, "variant": name, "rep": rep, "us": t * 1e6, "fraction_of_copy": kv_bytes / t / copy_bw})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def decode_timer():
     """The decode-kernel probes' timer: ~2 ms of calls a repeat, the median of 9."""
     from profilers.timing import CudaTimer

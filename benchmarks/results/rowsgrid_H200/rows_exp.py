@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, "benchmarks")
-from engine_probes import copy_bandwidth, decode_sets, decode_timer  # noqa: E402
+from engine_probes import copy_bandwidth, decode_sets, decode_timer, time_checked  # noqa: E402
 
 from backends.engine import attention as A  # noqa: E402
 from profilers.sweeps import AttentionShape  # noqa: E402
@@ -57,20 +57,7 @@ def time_batch(batch, timer, shape, copy_bw):
         "rows_flat_exact": lambda i: launch_rows(A, (batch * 8 * splits,), *sets[i], dec, out),
         "rows_3d_exact": lambda i: launch_rows(C, (batch, 8, splits), *sets[i], dec, out),
     }
-    rows, ref = [], None
-    for name, op in variants.items():
-        op(0)
-        torch.cuda.synchronize()
-        if ref is None:
-            ref = out.clone()
-        else:
-            assert torch.allclose(out.float(), ref.float(), atol=2e-2), name
-        for rep in range(2):
-            t = timer.time(op, len(sets)).seconds
-            rows.append({"batch": batch, "variant": name, "rep": rep, "us": t * 1e6,
-                         "fraction_of_copy": kv_bytes / t / copy_bw})
-            print(rows[-1], flush=True)
-    return rows
+    return time_checked(timer, variants, len(sets), out, {"batch": batch}, kv_bytes, copy_bw)
 
 
 copy_bw = copy_bandwidth()
