@@ -3,6 +3,7 @@
   python benchmarks/bench_engine.py --out engine_h200.json              # Llama-3.1-8B shape, dummy bf16
   python benchmarks/bench_engine.py --quick --out engine_h100.json      # fewer sizes and requests
   python benchmarks/bench_engine.py --device cpu --model tiny --out /tmp/engine_cpu.json
+  python benchmarks/bench_engine.py --rescore benchmarks/results/engine_int32ctx_H200.json   # a saved run + roofline
 
 Measures (a) device copy bandwidth, (b) decode step time per batch size at a fixed context beside the
 bandwidth floor (weights + KV read) / copy bandwidth, (c) one long prefill's TFLOP/s beside a measured GEMM
@@ -26,6 +27,7 @@ import torch
 from backends.engine import gemv
 from backends.engine.config import EngineConfig, EngineError, SamplingParams, resolve_model
 from backends.engine.engine import LLMEngine
+from backends.engine.model import build_model
 from backends.engine.scheduler import ScheduledBatch
 from backends.engine.sequence import Sequence, Status
 from planner.schemas import ModelSpec
@@ -128,6 +130,27 @@ def gemm_excess_s(model, rows: int, copy_bw: float, gemm_flops: float) -> float:
                for w in weights)
 
 
+def roofline_fields(model, rows: int, floor_s: float, async_s: float, copy_bw: float,
+                    gemm_flops: float | None) -> dict:
+    """The step against the roofline floor: the bytes floor plus gemm_excess_s (None without a GEMM ceiling)."""
+    roofline_s = floor_s + gemm_excess_s(model, rows, copy_bw, gemm_flops) if gemm_flops else None
+    return {"roofline_ms": roofline_s * 1e3 if roofline_s else None,
+            "async_over_roofline": async_s / roofline_s if roofline_s else None}
+
+
+def rescore(path: str, spec: ModelSpec) -> dict:
+    """A saved run's decode steps against the roofline floor (runs from before it was reported): the linears'
+    shapes from the model built on the meta device, the copy bandwidth and GEMM ceiling measured in that run."""
+    results = json.loads(Path(path).read_text())
+    dtype = torch.bfloat16 if results["device"].startswith("cuda") else torch.float32
+    model = build_model(spec, 16, dtype, torch.device("meta"))
+    for r in results["decode"]:
+        if "skipped" not in r:
+            r.update(roofline_fields(model, r["batch"], r["floor_ms"] / 1e3, r["async_step_ms"] / 1e3,
+                                     results["copy_bandwidth_bytes_s"], results["gemm_ceiling_flops"]))
+    return results
+
+
 def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device, gemm_flops: float | None = None) -> list[dict]:
     runner = engine.runner
     embed_bytes = 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size * runner.dtype.itemsize
@@ -152,13 +175,11 @@ def bench_decode(engine, spec, batches, ctx, steps, copy_bw, device, gemm_flops:
         # the embedding table is only gathered from; every other weight is read once per step
         bytes_read = runner.weights_bytes - embed_bytes + bs * ctx * runner.kv_bytes_per_token()
         floor_s = bytes_read / copy_bw
-        roofline_s = floor_s + gemm_excess_s(runner.model, bs, copy_bw, gemm_flops) if gemm_flops else None
         rows.append({"batch": bs, "context": ctx, "step_ms": step_s * 1e3, "tok_s": bs / step_s,
                      "floor_ms": floor_s * 1e3, "floor_over_step": floor_s / step_s,
                      "engine_step_ms": sync_s * 1e3, "async_step_ms": async_s * 1e3,
                      "async_over_floor": async_s / floor_s,
-                     "roofline_ms": roofline_s * 1e3 if roofline_s else None,
-                     "async_over_roofline": async_s / roofline_s if roofline_s else None,
+                     **roofline_fields(runner.model, bs, floor_s, async_s, copy_bw, gemm_flops),
                      "bytes_read": bytes_read, "cuda_graph": runner.last_graph_bs})
     return rows
 
@@ -295,6 +316,8 @@ def main() -> None:
     ap.add_argument("--decode-only", action="store_true", help="only the decode steps (no prefill/offline/HF)")
     ap.add_argument("--batches", default=None, help="decode batch sizes, e.g. 1,8 (default: the profile's)")
     ap.add_argument("--context", type=int, default=None, help="decode context in tokens (default: the profile's)")
+    ap.add_argument("--rescore", metavar="RESULTS_JSON", default=None,
+                    help="print a saved run's table with the roofline column (CPU, no benchmark run)")
     args = ap.parse_args()
     if args.gemv:
         gemv.set_backend(args.gemv)
@@ -312,6 +335,9 @@ def main() -> None:
         if args.model.lower() not in ("llama-3.1-8b", "llama-8b"):
             raise
         spec = LLAMA_31_8B
+    if args.rescore:
+        print(markdown(rescore(args.rescore, spec)))
+        return
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     trace_path = args.trace or str(Path(args.out).with_suffix(".trace.jsonl"))
     Path(trace_path).unlink(missing_ok=True)

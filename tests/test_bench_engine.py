@@ -26,3 +26,13 @@ def test_gemm_excess_counts_only_compute_bound_linears():
     expected = 2 * 400 * (64 * 32 + 32 * 128) / gemm_flops - weight_bytes / copy_bw
     assert bench_engine.gemm_excess_s(model, 400, copy_bw, gemm_flops) == pytest.approx(expected)
     assert expected == pytest.approx(3 * weight_bytes / copy_bw)    # 4x the knee: compute takes 4x the bytes' time
+
+
+def test_rescore_adds_the_roofline_to_a_saved_run():
+    """A committed H200 run: at batch 256 the linears are compute-bound, so its step sits closer to the roofline than
+    to the bytes floor; at batch 1 the two floors are one."""
+    saved = Path(__file__).parents[1] / "benchmarks" / "results" / "engine_int32ctx_H200.json"
+    rows = {r["batch"]: r for r in bench_engine.rescore(str(saved), bench_engine.LLAMA_31_8B)["decode"]}
+    assert rows[1]["async_over_roofline"] == pytest.approx(rows[1]["async_over_floor"])
+    assert rows[256]["roofline_ms"] > rows[256]["floor_ms"]
+    assert rows[256]["async_over_roofline"] < rows[256]["async_over_floor"]
