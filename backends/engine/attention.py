@@ -195,7 +195,7 @@ if triton is not None:
             kvh = pid // num_splits % num_kv_heads
             split = pid % num_splits
             valid = (b + tl.zeros([BLOCK_G], tl.int32)) < nd      # (vectors: masks by a scalar vary by backend)
-            ctx = tl.where(b < nd, tl.load(ctx_ptr + tl.where(b < nd, b, 0)), 0).to(tl.int32)
+            ctx = tl.where(b < nd, tl.load(ctx_ptr + tl.where(b < nd, b, 0)), 0)
         else:
             b = tl.program_id(0)
             kvh = tl.program_id(1)
@@ -203,8 +203,9 @@ if triton is not None:
             num_splits = NUM_SPLITS
             row0 = 0
             valid = g >= 0
-            ctx = tl.load(ctx_ptr + b).to(tl.int32)
-        # (int32 lengths: the engine's int64 ones made every token index int64, 166 registers a program, 3 an SM)
+            ctx = tl.load(ctx_ptr + b)
+        # int32: the engine's int64 lengths made every token index int64 (166 registers a program, 3 an SM)
+        ctx = ctx.to(tl.int32)
         # Each split takes a whole number of tiles of this sequence's own context.
         tiles_per_split = tl.cdiv(tl.cdiv(ctx, TILE), num_splits)
         start = split * tiles_per_split * TILE
