@@ -57,6 +57,8 @@
 #   bash benchmarks/gpu_session.sh tail        # decode-attention tests, the tail probe, then decode at batch 1-256 with the
 #                                              # last partial tile whole (PLAN_ENGINE_DECODE_TAIL=64) and in 16-token tiles
 #                                              # in turn (REPS=2: twice; TESTS=1: CUDA-path tests first)
+#   bash benchmarks/gpu_session.sh overlap     # one GPU: kernel tests, the two-half overlap probe (results/overlap_H200),
+#                                              # then the engine benchmark without HF
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -70,6 +72,11 @@ step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,serial,power.limit,clocks.max.sm --format=csv
 GPU=$(python3 -c "from profilers.device import detect_gpus; print(detect_gpus().catalog_name)")
 case "${1:-single}" in
+overlap)
+  step kernels 120 python3 -m pytest -q -x tests/test_engine_kernels.py 2>&1 | tail -15
+  step overlap 150 python3 benchmarks/results/overlap_H200/overlap_exp.py "$OUT/overlap.json" 2>&1 | tail -30
+  step engine 260 python3 benchmarks/bench_engine.py --no-hf --out "$OUT/engine_$GPU.json" 2>&1 | tail -40
+  ;;
 single)
   QUICK=${QUICK:-}
   step kernels 90 python3 -m pytest -q -x tests/test_engine_kernels.py 2>&1 | tail -15
