@@ -59,6 +59,8 @@
 #                                              # in turn (REPS=2: twice; TESTS=1: CUDA-path tests first)
 #   bash benchmarks/gpu_session.sh overlap     # one GPU: kernel tests, the two-half overlap probe (results/overlap_H200),
 #                                              # then the engine benchmark without HF
+#   bash benchmarks/gpu_session.sh recheck     # one GPU, one call: the step grid (TP 1) and the served runs with async
+#                                              # scheduling, for the shipped calibration to predict (never fitted)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -72,6 +74,10 @@ step() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,serial,power.limit,clocks.max.sm --format=csv
 GPU=$(python3 -c "from profilers.device import detect_gpus; print(detect_gpus().catalog_name)")
 case "${1:-single}" in
+recheck)
+  step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 190 --tp 1 2>&1 | tail -9
+  step serving 285 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
+  ;;
 overlap)
   step kernels 120 python3 -m pytest -q -x tests/test_engine_kernels.py 2>&1 | tail -15
   step overlap 150 python3 benchmarks/results/overlap_H200/overlap_exp.py "$OUT/overlap.json" 2>&1 | tail -30
