@@ -9,6 +9,8 @@ point is predicted three ways: calibrated, the measured profile it started from,
 Serving runs are never fitted (their own trace is not used): the simulator predicts them from each profile.
 Memory: the engine's KV capacity (its `kv_cache` event) beside the memory model's, and any case that ran out
 of memory although the planner says it fits.
+--shipped directories (machines measured after the shipped profiles were fitted) are predicted by hw_profiles/ as
+`plan` loads them, every point, nothing fitted: what a user of the shipped profiles can expect on another machine.
 """
 from __future__ import annotations
 
@@ -291,6 +293,54 @@ def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: Ha
     return lines + ["", f"All points: {stats([e for v in by.values() for e in v])}.", ""]
 
 
+def shipped_section(directory: Path, summary: dict) -> list[str]:
+    """A machine measured after the shipped profiles were fitted (a `--shipped` directory): all its step points and
+    served runs predicted by the profiles in hw_profiles/ as a user gets them, nothing fitted, nothing refitted."""
+    from planner import catalog
+    step_file, serving = directory / "step.json", directory / "serving.json"
+    meta_doc = json.loads((step_file if step_file.exists() else serving).read_text())
+    gpu = meta_doc["meta"].get("gpu") or "CPU (tiny)"
+    hws = {k: catalog.load_hardware(gpu, k) for k in ("calibrated", "measured", "datasheet")}
+    name = f"{gpu} ({directory.name}: the shipped profiles, nothing fitted)"
+    summary["machine"] = name
+    lines = [f"## {name}", "", f"Machine: {meta_doc['meta'].get('device_name')}, {meta_doc['meta'].get('date')}; "
+             f"`{meta_doc['meta'].get('command')}`. Measured after the shipped {gpu} profiles were fitted; predicted "
+             f"by them as `plan` loads them (hw_profiles/calibrated, hw_profiles/measured, the datasheet).", ""]
+    steps = trace(directory, "step_trace.jsonl")
+    if steps:
+        points = cal.load_trace(steps)
+        kept = [p for p in points if cal.excluded_why(p) is None]
+        errs = {k: list(np.array([p.time_s for p in kept]) / cal.predict_steps(hw, kept) - 1) for k, hw in hws.items()}
+        by: dict[str, list[float]] = {}
+        for p, e in zip(kept, errs["calibrated"]):
+            by.setdefault(f"{p.deployment.model.name} {p.deployment.weight_dtype}", []).append(e)
+        lines += [f"### {name}: step level (every point)", "",
+                  f"All {len(kept)} step points"
+                  + (f" ({len(points) - len(kept)} more excluded as the fit excludes them)" if len(kept) < len(points)
+                     else "") + ", predicted by the shipped calibrated profile:", "",
+                  "| model | points | median error | median abs error | p90 abs error |", "|---|---|---|---|---|"]
+        for k, v in by.items():
+            a = np.abs(v)
+            lines.append(f"| {k} | {len(v)} | {np.median(v):+.1%} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} |")
+        lines += ["", "Relative error, absolute: " + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
+        not_run = [f"{c['model']} {c['weight_dtype']} TP{c['tp']}" for c in meta_doc["cases"]
+                   if not c.get("points") and "error" not in c]
+        if not_run:
+            lines += ["Not reached within the grid's GPU budget: " + ", ".join(not_run) + ".", ""]
+        summary["steps"] = errs["calibrated"]
+        # cases past the GPU budget never ran: they prefilled nothing
+        summary["random_ids"] = all(case.get("prompt_ids") == "random" for case in meta_doc["cases"] if case.get("points"))
+    if serving.exists():
+        doc = json.loads(serving.read_text())
+        lines += serving_section(name, cal.load_runs(serving), hws, doc.get("predicted_capacity_rps"), summary)
+        served = trace(directory, "serving_trace.jsonl")
+        if served:
+            lines += serving_steps_section(name, served, hws) + server_section(name, served, doc)
+    if step_file.exists():
+        lines += memory_section(name, meta_doc, hws["measured"])
+    return lines
+
+
 def pooled_section(name: str, base: HardwareProfile, traces: list[Path], fit: list[Path], holdout: float,
                    seeds: range, first: cal.Calibration, summary: dict) -> list[str]:
     """One split is luck of the draw: every held-out point of `seeds` splits (each fitted on its own training
@@ -360,7 +410,9 @@ def summary_table(summaries: list[dict], seed: int) -> list[str]:
     lines = ["## Summary", "", "Absolute errors of each machine's calibrated profile: held-out steps (median / p90, seed "
              f"{seed} and pooled over the seeded splits), and served runs (median over the loads, never fitted). Step "
              "grids marked * prefilled prompts of one repeated id, which run faster than served prompts (see their "
-             "sections).", "",
+             "sections). Rows of \"the shipped profiles, nothing fitted\" are machines measured after the shipped "
+             "profiles were fitted: every step point (in the seed-split column) and every served run predicted by the "
+             "shipped calibrated profile.", "",
              "| machine | steps, seed split | steps, pooled | " + " | ".join(SERVING_METRICS) + " | served rows in interval |",
              "|---|---|---|" + "---|" * len(SERVING_METRICS) + "---|"]
     for sm in summaries:
@@ -375,7 +427,7 @@ def summary_table(summaries: list[dict], seed: int) -> list[str]:
     return lines + [""]
 
 
-def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
+def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped: list[Path] = ()) -> str:
     lines = ["# Cost-model accuracy: predicted vs measured", "",
              "Produced by `benchmarks/accuracy_report.py` from the raw output of `benchmarks/bench_accuracy.py` "
              "(built-in engine, dummy weights). Error = measured / predicted - 1. Step points are split by a seeded "
@@ -391,6 +443,9 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
     for d in dirs:
         summaries.append({})
         sections += machine(d, holdout, seed, calibrated, latest, pooled, summaries[-1])
+    for d in shipped:
+        summaries.append({})
+        sections += shipped_section(d, summaries[-1])
     lines += summary_table(summaries, seed) + sections
     lines += ["## Reproduce", "", "```bash",
               "# one GPU (~4 min; what made the H200 section: bash benchmarks/gpu_session.sh grid2, then serving):",
@@ -419,7 +474,11 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
               "# here (no GPU), from the committed raw output:",
-              "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs) + " --out ACCURACY.md",
+              "# H200-grid17 and H200-async9 (machines measured after the shipped profiles were fitted; the step grid",
+              "# and served async runs on one, served async runs on another):",
+              "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
+              "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs)
+              + (" --shipped " + " ".join(str(d) for d in shipped) if shipped else "") + " --out ACCURACY.md",
               "# the shipped profiles: H200-grid16's measured profile with the 4x H200 collectives, calibrated on its",
               "# steps and served async steps (one machine, the current engine, prompts of random ids):",
               "cp benchmarks/results/accuracy/H200-grid16/profile.yaml hw_profiles/measured/H200.yaml  # then:",
@@ -434,13 +493,15 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="bench_accuracy.py output directories, one per machine")
+    p.add_argument("--shipped", nargs="*", type=Path, default=[],
+                   help="directories measured after the shipped profiles were fitted: predicted by them, nothing fitted")
     p.add_argument("--out", type=Path, default=Path("ACCURACY.md"))
     p.add_argument("--holdout", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pooled-splits", type=int, default=4,
                    help="also pool the held-out steps of this many seeded splits, from --seed (1: only one split)")
     a = p.parse_args(argv)
-    a.out.write_text(report(a.dirs, a.holdout, a.seed, a.pooled_splits))
+    a.out.write_text(report(a.dirs, a.holdout, a.seed, a.pooled_splits, a.shipped))
     print(f"wrote {a.out}")
     return 0
 

@@ -110,3 +110,31 @@ def test_served_steps_fit_the_cost_of_decodes_beside_a_prompt(tmp_path):
     assert got["steps"] == 5
     assert got["ms_per_decode"] == pytest.approx(0.1) and got["ms_at_0"] == pytest.approx(20.0)
     assert got["median_ms_by_decodes"] == {0: pytest.approx(20.3), 16: 22.0, 32: 24.0, 64: 27.0}
+
+
+def test_shipped_directory_is_predicted_by_the_shipped_profiles_unfitted(tmp_path):
+    """A --shipped directory: every step point predicted by hw_profiles/ as `plan` loads them, nothing fitted. Steps
+    timed by the shipped calibrated profile itself are predicted exactly by it (a refit would move nothing either,
+    so the datasheet's error shows the section compares profiles, not fits)."""
+    from planner import calibrate as cal
+    shipped = catalog.load_hardware("h100", "calibrated")
+    spec = catalog.load_model("llama-8b")
+    machine = tmp_path / "H100-check"
+    machine.mkdir()
+    synthetic_trace(machine / "step_trace.jsonl", shipped, spec, params=cal.initial_params(shipped))
+    case = {"model": spec.name, "weight_dtype": "bf16", "kv_dtype": "bf16", "tp": 1, "prompt_ids": "random",
+            "engine": {"max_num_seqs": 256, "max_num_batched_tokens": 8192, "gpu_memory_utilization": 0.9,
+                       "block_size": 16}, "kv_cache": {"kv_capacity_tokens": 400000}}
+    (machine / "step.json").write_text(json.dumps({"meta": {"gpu": "H100-SXM", "device_name": "synthetic",
+                                                            "command": "test"}, "cases": [case]}))
+    out = tmp_path / "ACCURACY.md"
+    assert _module().main([str(machine), "--shipped", str(machine), "--out", str(out)]) == 0
+    text = out.read_text()
+    name = "H100-SXM (H100-check: the shipped profiles, nothing fitted)"
+    section = text.split(f"## {name}\n")[1]
+    assert f"### {name}: step level (every point)" in section
+    line = next(ln for ln in section.splitlines() if ln.startswith("Relative error, absolute:"))
+    assert "**calibrated** n=22, median 0.0%, p90 0.0%" in line and "**datasheet** n=22, median 0.0%" not in line
+    row = next(ln for ln in text.split("## Summary")[1].splitlines() if ln.startswith(f"| {name} |"))
+    assert row.startswith(f"| {name} | 0.0% / 0.0% |")
+    assert f"--shipped {machine}" in text.split("## Reproduce")[1]
