@@ -5,21 +5,23 @@ checked against F.linear, then timed as the engine's linear race times (cold wei
 from one CUDA graph: quant._median_s).
 
   PYTHONPATH=. python3 benchmarks/results/gemm256_H200/cublaslt_algos.py OUT.json      # repository root, one GPU
+
+Tidied after the run: the shape loop is gemm_exp.sweep (same timings and checks; the run's JSON calls the candidate
+count `algos`).
 """
 import ctypes
-import itertools
-import json
+import functools
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from backends.engine.quant import _median_s, blas_linear
+sys.path.insert(0, "benchmarks/results/gemm256_H200")
+from gemm_exp import dev, sweep  # noqa: E402
 
-SHAPES = [(4096, 4096), (6144, 4096), (4096, 14336), (28672, 4096), (128256, 4096)]
-ROWS = (256, 128, 192)
+from backends.engine.quant import blas_linear  # noqa: E402
+
 WORKSPACE_BYTES = 32 << 20
-dev = torch.device("cuda")
 
 # cublasLt.h / library_types.h
 CUDA_R_32F, CUDA_R_16BF = 0, 14
@@ -95,43 +97,11 @@ class LtGemm:
 
 
 def main(out_path):
-    result = {"device": torch.cuda.get_device_name(), "uuid": str(torch.cuda.get_device_properties(0).uuid),
-              "torch": torch.__version__, "cublaslt_version": LT.cublasLtGetVersion(), "rows": []}
-    for n, k in SHAPES:
-        copies = [torch.randn(n, k, dtype=torch.bfloat16, device=dev) * 0.02
-                  for _ in range(max(1, min(8, -(-(256 << 20) // (n * k * 2)))))]
-        for m in ROWS:
-            x = torch.randn(m, k, dtype=torch.bfloat16, device=dev)
-            ref = F.linear(x, copies[0]).float()
-            flops = 2 * m * n * k
-
-            def timed(call):
-                it = itertools.cycle(copies)
-                return _median_s(lambda: call(next(it))) * 1e6
-            row = {"n": n, "k": k, "rows": m, "us": {lib: timed(lambda w, lib=lib: blas_linear(lib, x, w))
-                                                     for lib in ("cublas", "cublaslt")}}
-            gemm = LtGemm(m, n, k)
-            algos = gemm.algos()
-            row["algos"] = len(algos)
-            for i, algo in enumerate(algos):
-                key = f"algo{i}_ws{algo.workspace_size}_waves{algo.waves:.2f}"
-                try:
-                    if not torch.allclose(gemm(x, copies[0], algo).float(), ref, atol=2e-2, rtol=2e-2):
-                        row["us"][key] = "mismatch"
-                        continue
-                    row["us"][key] = timed(lambda w, algo=algo: gemm(x, w, algo))
-                except RuntimeError as e:
-                    row["us"][key] = f"error: {e}"
-            blas = min(row["us"]["cublas"], row["us"]["cublaslt"])
-            best_us, best = min((v, c) for c, v in row["us"].items() if isinstance(v, float))
-            row.update(best=best, best_us=best_us, blas_us=blas)
-            print(f"{n}x{k} rows {m}: {len(algos)} algos; torch's best {blas:.1f} us ({flops / blas / 1e6:.0f} "
-                  f"TFLOP/s), best {best} {best_us:.1f} us ({flops / best_us / 1e6:.0f})", flush=True)
-            top = sorted((v, c) for c, v in row["us"].items() if isinstance(v, float))[:4]
-            print("   top:", ", ".join(f"{c} {v:.1f}" for v, c in top), flush=True)
-            result["rows"].append(row)
-            with open(out_path, "w") as f:
-                json.dump(result, f, indent=1)
+    def candidates(x, w0):
+        gemm = LtGemm(x.shape[0], w0.shape[0], x.shape[1])
+        return {f"algo{i}_ws{a.workspace_size}_waves{a.waves:.2f}": functools.partial(lambda w, a: gemm(x, w, a), a=a)
+                for i, a in enumerate(gemm.algos())}
+    sweep(out_path, candidates, {"cublaslt_version": LT.cublasLtGetVersion()}, top=4)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ a zeroed buffer, then a cast) for the 4096-wide outputs. Each call reads a cold 
 engine's linear race times them), timed as 10 calls replayed from one CUDA graph (quant._median_s).
 
   PYTHONPATH=. python3 benchmarks/results/gemm256_H200/gemm_exp.py OUT.json      # repository root, one GPU
+
+Tidied after the run: the shape loop is `sweep`, which cublaslt_algos.py shares (same timings and checks; the JSON
+names the candidate count `candidates`; the run's file has no such key).
 """
+import functools
 import itertools
 import json
 import sys
@@ -80,9 +84,13 @@ def name(c):
     return f"{c['BLOCK_M']}x{c['BLOCK_N']}x{c['BLOCK_K']}s{c['num_stages']}w{c['num_warps']}k{c['SPLIT_K']}"
 
 
-def main(out_path):
+def sweep(out_path, candidates, meta=None, top=5):
+    """For each shape and row count: torch's cuBLAS and cuBLASLt, then each of `candidates(x, w0)` ({name: call of a
+    weight}, w0 the weight to check against F.linear with), timed on cold weight copies; rows written to out_path as
+    they come. A candidate that needs more shared memory than the GPU has is left out; one that fails otherwise is
+    noted."""
     result = {"device": torch.cuda.get_device_name(), "uuid": str(torch.cuda.get_device_properties(0).uuid),
-              "torch": torch.__version__, "triton": triton.__version__, "rows": []}
+              "torch": torch.__version__, **(meta or {}), "rows": []}
     for n, k in SHAPES:
         copies = [torch.randn(n, k, dtype=torch.bfloat16, device=dev) * 0.02
                   for _ in range(max(1, min(8, -(-(256 << 20) // (n * k * 2)))))]
@@ -93,32 +101,37 @@ def main(out_path):
 
             def timed(call):
                 it = itertools.cycle(copies)
-                return _median_s(lambda: call(next(it)))
-            row = {"n": n, "k": k, "rows": m, "us": {}}
-            for lib in ("cublas", "cublaslt"):
-                row["us"][lib] = timed(lambda w, lib=lib: blas_linear(lib, x, w)) * 1e6
-            for cfg in configs(n):
+                return _median_s(lambda: call(next(it))) * 1e6
+            row = {"n": n, "k": k, "rows": m, "us": {lib: timed(lambda w, lib=lib: blas_linear(lib, x, w))
+                                                     for lib in ("cublas", "cublaslt")}}
+            calls = candidates(x, copies[0])
+            row["candidates"] = len(calls)
+            for key, call in calls.items():
                 try:
-                    got = gemm(x, copies[0], cfg).float()
-                    if not torch.allclose(got, ref, atol=2e-2, rtol=2e-2):
-                        row["us"][name(cfg)] = "mismatch"
+                    if not torch.allclose(call(copies[0]).float(), ref, atol=2e-2, rtol=2e-2):
+                        row["us"][key] = "mismatch"
                         continue
-                    row["us"][name(cfg)] = timed(lambda w, cfg=cfg: gemm(x, w, cfg)) * 1e6
+                    row["us"][key] = timed(call)
                 except triton.OutOfResources:
                     continue
-                except Exception as e:      # a throwaway probe: note a config that fails to build, go on
-                    row["us"][name(cfg)] = f"error: {type(e).__name__}: {str(e)[:200]}"
-                    print(name(cfg), row["us"][name(cfg)], flush=True)
-            best = min((v, c) for c, v in row["us"].items() if isinstance(v, float))
+                except Exception as e:      # a throwaway probe: note a candidate that fails, go on
+                    row["us"][key] = f"error: {type(e).__name__}: {str(e)[:200]}"
+                    print(key, row["us"][key], flush=True)
             blas = min(row["us"]["cublas"], row["us"]["cublaslt"])
-            row["best"], row["best_us"], row["blas_us"] = best[1], best[0], blas
-            print(f"{n}x{k} rows {m}: cuBLAS best {blas:.1f} us ({flops / blas / 1e6:.0f} TFLOP/s), "
-                  f"overall best {best[1]} {best[0]:.1f} us ({flops / best[0] / 1e6:.0f})", flush=True)
-            top = sorted((v, c) for c, v in row["us"].items() if isinstance(v, float))[:5]
-            print("   top5:", ", ".join(f"{c} {v:.1f}" for v, c in top), flush=True)
+            best_us, best = min((v, c) for c, v in row["us"].items() if isinstance(v, float))
+            row.update(best=best, best_us=best_us, blas_us=blas)
+            print(f"{n}x{k} rows {m}: torch's best {blas:.1f} us ({flops / blas / 1e6:.0f} TFLOP/s), "
+                  f"best {best} {best_us:.1f} us ({flops / best_us / 1e6:.0f})", flush=True)
+            ranked = sorted((v, c) for c, v in row["us"].items() if isinstance(v, float))[:top]
+            print("   top:", ", ".join(f"{c} {v:.1f}" for v, c in ranked), flush=True)
             result["rows"].append(row)
             with open(out_path, "w") as f:
                 json.dump(result, f, indent=1)
+
+
+def main(out_path):
+    sweep(out_path, lambda x, w0: {name(cfg): functools.partial(lambda w, cfg: gemm(x, w, cfg), cfg=cfg)
+                                   for cfg in configs(w0.shape[0])}, {"triton": triton.__version__})
 
 
 if __name__ == "__main__":

@@ -9,18 +9,24 @@ attention, 8 layers of distinct weights and caches, each variant captured in one
                  A's next GEMMs; stream priorities none / GEMMs high / attention high
 
   PYTHONPATH=. python3 benchmarks/results/overlap_H200/overlap_exp.py OUT.json      # repository root, one GPU
+
+Tidied after the run: its timing loops are now the repository's (quant._median_s, engine_probes._median_ms), which
+time the same way (a warm-up call, then the median of the timed replays or calls; eager: three warm-up calls).
 """
 import json
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-from backends.engine import attention as A
-from backends.engine.kernels import silu_and_mul
-from profilers.attention import _paged_set
-from profilers.sweeps import AttentionShape
+sys.path.insert(0, "benchmarks")
+from engine_probes import _median_ms  # noqa: E402
+
+from backends.engine import attention as A  # noqa: E402
+from backends.engine.kernels import silu_and_mul  # noqa: E402
+from backends.engine.quant import _median_s  # noqa: E402
+from profilers.attention import _paged_set  # noqa: E402
+from profilers.sweeps import AttentionShape  # noqa: E402
 
 LAYERS, CONTEXT, HIDDEN, INTER = 8, 1024, 4096, 14336
 SHAPE = AttentionShape(32, 8, 128)
@@ -84,34 +90,12 @@ def overlap(W, halves, s_gemm, s_attn):
 
 
 def time_graph(fn, reps=30):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e3 / LAYERS)
-    return statistics.median(times)
+    """µs per layer of `fn` captured once in a CUDA graph: the median of `reps` replays."""
+    return _median_s(fn, reps=reps, calls=1) * 1e6 / LAYERS
 
 
 def time_eager(fn, reps=30):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e3 / LAYERS)
-    return statistics.median(times)
+    return _median_ms(fn, reps) * 1e3 / LAYERS
 
 
 def main(out_path):
