@@ -280,17 +280,23 @@ def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfil
 def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: HardwareProfile) -> list[str]:
     """Every step of this machine predicted by another machine's calibration of the same GPU type: what a user
     whose GPU is not the one calibrated can expect."""
-    by: dict[str, list[float]] = {}
-    for p, t in zip(points, cal.predict_steps(other, points)):
-        by.setdefault(f"{p.deployment.model.name} {p.deployment.weight_dtype}", []).append(p.time_s / t - 1)
-    lines = [f"### {name}: predicted by the {gpu} calibration above (another machine)", "",
+    errors = list(np.array([p.time_s for p in points]) / cal.predict_steps(other, points) - 1)
+    return ([f"### {name}: predicted by the {gpu} calibration above (another machine)", "",
              f"All {len(points)} step points of this machine, none fitted, predicted by the calibration of the "
-             f"{gpu} section above (fitted on its machine's grid).", "",
-             "| model | points | median error | median abs error | p90 abs error |", "|---|---|---|---|---|"]
+             f"{gpu} section above (fitted on its machine's grid).", ""]
+            + by_model_table(points, errors) + ["", f"All points: {stats(errors)}.", ""])
+
+
+def by_model_table(points: list[cal.StepPoint], errors: list[float]) -> list[str]:
+    """Each point's error (measured / predicted - 1) summarised per model and weight dtype."""
+    by: dict[str, list[float]] = {}
+    for p, e in zip(points, errors):
+        by.setdefault(f"{p.deployment.model.name} {p.deployment.weight_dtype}", []).append(e)
+    lines = ["| model | points | median error | median abs error | p90 abs error |", "|---|---|---|---|---|"]
     for k, v in by.items():
         a = np.abs(v)
         lines.append(f"| {k} | {len(v)} | {np.median(v):+.1%} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} |")
-    return lines + ["", f"All points: {stats([e for v in by.values() for e in v])}.", ""]
+    return lines
 
 
 def shipped_section(directory: Path, summary: dict) -> list[str]:
@@ -311,17 +317,11 @@ def shipped_section(directory: Path, summary: dict) -> list[str]:
         points = cal.load_trace(steps)
         kept = [p for p in points if cal.excluded_why(p) is None]
         errs = {k: list(np.array([p.time_s for p in kept]) / cal.predict_steps(hw, kept) - 1) for k, hw in hws.items()}
-        by: dict[str, list[float]] = {}
-        for p, e in zip(kept, errs["calibrated"]):
-            by.setdefault(f"{p.deployment.model.name} {p.deployment.weight_dtype}", []).append(e)
         lines += [f"### {name}: step level (every point)", "",
                   f"All {len(kept)} step points"
                   + (f" ({len(points) - len(kept)} more excluded as the fit excludes them)" if len(kept) < len(points)
-                     else "") + ", predicted by the shipped calibrated profile:", "",
-                  "| model | points | median error | median abs error | p90 abs error |", "|---|---|---|---|---|"]
-        for k, v in by.items():
-            a = np.abs(v)
-            lines.append(f"| {k} | {len(v)} | {np.median(v):+.1%} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} |")
+                     else "") + ", predicted by the shipped calibrated profile:", ""]
+        lines += by_model_table(kept, errs["calibrated"])
         lines += ["", "Relative error, absolute: " + "; ".join(f"**{k}** {stats(v)}" for k, v in errs.items()), ""]
         not_run = [f"{c['model']} {c['weight_dtype']} TP{c['tp']}" for c in meta_doc["cases"]
                    if not c.get("points") and "error" not in c]
@@ -473,10 +473,10 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped
               "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
-              "# here (no GPU), from the committed raw output:",
               "# H200-grid17 and H200-async9 (machines measured after the shipped profiles were fitted; the step grid",
               "# and served async runs on one, served async runs on another):",
               "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
+              "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs)
               + (" --shipped " + " ".join(str(d) for d in shipped) if shipped else "") + " --out ACCURACY.md",
               "# the shipped profiles: H200-grid16's measured profile with the 4x H200 collectives, calibrated on its",
