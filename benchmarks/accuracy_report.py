@@ -280,11 +280,16 @@ def serving_only(directory: Path, calibrated: dict[str, dict[str, HardwareProfil
 def transfer_section(name: str, gpu: str, points: list[cal.StepPoint], other: HardwareProfile) -> list[str]:
     """Every step of this machine predicted by another machine's calibration of the same GPU type: what a user
     whose GPU is not the one calibrated can expect."""
-    errors = list(np.array([p.time_s for p in points]) / cal.predict_steps(other, points) - 1)
+    errors = step_errors(other, points)
     return ([f"### {name}: predicted by the {gpu} calibration above (another machine)", "",
              f"All {len(points)} step points of this machine, none fitted, predicted by the calibration of the "
              f"{gpu} section above (fitted on its machine's grid).", ""]
             + by_model_table(points, errors) + ["", f"All points: {stats(errors)}.", ""])
+
+
+def step_errors(hw: HardwareProfile, points: list[cal.StepPoint]) -> list[float]:
+    """measured / predicted - 1 for each point, predicted by `hw`."""
+    return list(np.array([p.time_s for p in points]) / cal.predict_steps(hw, points) - 1)
 
 
 def by_model_table(points: list[cal.StepPoint], errors: list[float]) -> list[str]:
@@ -316,7 +321,7 @@ def shipped_section(directory: Path, summary: dict) -> list[str]:
     if steps:
         points = cal.load_trace(steps)
         kept = [p for p in points if cal.excluded_why(p) is None]
-        errs = {k: list(np.array([p.time_s for p in kept]) / cal.predict_steps(hw, kept) - 1) for k, hw in hws.items()}
+        errs = {k: step_errors(hw, kept) for k, hw in hws.items()}
         lines += [f"### {name}: step level (every point)", "",
                   f"All {len(kept)} step points"
                   + (f" ({len(points) - len(kept)} more excluded as the fit excludes them)" if len(kept) < len(points)

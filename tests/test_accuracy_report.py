@@ -114,8 +114,7 @@ def test_served_steps_fit_the_cost_of_decodes_beside_a_prompt(tmp_path):
 
 def test_shipped_directory_is_predicted_by_the_shipped_profiles_unfitted(tmp_path):
     """A --shipped directory: every step point predicted by hw_profiles/ as `plan` loads them, nothing fitted. Steps
-    timed by the shipped calibrated profile itself are predicted exactly by it (a refit would move nothing either,
-    so the datasheet's error shows the section compares profiles, not fits)."""
+    timed by the shipped calibrated profile itself are predicted exactly by it, and not by the datasheet profile."""
     from planner import calibrate as cal
     shipped = catalog.load_hardware("h100", "calibrated")
     spec = catalog.load_model("llama-8b")
