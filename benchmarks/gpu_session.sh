@@ -61,8 +61,6 @@
 #                                              # then the engine benchmark without HF
 #   bash benchmarks/gpu_session.sh recheck     # one GPU, one call: the step grid (TP 1) and the served runs with async
 #                                              # scheduling, for the shipped calibration to predict (never fitted)
-#   bash benchmarks/gpu_session.sh ltalgos     # one GPU: race tests, then decode at batch 48-256 without / with cuBLASLt's
-#                                              # other algorithms in the linear race, in turn (REPS=2: twice; TESTS=0: no tests)
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -330,15 +328,6 @@ tail)
     for v in 64 16; do
       step "tail=$v $i" 150 env PLAN_ENGINE_DECODE_TAIL=$v python3 benchmarks/bench_engine.py --decode-only --no-hf \
           --batches 1,8,32,64,128,256 --out "$OUT/tail_${v}_${i}_$GPU.json" 2>&1 | tail -9
-    done
-  done
-  ;;
-ltalgos)
-  [ "${TESTS:-1}" = 1 ] && step tests 240 python3 -m pytest -q -x tests/test_linear_tune.py tests/test_engine_cuda_paths.py 2>&1 | tail -6
-  for i in $(seq 1 "${REPS:-1}"); do
-    for n in 0 4; do
-      step "lt_algos=$n $i" 150 env PLAN_ENGINE_LT_ALGOS=$n python3 benchmarks/bench_engine.py --decode-only --no-hf \
-          --batches 48,64,96,128,160,192,224,256 --out "$OUT/ltalgos_${n}_${i}_$GPU.json" 2>&1 | tail -10
     done
   done
   ;;

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.engine import cublaslt, gemv, quant  # noqa: E402
+from backends.engine import gemv, quant  # noqa: E402
 from backends.engine.quant import Unquantized, fastest, tune_linear_enabled  # noqa: E402
 
 
@@ -46,14 +46,11 @@ def test_apply_takes_the_tuned_backend_only_at_a_tuned_shape_and_row_count(monke
     monkeypatch.setattr(gemv, "gemv", lambda x, w: (ran.append("triton"), x @ w.t())[1])
     monkeypatch.setattr(gemv, "gemv_row", lambda x, w: (ran.append("triton_row"), x @ w.t())[1])
     monkeypatch.setattr(quant, "blas_linear", lambda library, x, w: (ran.append(library), x @ w.t())[1])
-    monkeypatch.setattr(cublaslt, "linear", lambda name, x, w: (ran.append(name), x @ w.t())[1])
     scheme = Unquantized()
     tuned, other = _Layer(8, 16), _Layer(12, 16)
-    scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas", (8, 16, 1): "triton_row",
-                       (8, 16, 128): "cublaslt_algo2"}
+    scheme.backends = {(8, 16, 4): "cublaslt", (8, 16, 2): "triton", (8, 16, 64): "cublas", (8, 16, 1): "triton_row"}
     for rows, layer, path in [(4, tuned, "cublaslt"), (2, tuned, "triton"), (64, tuned, "cublas"),
-                              (1, tuned, "triton_row"), (128, tuned, "cublaslt_algo2"), (3, tuned, None),
-                              (1, other, None), (4, other, None)]:
+                              (1, tuned, "triton_row"), (3, tuned, None), (1, other, None), (4, other, None)]:
         ran.clear()
         x = torch.randn(rows, 16)
         y = scheme.apply(layer, x)
@@ -99,23 +96,6 @@ def test_tune_switch(monkeypatch):
         tune_linear_enabled()
 
 
-def test_cublaslt_algorithms_switch_and_cpu_fallback(monkeypatch):
-    """PLAN_ENGINE_LT_ALGOS counts the algorithms raced; off CUDA none is offered and a tuned name still computes
-    x @ W^T (F.linear)."""
-    monkeypatch.delenv("PLAN_ENGINE_LT_ALGOS", raising=False)
-    assert cublaslt.algo_count() == 4
-    monkeypatch.setenv("PLAN_ENGINE_LT_ALGOS", "0")
-    assert cublaslt.algo_count() == 0
-    monkeypatch.setenv("PLAN_ENGINE_LT_ALGOS", "all")
-    with pytest.raises(ValueError, match="PLAN_ENGINE_LT_ALGOS='all': expected a count"):
-        cublaslt.algo_count()
-    monkeypatch.setenv("PLAN_ENGINE_LT_ALGOS", "4")
-    x, w = torch.randn(64, 16), torch.randn(8, 16)
-    assert cublaslt.algo_names(x, w) == []
-    assert set(Unquantized.candidates(_Layer(8, 16), x)) == set(quant.BLAS_LIBRARIES)
-    torch.testing.assert_close(cublaslt.linear("cublaslt_algo1", x, w), x @ w.t())
-
-
 def test_runner_on_cpu_tunes_nothing():
     from backends.engine.config import TINY, EngineConfig
     from backends.engine.model_runner import ModelRunner
@@ -139,20 +119,14 @@ def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
     assert set(report) == {"256x512", "1024x256"}
     for per_rows in report.values():
         assert set(per_rows) == {"1", "8", "64"}
-        # no GEMV above gemv.MAX_ROWS, and cuBLASLt's other algorithms only there
-        assert per_rows["64"] in quant.BLAS_LIBRARIES or cublaslt.is_algo(per_rows["64"])
-        assert not any(cublaslt.is_algo(per_rows[r]) for r in ("1", "8"))
-        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, *quant.GEMV_KERNELS, *gemv.TMA_CONFIGS,
-                                          *(f"{cublaslt.ALGO_PREFIX}{i}" for i in range(cublaslt.algo_count()))}
+        assert per_rows["64"] in quant.BLAS_LIBRARIES     # no GEMV above gemv.MAX_ROWS
+        assert set(per_rows.values()) <= {*quant.BLAS_LIBRARIES, *quant.GEMV_KERNELS, *gemv.TMA_CONFIGS}
         assert per_rows["8"] != "triton_row"              # the row kernel takes one row only
     layer = layers[0]
     before = torch.backends.cuda.preferred_blas_library()
     tma = [(name, 8) for name in gemv.TMA_CONFIGS] if gemv.tma_wanted(torch.empty(8, 512, dtype=torch.bfloat16,
                                                                                 device="cuda")) else []
-    algos = [(name, 64) for name in cublaslt.algo_names(torch.empty(64, 512, dtype=torch.bfloat16, device="cuda"),
-                                                          layer.weight)]
-    assert algos, "cuBLASLt offers no algorithm"
-    for backend, rows in [*((lib, 8) for lib in (*quant.BLAS_LIBRARIES, "triton")), ("triton_row", 1), *tma, *algos]:
+    for backend, rows in [*((lib, 8) for lib in (*quant.BLAS_LIBRARIES, "triton")), ("triton_row", 1), *tma]:
         scheme.backends = {(256, 512, rows): backend}
         x = torch.randn(rows, 512, dtype=torch.bfloat16, device="cuda", generator=g)
         scheme.apply(layer, x)                              # warm-up outside capture (Triton JIT, handles)
@@ -163,25 +137,6 @@ def test_tune_on_cuda_and_every_backend_captures_in_a_graph():
         graph.replay()
         torch.testing.assert_close(y, torch.nn.functional.linear(x, layer.weight), rtol=2e-2, atol=2e-2)
         assert torch.backends.cuda.preferred_blas_library() == before
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_every_cublaslt_algorithm_computes_the_linear(dtype):
-    """Each algorithm cuBLASLt offers, at Llama-like and odd shapes, gives F.linear's product; an operand the
-    offer did not assume (unaligned, strided) takes F.linear instead."""
-    g = torch.Generator(device="cuda").manual_seed(1)
-    for m, n, k in [(48, 6144, 4096), (128, 28672, 4096), (192, 4096, 14336), (40, 1000, 264)]:
-        x = torch.randn(m, k, dtype=dtype, device="cuda", generator=g)
-        w = torch.randn(n, k, dtype=dtype, device="cuda", generator=g) / k ** 0.5
-        ref = torch.nn.functional.linear(x, w)
-        names = cublaslt.algo_names(x, w)
-        assert names, (m, n, k)
-        for name in names:
-            torch.testing.assert_close(cublaslt.linear(name, x, w), ref, rtol=2e-2, atol=2e-2)
-    unaligned = torch.randn(m * k + 8, dtype=dtype, device="cuda", generator=g)[8:].view(m, k)
-    assert cublaslt.algo_names(unaligned, w) == [] and cublaslt.algo_names(x.t().contiguous().t(), w) == []
-    torch.testing.assert_close(cublaslt.linear(names[0], unaligned, w), torch.nn.functional.linear(unaligned, w))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -5,10 +5,10 @@ quantized as it arrives: the full-precision model never exists on the device. Th
 (`weight`, `weight_scale`); a scheme holds only the kernel choices its `tune` timed on the device.
 
 As loaded: F.linear with PyTorch's default BLAS library (or at <= 32 rows the Triton GEMV of gemv.py, with
-PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 32 rows) the Triton GEMV (one
-row: both of its kernels; more rows: cuBLASLt's other algorithms, cublaslt.py) per weight shape at each decode
-CUDA-graph batch size, and at exactly those row counts the winner runs (PLAN_ENGINE_TUNE_LINEAR=0 turns this off):
-none of them is fastest at every shape and row count.
+PLAN_ENGINE_GEMV=triton). On CUDA, `Unquantized.tune` times cuBLAS, cuBLASLt and (<= 32 rows) the Triton GEMV
+(one row: both of its kernels) per weight shape at each decode CUDA-graph batch size, and at exactly those row
+counts the winner runs
+(PLAN_ENGINE_TUNE_LINEAR=0 turns this off): none of them is fastest at every shape and row count.
 
 fp8 (e4m3): at <= 16 rows on CUDA, weight-only (gemv.py: fp8 tiles widened to bf16 in the kernel, x as is;
 PLAN_ENGINE_FP8_GEMV=0 turns it off). Otherwise activations are quantized per token at run time; on CUDA the
@@ -30,7 +30,7 @@ from torch import nn
 
 from planner.costmodel import FP8_TUNED_ROWS
 
-from . import cublaslt, gemv, parallel
+from . import gemv, parallel
 from .config import env_switch
 from .kernels import triton, use_triton
 
@@ -184,8 +184,6 @@ class Unquantized:
         backend = self.backends.get((*layer.weight.shape, x.shape[0])) if self.backends else None
         if backend in GEMV_KERNELS or backend in gemv.TMA_CONFIGS:
             return gemv_call(backend, x, layer.weight)
-        if cublaslt.is_algo(backend):
-            return cublaslt.linear(backend, x, layer.weight)
         if backend is not None:
             return blas_linear(backend, x, layer.weight)
         # decode-sized x: one weight-streaming Triton kernel instead of cuBLAS (PLAN_ENGINE_GEMV=triton)
@@ -199,8 +197,7 @@ class Unquantized:
         return gemv_call(self.fused[(*layer.weight.shape, x.shape[0])], x, layer.weight, norm=norm, add_to=add_to)
 
     def tune(self, model: nn.Module, dtype: torch.dtype, rows_list: Sequence[int]) -> dict[str, dict[str, str]]:
-        """Times cuBLAS, cuBLASLt and (<= gemv.MAX_ROWS rows) the Triton GEMV, or (more rows) cuBLASLt's other
-        algorithms, for every distinct weight shape of
+        """Times cuBLAS, cuBLASLt and (<= gemv.MAX_ROWS rows) the Triton GEMV for every distinct weight shape of
         `model`'s linears of this scheme at each of `rows_list` (CUDA; before graphs are captured, which then
         hold the winners). Replaces earlier choices (schemes are shared by every model of the process), so an
         empty `rows_list` clears them. Returns {"NxK": {"rows": backend}}."""
@@ -227,10 +224,6 @@ class Unquantized:
         if gemv.tma_wanted(x):
             calls.update({name: functools.partial(gemv.gemv_tma, x, layer.weight, cfg)
                           for name, cfg in gemv.TMA_CONFIGS.items() if x.shape[1] % cfg["BLOCK_K"] == 0})
-        # past the GEMVs' rows, the other algorithms cuBLASLt offers (torch runs its first)
-        if x.shape[0] > gemv.MAX_ROWS:
-            calls.update({name: functools.partial(cublaslt.linear, name, x, layer.weight)
-                          for name in cublaslt.algo_names(x, layer.weight)})
         return calls
 
 
