@@ -60,7 +60,8 @@
 #   bash benchmarks/gpu_session.sh overlap     # one GPU: kernel tests, the two-half overlap probe (results/overlap_H200),
 #                                              # then the engine benchmark without HF
 #   bash benchmarks/gpu_session.sh recheck     # one GPU, one call: the step grid (TP 1) and the served runs with async
-#                                              # scheduling, for the shipped calibration to predict (never fitted)
+#                                              # scheduling, for the shipped calibration to predict (never fitted);
+#                                              # MODELS=1b,70b DTYPES=fp8: only those cases of the grid
 #   bash benchmarks/gpu_session.sh full1       # one GPU: tests, eager diag, profile, accuracy grid + serving, fp8
 #                                              # decode speed, quick engine benchmark; all in $OUT/results.tar.gz
 # Run from the repo root on the GPU machine with the carried wheels in .whl/. Results land in $OUT.
@@ -75,7 +76,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,uuid,serial,power.limit,
 GPU=$(python3 -c "from profilers.device import detect_gpus; print(detect_gpus().catalog_name)")
 case "${1:-single}" in
 recheck)
-  step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 190 --tp 1 2>&1 | tail -9
+  step accuracy 300 python3 benchmarks/bench_accuracy.py --only step --out-dir "$OUT" --gpu-budget-s 190 --tp 1 \
+      --models "${MODELS:-1b,8b,14b,70b}" --dtypes "${DTYPES:-bf16,fp8}" 2>&1 | tail -9
   step serving 285 python3 benchmarks/bench_accuracy.py --only serving --async-scheduling --out-dir "$OUT" --gpu-budget-s 60 2>&1 | tail -5
   ;;
 overlap)
