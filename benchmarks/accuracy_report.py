@@ -481,6 +481,8 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped
               "# H200-grid17 and H200-async9 (machines measured after the shipped profiles were fitted; the step grid",
               "# and served async runs on one, served async runs on another):",
               "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
+              "# H200-grid18 (a third such machine: the grid's two cases H200-grid17 did not reach, and served async runs):",
+              "MODELS=1b,70b DTYPES=fp8 bash benchmarks/gpu_session.sh recheck",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs)
               + (" --shipped " + " ".join(str(d) for d in shipped) if shipped else "") + " --out ACCURACY.md",
