@@ -304,19 +304,34 @@ def by_model_table(points: list[cal.StepPoint], errors: list[float]) -> list[str
     return lines
 
 
+# The machines the shipped H200 calibration is fitted on (the Reproduce recipe).
+SHIPPED_FIT = tuple(f"benchmarks/results/accuracy/H200-grid{n}" for n in (16, 17, 18))
+
+
+def fitted_by(profile: HardwareProfile, directory: Path) -> bool:
+    """Whether the calibration of `profile` read a file of `directory` (its provenance lists what it was fitted on)."""
+    return any(Path(f).parent.resolve() == directory.resolve() for f in profile.provenance.data_files or ())
+
+
 def shipped_section(directory: Path, summary: dict) -> list[str]:
-    """A machine measured after the shipped profiles were fitted (a `--shipped` directory): all its step points and
-    served runs predicted by the profiles in hw_profiles/ as a user gets them, nothing fitted, nothing refitted."""
+    """A `--shipped` directory: all its step points and served runs predicted by the profiles in hw_profiles/ as a
+    user gets them, nothing refitted. The shipped calibration may have been fitted on this machine's steps (its
+    provenance says), or on none of them: a machine it never saw."""
     from planner import catalog
     step_file, serving = directory / "step.json", directory / "serving.json"
     meta_doc = json.loads((step_file if step_file.exists() else serving).read_text())
     gpu = meta_doc["meta"].get("gpu") or "CPU (tiny)"
     hws = {k: catalog.load_hardware(gpu, k) for k in ("calibrated", "measured", "datasheet")}
-    name = f"{gpu} ({directory.name}: the shipped profiles, nothing fitted)"
+    fitted = fitted_by(hws["calibrated"], directory)
+    name = f"{gpu} ({directory.name}: the shipped profiles, {'fitted on its steps' if fitted else 'nothing fitted'})"
     summary["machine"] = name
+    how = (f"The shipped {gpu} calibration was fitted on this machine's steps (a seeded share of its step grid and "
+           "its served fit run, pooled with other machines'; hw_profiles/calibrated lists them); its served runs "
+           "below were not fitted." if fitted else f"Measured after the shipped {gpu} profiles were fitted, on a "
+           "machine they never saw.")
     lines = [f"## {name}", "", f"Machine: {meta_doc['meta'].get('device_name')}, {meta_doc['meta'].get('date')}; "
-             f"`{meta_doc['meta'].get('command')}`. Measured after the shipped {gpu} profiles were fitted; predicted "
-             f"by them as `plan` loads them (hw_profiles/calibrated, hw_profiles/measured, the datasheet).", ""]
+             f"`{meta_doc['meta'].get('command')}`. {how} Predicted by the shipped profiles as `plan` loads them "
+             "(hw_profiles/calibrated, hw_profiles/measured, the datasheet).", ""]
     steps = trace(directory, "step_trace.jsonl")
     if steps:
         points = cal.load_trace(steps)
@@ -483,17 +498,19 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped
               "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
               "# H200-grid18 (a third such machine: the grid's two cases H200-grid17 did not reach, and served async runs):",
               "MODELS=1b,70b DTYPES=fp8 bash benchmarks/gpu_session.sh recheck",
+              "# H200-grid19 (a fourth machine, after the shipped calibration was fitted on the first three):",
+              "bash benchmarks/gpu_session.sh recheck",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs)
               + (" --shipped " + " ".join(str(d) for d in shipped) if shipped else "") + " --out ACCURACY.md",
-              "# the shipped profiles: H200-grid16's measured profile with the 4x H200 collectives, calibrated on its",
-              "# steps and served async steps (one machine, the current engine, prompts of random ids):",
+              "# the shipped profiles: H200-grid16's measured profile with the 4x H200 collectives, calibrated on the",
+              "# steps and served async steps of three machines (H200-grid16, -grid17, -grid18; the current engine):",
               "cp benchmarks/results/accuracy/H200-grid16/profile.yaml hw_profiles/measured/H200.yaml  # then:",
               "python benchmarks/merge_collectives.py benchmarks/results/accuracy/H200/profile.yaml "
               "hw_profiles/measured/H200.yaml",
-              "plan calibrate --gpu h200 --profile measured --trace benchmarks/results/accuracy/H200-grid16/step_trace.jsonl "
-              "--fit-trace benchmarks/results/accuracy/H200-grid16/serving_fit_trace.jsonl "
-              "--run benchmarks/results/accuracy/H200-grid16/serving.json --out hw_profiles/calibrated/H200.yaml", "```", ""]
+              "plan calibrate --gpu h200 --profile measured " + " ".join(
+                  f"--trace {d}/step_trace.jsonl --fit-trace {d}/serving_fit_trace.jsonl --run {d}/serving.json"
+                  for d in SHIPPED_FIT) + " --out hw_profiles/calibrated/H200.yaml", "```", ""]
     return "\n".join(lines)
 
 

@@ -137,3 +137,24 @@ def test_shipped_directory_is_predicted_by_the_shipped_profiles_unfitted(tmp_pat
     row = next(ln for ln in text.split("## Summary")[1].splitlines() if ln.startswith(f"| {name} |"))
     assert row.startswith(f"| {name} | 0.0% / 0.0% |")
     assert f"--shipped {machine}" in text.split("## Reproduce")[1]
+
+
+def test_a_shipped_directory_the_calibration_read_is_labelled_fitted(tmp_path, monkeypatch):
+    """fitted_by follows the shipped calibration's provenance: a directory whose trace it read is in-sample, any
+    other is a machine it never saw."""
+    monkeypatch.chdir(tmp_path)
+    shipped = catalog.load_hardware("h200", "calibrated")
+    prov = shipped.provenance.model_copy(update={"data_files": ["runs/A/step_trace.jsonl", "runs/A/serving.json"]})
+    profile = shipped.model_copy(update={"provenance": prov})
+    report = _module()
+    assert report.fitted_by(profile, tmp_path / "runs" / "A") and report.fitted_by(profile, Path("runs/A"))
+    assert not report.fitted_by(profile, Path("runs/B"))
+
+
+def test_the_shipped_h200_calibration_is_the_one_its_recipe_fits(monkeypatch):
+    """hw_profiles/calibrated/H200.yaml was fitted on exactly the machines ACCURACY.md's Reproduce recipe names, so a
+    --shipped machine outside them was never seen by it."""
+    monkeypatch.chdir(ROOT)
+    report, shipped = _module(), catalog.load_hardware("h200", "calibrated")
+    assert {str(Path(f).parent) for f in shipped.provenance.data_files} == set(report.SHIPPED_FIT)
+    assert not report.fitted_by(shipped, ROOT / "benchmarks/results/accuracy/H200-grid19")
