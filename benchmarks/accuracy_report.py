@@ -498,8 +498,8 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped
               "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
               "# H200-grid18 (a third such machine: the grid's two cases H200-grid17 did not reach, and served async runs):",
               "MODELS=1b,70b DTYPES=fp8 bash benchmarks/gpu_session.sh recheck",
-              "# H200-grid19 (a fourth machine, after the shipped calibration was fitted on the first three):",
-              "bash benchmarks/gpu_session.sh recheck",
+              "# H200-grid19 and -grid20 (two more machines, after the shipped calibration was fitted on the first three):",
+              "bash benchmarks/gpu_session.sh recheck   # once on each",
               "# here (no GPU), from the committed raw output:",
               "python benchmarks/accuracy_report.py " + " ".join(str(d) for d in dirs)
               + (" --shipped " + " ".join(str(d) for d in shipped) if shipped else "") + " --out ACCURACY.md",
