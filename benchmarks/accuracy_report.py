@@ -430,9 +430,9 @@ def summary_table(summaries: list[dict], seed: int) -> list[str]:
     lines = ["## Summary", "", "Absolute errors of each machine's calibrated profile: held-out steps (median / p90, seed "
              f"{seed} and pooled over the seeded splits), and served runs (median over the loads, never fitted). Step "
              "grids marked * prefilled prompts of one repeated id, which run faster than served prompts (see their "
-             "sections). Rows of \"the shipped profiles, nothing fitted\" are machines measured after the shipped "
-             "profiles were fitted: every step point (in the seed-split column) and every served run predicted by the "
-             "shipped calibrated profile.", "",
+             "sections). Rows of \"the shipped profiles\" are every step point (in the seed-split column) and every "
+             "served run of a machine predicted by the shipped calibrated profile: \"nothing fitted\" a machine it "
+             "never saw, \"fitted on its steps\" one whose steps it was fitted on (its served runs were not).", "",
              "| machine | steps, seed split | steps, pooled | " + " | ".join(SERVING_METRICS) + " | served rows in interval |",
              "|---|---|---|" + "---|" * len(SERVING_METRICS) + "---|"]
     for sm in summaries:
