@@ -493,7 +493,7 @@ def report(dirs: list[Path], holdout: float, seed: int, pooled: int = 1, shipped
               "bash benchmarks/gpu_session.sh serving_async",
               "# several GPUs add the TP 2 / 4 cases:",
               "python benchmarks/bench_accuracy.py --out-dir $OUT --gpu-budget-s 240",
-              "# H200-grid17 and H200-async9 (machines measured after the shipped profiles were fitted; the step grid",
+              "# H200-grid17 and H200-async9 (machines measured after H200-grid16's calibration was fitted; the step grid",
               "# and served async runs on one, served async runs on another):",
               "bash benchmarks/gpu_session.sh recheck; bash benchmarks/gpu_session.sh serving_async",
               "# H200-grid18 (a third such machine: the grid's two cases H200-grid17 did not reach, and served async runs):",
