@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy_report import trace  # noqa: E402
+
 from planner import calibrate as cal  # noqa: E402
 
 
 def step_times(directory: Path) -> dict[tuple[str, str, str], float]:
     """{(model, weight dtype, point label): seconds} of a directory's step trace (as the calibration reads it)."""
-    path = next(f for f in (directory / "step_trace.jsonl", directory / "step_trace.jsonl.gz") if f.is_file())
     return {(p.deployment.model.name, p.deployment.weight_dtype, p.group.rsplit(":", 1)[-1]): p.time_s
-            for p in cal.load_trace(path) if cal.excluded_why(p) is None}
+            for p in cal.load_trace(trace(directory, "step_trace.jsonl")) if cal.excluded_why(p) is None}
 
 
 def compare(a: Path, b: Path) -> list[str]:
